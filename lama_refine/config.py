@@ -1,0 +1,125 @@
+"""From a Hydra config to objects: the parts, the generator, the devices, the Inpainter."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
+from hydra.utils import instantiate, to_absolute_path
+from omegaconf import DictConfig, open_dict
+from torch import nn
+
+from .pipeline import Inpainter
+
+log = logging.getLogger(__name__)
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+DEFAULT_MODEL = PACKAGE_DIR / "weights" / "default.safetensors"
+
+
+def conf_dir() -> Path:
+    """The config folder: `lama_refine/conf` when installed, the repository's `conf/` in a checkout."""
+    for candidate in (PACKAGE_DIR / "conf", PACKAGE_DIR.parent / "conf"):
+        if (candidate / "config.yaml").is_file():
+            return candidate
+    raise FileNotFoundError(f"lama-refine's config folder is missing (looked in {PACKAGE_DIR}/conf and "
+                            f"{PACKAGE_DIR.parent}/conf); reinstall the package")
+
+
+def compose(overrides: Sequence[str] = (), config_name: str = "config") -> DictConfig:
+    """The app's config with command-line style overrides, for use from Python and tests."""
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        return hydra_compose(config_name=config_name, overrides=list(overrides))
+
+
+def parse_gpu_ids(gpu_ids: str | int) -> list[torch.device]:
+    """LaMa's `gpu_ids` string: spaces dropped, comma-separated, non-digit tokens ignored.
+
+    `"0,1, 2"` -> cuda:0, cuda:1, cuda:2; `"0,"` -> cuda:0.
+    """
+    tokens = str(gpu_ids).replace(" ", "").split(",")
+    devices = [torch.device(f"cuda:{t}") for t in tokens if t.isdigit()]
+    if not devices:
+        raise ValueError(f"gpu_ids={gpu_ids!r} names no GPU (expected e.g. '0' or '0,1')")
+    return devices
+
+
+def resolve_devices(devices: Sequence[str] | None, gpu_ids: str | int | None = None) -> list[torch.device]:
+    """The devices to run on: LaMa's `gpu_ids` if given, else `devices`, else every visible GPU,
+    else the CPU. Asking for a GPU that is not there is an error, not a silent fallback."""
+    if gpu_ids is not None:
+        resolved = parse_gpu_ids(gpu_ids)
+    elif devices:
+        resolved = [torch.device(str(d)) for d in devices]
+    elif torch.cuda.is_available():
+        resolved = [torch.device(f"cuda:{i}") for i in range(torch.cuda.device_count())]
+    else:
+        resolved = [torch.device("cpu")]
+    for device in resolved:
+        if device.type == "cuda":
+            index = device.index or 0
+            if not torch.cuda.is_available() or index >= torch.cuda.device_count():
+                raise ValueError(f"device {device} is not available (visible GPUs: "
+                                 f"{torch.cuda.device_count() if torch.cuda.is_available() else 0})")
+    return resolved
+
+
+def model_path(model_cfg: DictConfig | dict[str, Any]) -> Path:
+    """`model.path` as an absolute path; null means the built-in demo model."""
+    path = model_cfg.get("path")
+    return DEFAULT_MODEL if path in (None, "", "default") else Path(to_absolute_path(str(path)))
+
+
+def load_model(model_cfg: DictConfig | dict[str, Any]) -> nn.Module:
+    """The generator named by the `model` config section, frozen, in eval mode, on the CPU."""
+    from .models.loading import load_generator
+
+    return load_generator(model_path(model_cfg), checkpoint=model_cfg.get("checkpoint", "best.ckpt")).generator
+
+
+def build_parts(cfg: DictConfig) -> dict[str, Any]:
+    """Instantiate the pluggable parts: downsampler, pyramid (with its mask downsampler),
+    refiner (with its loss-mask downsampler) and partitioner."""
+    downsampler = instantiate(cfg.downsampler)
+    refiner_cfg = cfg.refiner.copy()
+    with open_dict(refiner_cfg):
+        refiner_cfg.pop("gpu_ids", None)  # LaMa's spelling of devices, not a refiner argument
+    return {
+        "downsampler": downsampler,
+        "pyramid": instantiate(cfg.pyramid, downsampler=downsampler, mask_downsampler=instantiate(cfg.pyramid_mask)),
+        "refiner": instantiate(refiner_cfg, downsampler=downsampler, loss_mask_downsampler=instantiate(cfg.loss_mask)),
+        "partitioner": instantiate(cfg.partitioner),
+    }
+
+
+def build_inpainter(cfg: DictConfig, generator: nn.Module | None = None) -> Inpainter:
+    """The whole pipeline from the app config; `generator` replaces the one `model` names."""
+    parts = build_parts(cfg)
+    if generator is None:
+        generator = load_model(cfg.model)
+    return Inpainter(
+        generator=generator,
+        pyramid=parts["pyramid"],
+        refiner=parts["refiner"],
+        partitioner=parts["partitioner"],
+        devices=resolve_devices(cfg.devices, cfg.refiner.get("gpu_ids")),
+        refine=cfg.refine,
+        modulo=cfg.modulo,
+        match_input_size=cfg.output.match_input_size,
+    )
+
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "build_inpainter",
+    "build_parts",
+    "compose",
+    "conf_dir",
+    "load_model",
+    "model_path",
+    "parse_gpu_ids",
+    "resolve_devices",
+]

@@ -1,0 +1,100 @@
+"""The inpainting pipeline: plain LaMa (SPEC 3) or pyramid + partition + refiner (SPEC 4)."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .padding import pad_symmetric
+from .partition import DevicePartitioner, Partition
+from .pyramid import PyramidBuilder
+from .refine import Refinement, Refiner
+
+log = logging.getLogger(__name__)
+
+
+def plain_inpaint(generator: nn.Module, image: Tensor, mask: Tensor, modulo: int = 8) -> Tensor:
+    """Plain LaMa: image (1, 3, H, W) in [0, 1], mask (1, 1, H, W) in {0, 1} -> (1, 3, H, W).
+
+    As LaMa's data loader and trainer do it: symmetric padding to `modulo`, the hole zeroed and
+    the mask appended, known pixels copied from the input. Runs on the generator's device.
+    """
+    device = next(generator.parameters()).device
+    h, w = image.shape[-2:]
+    with torch.inference_mode():
+        padded_image = pad_symmetric(image.to(device), modulo)
+        padded_mask = pad_symmetric(mask.to(device), modulo)
+        pred = generator(torch.cat([padded_image * (1 - padded_mask), padded_mask], dim=1))
+        inpainted = padded_mask * pred + (1 - padded_mask) * padded_image
+    return inpainted[..., :h, :w].cpu()
+
+
+def match_size(result: Tensor, image: Tensor, mask: Tensor) -> Tensor:
+    """Bring a result computed at a smaller working size back to the input's size.
+
+    result (1, 3, h, w), image (1, 3, H, W), mask (1, 1, H, W) -> (1, 3, H, W): bicubic
+    upsampling of the result inside the hole, the input's own pixels outside it.
+    """
+    if result.shape[-2:] == image.shape[-2:]:
+        return result
+    up = F.interpolate(result, size=image.shape[-2:], mode="bicubic", align_corners=False).clamp_(0, 1)
+    return mask * up + (1 - mask) * image
+
+
+@dataclass
+class Inpainter:
+    """Everything needed to inpaint one photo, built once and reused over a folder.
+
+    `refine=False` is plain LaMa on the whole padded image. `refine=True` builds the pyramid,
+    splits the generator over `devices` and runs the refiner; with `match_input_size` the result
+    is brought back to the input size when a pixel budget shrank the working image (the original
+    returns the smaller image).
+    """
+
+    generator: nn.Module
+    pyramid: PyramidBuilder
+    refiner: Refiner
+    partitioner: DevicePartitioner
+    devices: Sequence[torch.device] = (torch.device("cpu"),)
+    refine: bool = True
+    modulo: int = 8
+    match_input_size: bool = True
+    _partition: Partition | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.generator.eval().requires_grad_(False)
+        self.devices = [torch.device(d) for d in self.devices]
+        if not self.devices:
+            raise ValueError("devices must name at least one device")
+
+    @property
+    def partition(self) -> Partition:
+        if self._partition is None:
+            self._partition = self.partitioner.split(self.generator, self.devices)
+            log.info("rear modules per device: %s", dict(zip(map(str, self.devices), self._partition.rear_indices)))
+        return self._partition
+
+    def run(self, image: Tensor, mask: Tensor) -> Refinement:
+        """image (1, 3, H, W) in [0, 1], mask (1, 1, H, W) in {0, 1} -> Refinement (image on CPU)."""
+        if image.shape[0] != 1:
+            raise ValueError(f"one image at a time, got a batch of {image.shape[0]}")
+        if not self.refine:
+            self._partition = None  # the plain path wants the whole generator on one device
+            self.generator.to(self.devices[0])
+            return Refinement(image=plain_inpaint(self.generator, image, mask, self.modulo))
+        levels = self.pyramid.build(image, mask)
+        result = self.refiner.refine(self.partition, levels)
+        result.image = result.image.cpu()
+        if self.match_input_size:
+            result.image = match_size(result.image, image, mask)
+        return result
+
+    def __call__(self, image: Tensor, mask: Tensor) -> Tensor:
+        return self.run(image, mask).image
+
+
+__all__ = ["Inpainter", "match_size", "plain_inpaint"]

@@ -1,0 +1,113 @@
+"""The command line over folders, checked against the original's outputs."""
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lama_refine.cli import run
+from lama_refine.config import compose
+
+from conftest import GOLDEN, Case, max_mean_diff
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def case_indir(case: Case, tmp_path: Path) -> Path:
+    indir = tmp_path / "in"
+    (indir / "sub").mkdir(parents=True)
+    shutil.copy(case.path / "image.png", indir / "sub" / "photo.png")
+    shutil.copy(case.path / "mask.png", indir / "sub" / "photo_mask001.png")
+    return indir
+
+
+def run_case(case, tmp_path, *extra, model="checkpoint"):
+    indir, outdir = case_indir(case, tmp_path), tmp_path / "out"
+    cfg = compose([f"model.path={case.path / model}", f"indir={indir}", f"outdir={outdir}", "out_ext=.npy",
+                   "output.match_input_size=false", "progress=false", *case.overrides(), *extra])
+    summary = run(cfg)
+    assert not summary.failed
+    return np.load(outdir / "sub" / "photo_mask001.npy")
+
+
+def test_refined_output_matches_the_original(case, tmp_path):
+    out = run_case(case, tmp_path)
+    worst, mean = max_mean_diff(out, case.npy("refined"))
+    assert out.shape == case.npy("refined").shape
+    assert worst <= 1e-4 and mean <= 1e-5
+
+
+def test_plain_output_matches_the_original(case, tmp_path):
+    out = run_case(case, tmp_path, "refine=false")
+    assert max_mean_diff(out, case.npy("plain"))[0] <= 1e-5
+
+
+def test_match_input_size_restores_the_input_size_and_known_pixels(tmp_path):
+    case = Case(GOLDEN / "px_budget_resize")
+    out = run_case(case, tmp_path, "output.match_input_size=true")
+    image, mask = case.image()[0].permute(1, 2, 0).numpy(), case.mask()[0, 0].numpy()
+    assert out.shape == image.shape  # 250x190, where the original returns 177x135
+    assert np.array_equal(out[mask == 0], image[mask == 0])
+    assert np.isfinite(out).all() and out.min() >= 0 and out.max() <= 1
+
+
+def test_png_output_is_lamas_truncating_8bit_conversion(tmp_path):
+    case = Case(GOLDEN / "three_scales")
+    indir, outdir = case_indir(case, tmp_path), tmp_path / "out"
+    run(compose([f"model.path={case.path / 'generator.safetensors'}", f"indir={indir}", f"outdir={outdir}",
+                 "progress=false", *case.overrides()]))
+    ours = np.asarray(Image.open(outdir / "sub" / "photo_mask001.png"))
+    theirs = np.asarray(Image.open(case.path / "refined.png"))
+    assert ours.dtype == np.uint8 and ours.shape == theirs.shape
+    assert np.abs(ours.astype(int) - theirs.astype(int)).max() <= 1  # float noise may cross a level
+
+
+def test_existing_outputs_are_skipped_and_bad_files_do_not_stop_the_batch(tmp_path):
+    case = Case(GOLDEN / "odd_nonsquare_2scales")
+    indir, outdir = case_indir(case, tmp_path), tmp_path / "out"
+    (indir / "broken_mask.png").write_bytes(b"not a png")
+    (indir / "broken.png").write_bytes(b"not a png either")
+    (indir / "orphan_mask.png").write_bytes((case.path / "mask.png").read_bytes())
+    cfg = compose([f"model.path={case.path / 'checkpoint'}", f"indir={indir}", f"outdir={outdir}", "refine=false",
+                   "progress=false"])
+    first = run(cfg)
+    assert len(first.done) == 1 and len(first.failed) == 2
+    reasons = " ".join(r for _, r in first.failed)
+    assert "broken.png" in reasons and "orphan.png" in reasons
+    second = run(cfg)
+    assert len(second.done) == 0 and len(second.skipped) == 1
+    assert not [p for p in outdir.rglob("*") if p.name.endswith(".tmp")]
+
+
+def lama_refine(*args, cwd):
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    return subprocess.run([sys.executable, "-m", "lama_refine.cli", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_command_line_with_lama_gpu_ids_spelling_fails_clearly_without_gpus(tmp_path):
+    case = Case(GOLDEN / "three_scales")
+    indir = case_indir(case, tmp_path)
+    proc = lama_refine(f"model.path={case.path / 'checkpoint'}", f"indir={indir}", f"outdir={tmp_path / 'o'}",
+                       "refiner.gpu_ids='0,1'", cwd=tmp_path)
+    if proc.returncode == 0:
+        pytest.skip("machine has two GPUs")
+    assert "cuda:0" in proc.stderr and "not available" in proc.stderr
+
+
+def test_multirun_sweep_writes_each_setting_to_its_own_folder(tmp_path):
+    case = Case(GOLDEN / "odd_nonsquare_2scales")
+    indir, outdir = case_indir(case, tmp_path), tmp_path / "out"
+    proc = lama_refine("--multirun", f"model.path={case.path / 'generator.torchscript.pt'}", f"indir={indir}",
+                       f"outdir={outdir}", "out_ext=.npy", "progress=false", "output.match_input_size=false",
+                       *case.overrides(), "refine=true,false", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    refined = np.load(outdir / "refine=True" / "sub" / "photo_mask001.npy")
+    plain = np.load(outdir / "refine=False" / "sub" / "photo_mask001.npy")
+    assert max_mean_diff(refined, case.npy("refined"))[0] <= 1e-4
+    assert max_mean_diff(plain, case.npy("plain"))[0] <= 1e-5
+    assert not (tmp_path / "outputs").exists() and not (tmp_path / "multirun").exists()  # logs stay in outdir

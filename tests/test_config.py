@@ -1,0 +1,68 @@
+"""Every config in conf/ instantiates; device spellings resolve as LaMa users expect."""
+import pytest
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from lama_refine.config import build_parts, compose, conf_dir, parse_gpu_ids, resolve_devices
+from lama_refine.downsample import Downsampler, MaskDownsampler
+from lama_refine.partition import DevicePartitioner
+from lama_refine.pyramid import PyramidBuilder
+from lama_refine.refine import Refiner
+
+PART_GROUPS = {"downsampler": Downsampler, "mask_downsampler": MaskDownsampler, "pyramid_mask": MaskDownsampler,
+               "loss_mask": MaskDownsampler, "pyramid": PyramidBuilder, "refiner": Refiner,
+               "partitioner": DevicePartitioner}
+OPTIONS = [(group, path.stem) for group in PART_GROUPS for path in sorted((conf_dir() / group).glob("*.yaml"))]
+
+
+def test_every_group_of_conf_is_known_here():
+    groups = {p.name for p in conf_dir().iterdir() if p.is_dir()}
+    assert groups - {"train"} <= set(PART_GROUPS), "a new config group needs a line in PART_GROUPS"
+
+
+@pytest.mark.parametrize("group,option", OPTIONS)
+def test_every_config_instantiates_to_its_part(group, option):
+    if group == "mask_downsampler":  # the shared options behind pyramid_mask/ and loss_mask/
+        part = instantiate(OmegaConf.load(conf_dir() / group / f"{option}.yaml"))
+    else:
+        parts = build_parts(compose(["indir=x", "outdir=y", f"{group}={option}"]))
+        part = {"pyramid_mask": parts["pyramid"].mask_downsampler,
+                "loss_mask": parts["refiner"].loss_mask_downsampler}.get(group, parts.get(group))
+    assert isinstance(part, PART_GROUPS[group])
+
+
+def test_the_two_mask_downsamplers_are_separate_choices():
+    parts = build_parts(compose(["indir=x", "outdir=y", "pyramid_mask=nearest", "loss_mask=blur"]))
+    assert type(parts["pyramid"].mask_downsampler).__name__ == "NearestMaskDownsampler"
+    assert type(parts["refiner"].loss_mask_downsampler).__name__ == "BlurMaskDownsampler"
+
+
+def test_defaults_are_the_original_parameters():
+    cfg = compose(["indir=x", "outdir=y"])
+    assert (cfg.refiner.n_iters, cfg.refiner.lr, cfg.pyramid.min_side, cfg.pyramid.max_scales,
+            cfg.pyramid.px_budget, cfg.modulo) == (15, 0.002, 512, 3, 1_800_000, 8)
+    parts = build_parts(cfg)
+    assert parts["refiner"].modulo == 8
+
+
+@pytest.mark.parametrize("spec,expected", [("0,1, 2", ["cuda:0", "cuda:1", "cuda:2"]), ("0,", ["cuda:0"]),
+                                           ("1", ["cuda:1"]), (" 3 , x, 4", ["cuda:3", "cuda:4"])])
+def test_gpu_ids_are_parsed_like_lama(spec, expected):
+    assert [str(d) for d in parse_gpu_ids(spec)] == expected
+
+
+def test_gpu_ids_naming_nothing_is_an_error():
+    with pytest.raises(ValueError, match="names no GPU"):
+        parse_gpu_ids(",x")
+
+
+def test_devices_default_to_cpu_without_gpus_and_missing_gpus_are_errors():
+    if torch.cuda.is_available():
+        pytest.skip("machine has a GPU")
+    assert resolve_devices(None) == [torch.device("cpu")]
+    assert resolve_devices(["cpu", "cpu"]) == [torch.device("cpu")] * 2
+    with pytest.raises(ValueError, match="not available"):
+        resolve_devices(None, gpu_ids="0,1")
+    with pytest.raises(ValueError, match="not available"):
+        resolve_devices(["cuda:0"])
