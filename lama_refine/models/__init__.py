@@ -7,9 +7,13 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from .ffc import FFCResNetGenerator, FFCResnetBlock
+from .pix2pixhd import GlobalGenerator, ResnetBlock
 
-GENERATOR_KINDS: dict[str, type[nn.Module]] = {"ffc_resnet": FFCResNetGenerator}
-RESNET_BLOCK_TYPES: tuple[type[nn.Module], ...] = (FFCResnetBlock,)
+GENERATOR_KINDS: dict[str, type[nn.Module]] = {
+    "ffc_resnet": FFCResNetGenerator,
+    "pix2pixhd_global": GlobalGenerator,
+}
+RESNET_BLOCK_TYPES: tuple[type[nn.Module], ...] = (FFCResnetBlock, ResnetBlock)
 
 BIG_LAMA: dict[str, Any] = {
     "kind": "ffc_resnet",
@@ -46,7 +50,10 @@ def build_generator(cfg: Mapping[str, Any] | DictConfig) -> nn.Module:
     kind = kwargs.pop("kind")
     if kind not in GENERATOR_KINDS:
         raise ValueError(f"unsupported generator kind {kind!r}; supported: {sorted(GENERATOR_KINDS)}")
-    return GENERATOR_KINDS[kind](**kwargs)
+    try:
+        return GENERATOR_KINDS[kind](**kwargs)
+    except TypeError as error:  # e.g. an unknown keyword in the yaml: a config error, say so
+        raise ValueError(f"invalid {kind!r} generator config {kwargs}: {error}") from error
 
 
 def is_resnet_block(module: nn.Module) -> bool:
@@ -54,11 +61,26 @@ def is_resnet_block(module: nn.Module) -> bool:
     return isinstance(module, RESNET_BLOCK_TYPES)
 
 
+# Imported last: loading.py builds generators through this module's registry.
+from .loading import (  # noqa: E402
+    CheckpointError,
+    CheckpointMismatchError,
+    LoadedGenerator,
+    load_generator,
+)
+
 __all__ = [
     "BIG_LAMA",
+    "CheckpointError",
+    "CheckpointMismatchError",
     "FFCResNetGenerator",
     "GENERATOR_KINDS",
+    "GlobalGenerator",
+    "LoadedGenerator",
+    "RESNET_BLOCK_TYPES",
+    "ResnetBlock",
     "build_generator",
     "generator_config",
     "is_resnet_block",
+    "load_generator",
 ]

@@ -1,0 +1,71 @@
+"""`lama-refine-convert SRC DST.safetensors`: any supported checkpoint -> safetensors + yaml.
+
+The result loads without unpickling anything and carries its architecture twice: in
+`DST.yaml` (a `generator:` section, readable and editable) and as JSON in the safetensors
+metadata (`lama_refine.generator`), so the file alone is enough.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable, Sequence
+
+from omegaconf import OmegaConf
+from safetensors.torch import save_file
+
+from .loading import SAFETENSORS_CONFIG_KEY, load_generator
+
+
+def convert(src: str | Path, dst: str | Path, checkpoint: str = "best.ckpt") -> Path:
+    """Write `dst` (.safetensors) and `dst` with suffix .yaml from the checkpoint at `src`."""
+    dst = Path(dst)
+    if dst.suffix != ".safetensors":
+        raise ValueError(f"{dst}: the destination must end in .safetensors")
+    loaded = load_generator(src, checkpoint=checkpoint, map_location="cpu")
+    state = {k: v.detach().cpu().contiguous() for k, v in loaded.generator.state_dict().items()}
+    metadata = {SAFETENSORS_CONFIG_KEY: json.dumps(loaded.config)}
+    yaml_text = OmegaConf.to_yaml({"generator": loaded.config})
+
+    _write_atomically(dst, lambda tmp: save_file(state, str(tmp), metadata=metadata))
+    _write_atomically(dst.with_suffix(".yaml"), lambda tmp: tmp.write_text(yaml_text, encoding="utf-8"))
+    return dst
+
+
+def _write_atomically(target: Path, write: Callable[[Path], object]) -> None:
+    """Write through a temp file in the target's folder, then rename: no half-written outputs."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console script entry point; returns the exit status."""
+    parser = argparse.ArgumentParser(
+        prog="lama-refine-convert",
+        description="Convert a LaMa checkpoint (experiment folder, .ckpt, TorchScript .pt, "
+                    "state dict or safetensors) to DST.safetensors plus DST.yaml.",
+    )
+    parser.add_argument("src", type=Path, help="checkpoint file or LaMa experiment folder")
+    parser.add_argument("dst", type=Path, help="output .safetensors path (the .yaml goes beside it)")
+    parser.add_argument("--checkpoint", default="best.ckpt",
+                        help="file in <experiment>/models/ when SRC is a folder (default: best.ckpt)")
+    args = parser.parse_args(argv)
+    try:
+        written = convert(args.src, args.dst, checkpoint=args.checkpoint)
+    except (OSError, ValueError) as error:  # CheckpointError is a ValueError
+        parser.exit(1, f"lama-refine-convert: error: {error}\n")
+    print(f"wrote {written} and {written.with_suffix('.yaml')}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
