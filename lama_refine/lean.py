@@ -68,7 +68,8 @@ def unpack_mask(packed: Tensor, shape: torch.Size) -> Tensor:
     n = 1
     for s in shape:
         n *= s
-    bits = packed.unsqueeze(-1).bitwise_and(_bit_weights(packed.device)).ne(0)
+    # One byte per flag, compared in place and reinterpreted as bool: no second full-size buffer.
+    bits = packed.unsqueeze(-1).bitwise_and(_bit_weights(packed.device)).ne_(0).view(torch.bool)
     return bits.view(-1)[:n].view(shape)
 
 

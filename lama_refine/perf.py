@@ -9,6 +9,8 @@ and leave the generator's own module tree (used by plain inference) as it is, ex
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import logging
 from dataclasses import dataclass
 from typing import Any, Iterator
@@ -36,6 +38,7 @@ class PerfConfig:
     compile: bool = False  # torch.compile each rear stage
     checkpointing: bool = False  # recompute each resnet block in backward instead of keeping its activations
     threads: int | None = None  # torch.set_num_threads for CPU work; null: torch's default
+    mmap_threshold_kb: int | None = 128  # glibc: mmap (and return on free) allocations above this; null: glibc's
 
     def __post_init__(self) -> None:
         if self.amp in ("", "none", "null", "fp32", "float32"):
@@ -62,9 +65,33 @@ class PerfConfig:
         return cls(**{k: v for k, v in dict(cfg).items()})
 
 
-def apply_threads(perf: PerfConfig) -> None:
+M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
+
+
+def set_mmap_threshold(n_bytes: int) -> bool:
+    """glibc: serve allocations above `n_bytes` with mmap, which returns them to the system on free.
+
+    glibc's default threshold adapts upwards to the largest block freed (up to 32 MiB), after which
+    feature-map-sized buffers come from the heap and their memory stays resident after free: the
+    lean backward's peak RSS at 736x736 is 3.6 GiB with the default and 1.x GiB with a fixed
+    threshold. Returns False where there is no glibc (the setting is then a no-op).
+    """
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return False
+    try:
+        libc = ctypes.CDLL(name)
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, int(n_bytes)))
+    except (OSError, AttributeError):
+        return False
+
+
+def apply_process_settings(perf: PerfConfig) -> None:
+    """The process-wide switches: CPU threads and the allocator's mmap threshold."""
     if perf.threads is not None:
         torch.set_num_threads(perf.threads)
+    if perf.mmap_threshold_kb is not None and not set_mmap_threshold(perf.mmap_threshold_kb * 1024):
+        log.debug("perf.mmap_threshold_kb: no glibc mallopt here; left as is")
 
 
 def _to_layout(features: Features, channels_last: bool) -> Features:
@@ -150,4 +177,5 @@ def tune_partition(partition: Partition, perf: PerfConfig) -> Partition:
     return Partition(partition.front, rear)
 
 
-__all__ = ["AMP_DTYPES", "Checkpointed", "PerfConfig", "RearStage", "apply_threads", "tune_partition", "tune_stage"]
+__all__ = ["AMP_DTYPES", "Checkpointed", "PerfConfig", "RearStage", "apply_process_settings", "set_mmap_threshold",
+           "tune_partition", "tune_stage"]
