@@ -44,16 +44,17 @@ SIZES: dict[str, tuple[int, int]] = {
 }
 
 # name -> config overrides (on top of the app's defaults)
+# The faithful baseline is the original's code path *and* the original's allocator behaviour.
+FAITHFUL = ["perf.lean_backward=false", "perf.mmap_threshold_kb=null"]
 CONFIGS: dict[str, list[str]] = {
-    "faithful": ["perf.lean_backward=false"],
-    "faithful+checkpointing": ["perf.lean_backward=false", "perf.checkpointing=true"],
+    "faithful": FAITHFUL,
+    "faithful+checkpointing": FAITHFUL + ["perf.checkpointing=true"],
     "lean": [],
+    "lean+malloc-default": ["perf.mmap_threshold_kb=null"],
     "lean+bf16": ["perf.amp=bf16"],
     "lean+channels_last": ["perf.channels_last=true"],
     "lean+checkpointing": ["perf.checkpointing=true"],
     "lean+compile": ["perf.compile=true"],
-    "lean+threads1": ["perf.threads=1"],
-    "lean+bf16+threads1": ["perf.amp=bf16", "perf.threads=1"],
     "crop": ["region=crop"],
     "crop+bf16": ["region=crop", "perf.amp=bf16"],
 }
@@ -84,22 +85,24 @@ class Spec:
         return f"{self.model}_{self.size}_{self.mask}_it{self.n_iters}"
 
 
+ONE_THREAD = ["perf.threads=1"]  # see benchmarks/notes.md: 2 threads on 2 shared cores oversubscribe
+
 PLANS: dict[str, list[Spec]] = {
     "smoke": [Spec("tiny", c, n_iters=3, extra=["pyramid.min_side=96"])
-              for c in ("faithful", "lean", "lean+bf16", "lean+channels_last", "faithful+checkpointing",
-                        "lean+threads1", "crop")],
+              for c in ("faithful", "lean", "lean+bf16", "lean+channels_last", "faithful+checkpointing", "crop")],
+    # The CPU table of docs/benchmarks.md, most important first (about an hour on a quiet 2-core machine).
     "cpu": (
-        [Spec("0.5mp", c, n_iters=4) for c in ("faithful", "faithful+checkpointing", "lean", "lean+bf16",
-                                               "lean+channels_last", "lean+checkpointing", "lean+threads1",
-                                               "lean+bf16+threads1")]
-        + [Spec("1mp", c, n_iters=4) for c in ("faithful", "faithful+checkpointing", "lean", "lean+bf16")]
-        + [Spec("1.8mp", c, n_iters=3) for c in ("faithful", "lean", "lean+bf16")]
-        + [Spec("12mp", c, n_iters=4, mask="small-hole") for c in ("lean", "crop")]
-        + [Spec("4k", c, n_iters=2, extra=["pyramid.px_budget=9000000"]) for c in ("lean", "lean+bf16")]
+        [Spec("0.5mp", c, n_iters=3, extra=ONE_THREAD) for c in ("faithful", "lean", "lean+bf16",
+                                                                 "lean+malloc-default", "lean+channels_last")]
+        + [Spec("1mp", c, n_iters=2, extra=ONE_THREAD) for c in ("lean", "lean+bf16")]
+        + [Spec("12mp", c, n_iters=2, mask="small-hole", extra=ONE_THREAD) for c in ("lean", "crop")]
+        + [Spec("1.8mp", "lean", n_iters=2, extra=ONE_THREAD)]
+        + [Spec("0.5mp", "faithful+checkpointing", n_iters=3, extra=ONE_THREAD)]
+        + [Spec("4k", "lean+bf16", n_iters=2, extra=ONE_THREAD + ["pyramid.px_budget=9000000"])]
     ),
-    "compile": [Spec("0.25mp", c, n_iters=4) for c in ("lean", "lean+compile")],
-    "default-model": [Spec("1mp", c, model="default", n_iters=4) for c in ("faithful+checkpointing", "lean",
-                                                                           "lean+bf16")],
+    "compile": [Spec("0.25mp", c, n_iters=3, extra=ONE_THREAD) for c in ("lean", "lean+compile")],
+    "default-model": [Spec("1mp", c, model="default", n_iters=3, extra=ONE_THREAD)
+                      for c in ("faithful+checkpointing", "lean", "lean+bf16")],
 }
 
 
@@ -400,8 +403,10 @@ def main() -> None:
         for size in filter(None, args.sizes.split(",")) for config in filter(None, args.configs.split(","))]
     results: dict[str, dict] = json.loads(args.results.read_text()) if args.results.is_file() else {}
     cap = int(args.cap_gb * 2**30)
-    # References first, so every other run of a case can be compared as soon as it finishes.
-    specs.sort(key=lambda s: (s.case, REFERENCES.index(s.config) if s.config in REFERENCES else len(REFERENCES)))
+    # Plan order, except that a case's faithful run comes first, so the others can be compared
+    # with it as soon as they finish (plans list the fallback references first in their case).
+    first_seen = {s.case: i for i, s in reversed(list(enumerate(specs)))}
+    specs.sort(key=lambda s: (first_seen[s.case], s.config != REFERENCES[0]))
     for spec in specs:
         for repeat in range(args.repeats):
             key = spec.key + (f"#{repeat}" if repeat else "")

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from .lean import LeanFFCResnetBlock, LeanResidual
+from .lean import LeanFFCResnetBlock, LeanResidual, lean_rear
 from .models import is_resnet_block
 from .partition import EvenPartitioner
 from .perf import PerfConfig, tune_partition
@@ -132,6 +132,50 @@ def checkpointed_saved(generator: nn.Module, size: tuple[int, int], perf: PerfCo
     block_input = sum(f.numel() * f.element_size() for f in _as_tuple(features) if torch.is_tensor(f))
     n = len(blocks)
     return saved - n * block_saved.bytes + n * block_input + block_saved.bytes
+
+
+def rear_module_costs(generator: nn.Module, size: tuple[int, int], perf: PerfConfig | None = None) -> list[int]:
+    """Bytes kept for backward by each top-level rear module (first resnet block onwards) at
+    padded size (h, w), from one meta trace: what a memory-balanced device split needs.
+
+    The lean backward is applied per module, so the list lines up with `generator.model`'s rear
+    indices (unlike `lean_rear` on the whole stage, which fuses conv/BN/ReLU runs).
+    """
+    perf = perf or PerfConfig()
+    meta = meta_copy(generator).eval().requires_grad_(False)
+    partition = EvenPartitioner().split(meta, [torch.device("meta")])
+    with torch.no_grad():
+        features = partition.front(torch.zeros(1, _input_channels(meta), *size, device="meta"))
+    features = _leaves(features)
+    modules = list(partition.rear[0].module)
+    costs: list[int] = []
+    i = 0
+    while i < len(modules):
+        # [pad] conv [BN] [ReLU] runs are made lean together, as tune_partition does.
+        run = _fusable_run(modules, i)
+        stage = lean_rear(nn.Sequential(*run)) if perf.lean_backward else nn.Sequential(*run)
+        saved = _SavedBytes()
+        with torch.autograd.graph.saved_tensors_hooks(saved.pack, lambda t: t):
+            features = stage(features)
+        costs += [saved.bytes] + [0] * (len(run) - 1)  # a fused run's cost is booked on its first module
+        i += len(run)
+    return costs
+
+
+def _fusable_run(modules: list[nn.Module], start: int) -> list[nn.Module]:
+    """modules[start:] up to the end of a [pad] conv [BN] [ReLU] run (just modules[start] if
+    it does not start one)."""
+    run = [modules[start]]
+    followers: list[tuple[type, ...]] = [(nn.BatchNorm2d,), (nn.ReLU,)]
+    if isinstance(modules[start], nn.ReflectionPad2d):
+        followers.insert(0, (nn.Conv2d,))
+    elif not isinstance(modules[start], (nn.Conv2d, nn.ConvTranspose2d)):
+        return run
+    for kinds in followers:
+        j = start + len(run)
+        if j < len(modules) and isinstance(modules[j], kinds):
+            run.append(modules[j])
+    return run
 
 
 def _is_block(module: nn.Module) -> bool:
@@ -265,6 +309,7 @@ __all__ = [
     "checkpointed_saved",
     "meta_copy",
     "perf_from_overrides",
+    "rear_module_costs",
     "trace_rear",
     "weight_bytes",
 ]

@@ -68,3 +68,14 @@ def test_px_budget_auto_becomes_a_number_before_the_pyramid_is_built():
 def test_perf_overrides_parse():
     perf = perf_from_overrides(["perf.amp=bf16", "perf.threads=1", "perf.checkpointing=true", "refine=false"])
     assert (perf.amp, perf.threads, perf.checkpointing, perf.lean_backward) == ("bf16", 1, True, True)
+
+
+def test_rear_module_costs_line_up_with_the_rear_and_add_up(big_lama):
+    from lama_refine.memory import rear_module_costs
+
+    costs = rear_module_costs(big_lama, (128, 192), PerfConfig(lean_backward=False))
+    assert len(costs) == 36 - 5  # rear = indices 5..35
+    assert sum(costs) == trace_rear(big_lama, (128, 192), PerfConfig(lean_backward=False))[0]
+    assert costs[17] > 0 and costs[18] == 0  # the last resnet block keeps tensors; the concat nothing
+    lean = rear_module_costs(big_lama, (128, 192), PerfConfig())
+    assert sum(lean) * 50 < sum(costs)
