@@ -50,8 +50,9 @@ CONFIGS: dict[str, list[str]] = {
     "faithful": FAITHFUL,
     "faithful+checkpointing": FAITHFUL + ["perf.checkpointing=true"],
     "lean": [],
-    "lean+malloc-default": ["perf.mmap_threshold_kb=null"],
+    "lean+mmap128": ["perf.mmap_threshold_kb=128"],
     "lean+bf16": ["perf.amp=bf16"],
+    "lean+thp": [],  # THP_MEM_ALLOC_ENABLE=1: torch asks for transparent huge pages (fewer page faults)
     "lean+channels_last": ["perf.channels_last=true"],
     "lean+checkpointing": ["perf.checkpointing=true"],
     "lean+compile": ["perf.compile=true"],
@@ -81,8 +82,14 @@ class Spec:
 
     @property
     def case(self) -> str:
-        """Runs with the same case see the same inputs and can be compared."""
-        return f"{self.model}_{self.size}_{self.mask}_it{self.n_iters}"
+        """Runs with the same case see the same inputs and settings but for `perf.*`, and can be compared."""
+        inputs = [e for e in self.extra if not e.startswith("perf.")]
+        extra = ("+" + "+".join(inputs)) if inputs else ""
+        return f"{self.model}_{self.size}_{self.mask}_it{self.n_iters}{extra}"
+
+    @property
+    def threads(self) -> str:
+        return next((e for e in self.extra if e.startswith("perf.threads=")), "")
 
 
 ONE_THREAD = ["perf.threads=1"]  # see benchmarks/notes.md: 2 threads on 2 shared cores oversubscribe
@@ -93,13 +100,16 @@ PLANS: dict[str, list[Spec]] = {
     # The CPU table of docs/benchmarks.md, most important first (about an hour on a quiet 2-core machine).
     "cpu": (
         [Spec("0.5mp", c, n_iters=3, extra=ONE_THREAD) for c in ("faithful", "lean", "lean+bf16",
-                                                                 "lean+malloc-default", "lean+channels_last")]
+                                                                 "lean+mmap128", "lean+channels_last")]
         + [Spec("1mp", c, n_iters=2, extra=ONE_THREAD) for c in ("lean", "lean+bf16")]
         + [Spec("12mp", c, n_iters=2, mask="small-hole", extra=ONE_THREAD) for c in ("lean", "crop")]
         + [Spec("1.8mp", "lean", n_iters=2, extra=ONE_THREAD)]
         + [Spec("0.5mp", "faithful+checkpointing", n_iters=3, extra=ONE_THREAD)]
         + [Spec("4k", "lean+bf16", n_iters=2, extra=ONE_THREAD + ["pyramid.px_budget=9000000"])]
     ),
+    # On a quiet machine: both cores, torch's default threads.
+    "quiet": [Spec("0.5mp", c, n_iters=3) for c in ("faithful", "lean", "lean+mmap128", "lean+bf16",
+                                                    "lean+thp")],
     "compile": [Spec("0.25mp", c, n_iters=3, extra=ONE_THREAD) for c in ("lean", "lean+compile")],
     "default-model": [Spec("1mp", c, model="default", n_iters=3, extra=ONE_THREAD)
                       for c in ("faithful+checkpointing", "lean", "lean+bf16")],
@@ -176,6 +186,8 @@ def benchmark_generator(model: str):
 
 
 def run_child(spec: Spec, out_dir: Path) -> dict:
+    if "thp" in spec.config:
+        os.environ["THP_MEM_ALLOC_ENABLE"] = "1"  # read by torch at its first large allocation
     import numpy as np
     import torch
 
@@ -291,10 +303,15 @@ def add_diffs(record: dict, out_dir: Path, results: dict[str, dict]) -> None:
     ours_path = out_dir / f"{record['key']}.npy"
     if "error" in record or not ours_path.is_file():
         return
+    threads = Spec(**record["spec"]).threads
     for ref_config in REFERENCES:
-        ref = next((r for r in results.values() if r["case"] == record["case"]
-                    and r["spec"]["config"] == ref_config and "error" not in r
-                    and not r["spec"]["extra"] == ["skip"]), None)
+        # the reference of the same case, with the same thread count if there is one (the
+        # summation order, and so the last bits, depend on it)
+        candidates = [r for r in results.values() if r["case"] == record["case"] and "error" not in r
+                      and r["spec"]["config"] == ref_config and r["key"] != record["key"]
+                      and (out_dir / f"{r['key']}.npy").is_file()]
+        candidates.sort(key=lambda r: Spec(**r["spec"]).threads != threads)
+        ref = candidates[0] if candidates else None
         if ref is None or not (out_dir / f"{ref['key']}.npy").is_file():
             continue
         ours, theirs = np.load(ours_path), np.load(out_dir / f"{ref['key']}.npy")
@@ -340,7 +357,8 @@ def table(results: list[dict]) -> str:
              "| predicted GiB | vs | max abs diff | mean abs diff | hole mean abs diff | load 1-min |",
              "|" + "---|" * 15]
     for r in results:
-        s = r["spec"]
+        s = dict(r["spec"])
+        s["config"] = " ".join([s["config"], *s["extra"]])
         h, w = SIZES[s["size"]]
         size = f"{s['size']} ({w}x{h})"
         if "error" in r:
@@ -402,6 +420,9 @@ def main() -> None:
         Spec(size, config, args.model, args.n_iters, args.mask, args.extra.split())
         for size in filter(None, args.sizes.split(",")) for config in filter(None, args.configs.split(","))]
     results: dict[str, dict] = json.loads(args.results.read_text()) if args.results.is_file() else {}
+    for r in results.values():  # diffs are recomputed below against each case's reference
+        for k in ("reference", "max_abs_diff", "mean_abs_diff", "hole_mean_abs_diff"):
+            r.pop(k, None)
     cap = int(args.cap_gb * 2**30)
     # Plan order, except that a case's faithful run comes first, so the others can be compared
     # with it as soon as they finish (plans list the fallback references first in their case).
@@ -424,6 +445,12 @@ def main() -> None:
             results[key] = record
             args.results.write_text(json.dumps(results, indent=1))
             print(table([record]).splitlines()[-1], flush=True)
+    for record in results.values():
+        record["case"] = Spec(**record["spec"]).case
+    for record in results.values():
+        add_diffs(record, args.scratch, results)
+        record["predicted_peak_bytes"] = predicted_peak(Spec(**record["spec"]))  # the current model
+    args.results.write_text(json.dumps(results, indent=1))
     ordered = sorted(results.values(), key=lambda r: (r["spec"]["model"], SIZES[r["spec"]["size"]][0] *
                                                       SIZES[r["spec"]["size"]][1], r["spec"]["mask"], r["key"]))
     notes_path = REPO / "benchmarks" / "notes.md"

@@ -38,7 +38,7 @@ class PerfConfig:
     compile: bool = False  # torch.compile each rear stage
     checkpointing: bool = False  # recompute each resnet block in backward instead of keeping its activations
     threads: int | None = None  # torch.set_num_threads for CPU work; null: torch's default
-    mmap_threshold_kb: int | None = 128  # glibc: mmap (and return on free) allocations above this; null: glibc's
+    mmap_threshold_kb: int | None = None  # glibc: mmap (return on free) allocations above this; null: glibc's
 
     def __post_init__(self) -> None:
         if self.amp in ("", "none", "null", "fp32", "float32"):
@@ -73,8 +73,10 @@ def set_mmap_threshold(n_bytes: int) -> bool:
 
     glibc's default threshold adapts upwards to the largest block freed (up to 32 MiB), after which
     feature-map-sized buffers come from the heap and their memory stays resident after free: the
-    lean backward's peak RSS at 736x736 is 3.6 GiB with the default and 1.x GiB with a fixed
-    threshold. Returns False where there is no glibc (the setting is then a no-op).
+    lean backward's peak RSS at 736x736 is 2.3-2.5 GiB with the default and 1.1 GiB with a fixed
+    128 KiB threshold, but every fresh mapping is page-faulted in again, which made iterations
+    1.6x slower (docs/benchmarks.md): a memory switch, off by default. Returns False where there
+    is no glibc (the setting is then a no-op).
     """
     name = ctypes.util.find_library("c")
     if name is None:

@@ -40,9 +40,11 @@ def test_lean_backward_keeps_an_order_of_magnitude_less(big_lama):
 def test_estimate_grows_with_the_image_and_shrinks_with_the_switches(big_lama):
     small = estimate_peak(big_lama, (384, 512), PerfConfig(lean_backward=False)).total
     large = estimate_peak(big_lama, (768, 1024), PerfConfig(lean_backward=False)).total
-    lean = estimate_peak(big_lama, (768, 1024), PerfConfig()).total
+    lean = estimate_peak(big_lama, (768, 1024), PerfConfig(mmap_threshold_kb=128)).total
     checkpointed = estimate_peak(big_lama, (768, 1024), PerfConfig(lean_backward=False, checkpointing=True)).total
     assert small < large and lean < checkpointed < large
+    heap = estimate_peak(big_lama, (768, 1024), PerfConfig()).total  # glibc's adaptive threshold
+    assert lean < heap < large
 
 
 def test_auto_budget_fits_the_free_memory(big_lama):
