@@ -68,8 +68,7 @@ def unpack_mask(packed: Tensor, shape: torch.Size) -> Tensor:
     n = 1
     for s in shape:
         n *= s
-    # One byte per flag, compared in place and reinterpreted as bool: no second full-size buffer.
-    bits = packed.unsqueeze(-1).bitwise_and(_bit_weights(packed.device)).ne_(0).view(torch.bool)
+    bits = packed.unsqueeze(-1).bitwise_and(_bit_weights(packed.device)).ne(0)
     return bits.view(-1)[:n].view(shape)
 
 
