@@ -13,6 +13,8 @@ from lama_refine.refine import Refiner
 PART_GROUPS = {"downsampler": Downsampler, "mask_downsampler": MaskDownsampler, "pyramid_mask": MaskDownsampler,
                "loss_mask": MaskDownsampler, "pyramid": PyramidBuilder, "refiner": Refiner,
                "partitioner": DevicePartitioner}
+# Options with a mandatory value (`???`), and the value a user would give.
+REQUIRED = {("partitioner", "explicit"): ["partitioner.blocks=[2,1]"]}
 OPTIONS = [(group, path.stem) for group in PART_GROUPS for path in sorted((conf_dir() / group).glob("*.yaml"))]
 
 
@@ -26,7 +28,7 @@ def test_every_config_instantiates_to_its_part(group, option):
     if group == "mask_downsampler":  # the shared options behind pyramid_mask/ and loss_mask/
         part = instantiate(OmegaConf.load(conf_dir() / group / f"{option}.yaml"))
     else:
-        parts = build_parts(compose(["indir=x", "outdir=y", f"{group}={option}"]))
+        parts = build_parts(compose(["indir=x", "outdir=y", f"{group}={option}", *REQUIRED.get((group, option), [])]))
         part = {"pyramid_mask": parts["pyramid"].mask_downsampler,
                 "loss_mask": parts["refiner"].loss_mask_downsampler}.get(group, parts.get(group))
     assert isinstance(part, PART_GROUPS[group])
@@ -66,3 +68,9 @@ def test_devices_default_to_cpu_without_gpus_and_missing_gpus_are_errors():
         resolve_devices(None, gpu_ids="0,1")
     with pytest.raises(ValueError, match="not available"):
         resolve_devices(["cuda:0"])
+
+
+def test_mandatory_explicit_block_counts_are_reported_by_name():
+    from omegaconf.errors import MissingMandatoryValue
+    with pytest.raises(MissingMandatoryValue, match="blocks"):
+        build_parts(compose(["indir=x", "outdir=y", "partitioner=explicit"]))
