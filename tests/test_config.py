@@ -74,3 +74,10 @@ def test_mandatory_explicit_block_counts_are_reported_by_name():
     from omegaconf.errors import MissingMandatoryValue
     with pytest.raises(MissingMandatoryValue, match="blocks"):
         build_parts(compose(["indir=x", "outdir=y", "partitioner=explicit"]))
+
+
+@pytest.mark.parametrize("option,expected", [("adam", torch.optim.Adam), ("sgd", torch.optim.SGD)])
+def test_the_refiners_optimizer_is_one_override(option, expected):
+    refiner = build_parts(compose(["indir=x", "outdir=y", f"refiner/optimizer={option}", "refiner.lr=0.1"]))["refiner"]
+    optimizer = refiner.make_optimizer([torch.zeros(3, requires_grad=True)])
+    assert type(optimizer) is expected and optimizer.defaults["lr"] == 0.1
