@@ -13,6 +13,8 @@ to the sweep dir, `outdir/sweeps/<time>/`. Nothing is written outside `outdir`.
 from __future__ import annotations
 
 import csv
+import ctypes
+import gc
 import json
 import logging
 import math
@@ -137,6 +139,16 @@ def image_metrics(result: Tensor, truth: Tensor, mask: Tensor) -> dict[str, floa
     }
 
 
+def release_free_memory() -> None:
+    """Hand memory the C allocator keeps after frees back to the OS (glibc's `malloc_trim`), so
+    that the next RSS baseline is not inflated by an earlier, larger run; a no-op elsewhere."""
+    gc.collect()
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def rss_bytes() -> int:
     """This process's resident set size now."""
     try:
@@ -152,10 +164,11 @@ class PeakMemory:
 
     CUDA: `torch.cuda.max_memory_allocated` minus the allocation at the start, summed over the
     devices used. CPU: the process's resident set size, sampled every `interval` seconds by a
-    thread (torch releases the GIL in its kernels), peak minus the start. `ru_maxrss` and
+    thread (torch releases the GIL in its kernels), peak minus the start, where the start is taken
+    after returning freed heap memory to the OS (`release_free_memory`). `ru_maxrss` and
     tracemalloc are no use here: the first is a lifetime peak, the second does not see torch's
-    allocations. CPU numbers can under-report when the allocator still holds memory freed by an
-    earlier, larger image.
+    allocations. CPU numbers are approximate: memory the allocator cannot trim (fragmented
+    arenas) still hides part of a run's growth, and short spikes between samples are missed.
     """
 
     def __init__(self, devices: Sequence[torch.device], interval: float = 0.002):
@@ -171,6 +184,7 @@ class PeakMemory:
                 torch.cuda.reset_peak_memory_stats(d)
                 self.start[d] = torch.cuda.memory_allocated(d)
         else:
+            release_free_memory()
             self.start_rss = self.peak_rss = rss_bytes()
             self.stop = threading.Event()
             self.thread = threading.Thread(target=self._sample, daemon=True)
