@@ -249,7 +249,7 @@ def side_by_side(panels: Sequence[tuple[str, Tensor]], gap: int = 4, header: int
 def fmt(value: float, metric: str) -> str:
     if isinstance(value, float) and math.isinf(value):
         return "inf"
-    return {"psnr": "{:.2f}", "ssim": "{:.4f}", "hole_l1": "{:.4f}", "time_s": "{:.2f}",
+    return {"psnr": "{:.3f}", "ssim": "{:.4f}", "hole_l1": "{:.5f}", "time_s": "{:.2f}",
             "peak_mem_mb": "{:.0f}"}.get(metric, "{}").format(value)
 
 

@@ -81,3 +81,16 @@ def test_the_refiners_optimizer_is_one_override(option, expected):
     refiner = build_parts(compose(["indir=x", "outdir=y", f"refiner/optimizer={option}", "refiner.lr=0.1"]))["refiner"]
     optimizer = refiner.make_optimizer([torch.zeros(3, requires_grad=True)])
     assert type(optimizer) is expected and optimizer.defaults["lr"] == 0.1
+
+
+def test_readme_lists_every_option_with_its_override():
+    readme = (conf_dir().parent / "README.md").read_text() if (conf_dir().parent / "README.md").is_file() else None
+    if readme is None:
+        pytest.skip("installed package: no README beside conf/")
+    rows = {line.split("|")[2].strip(" `"): line for line in readme.splitlines() if line.startswith("| ")
+            and line.count("|") == 6}  # the swap-point table: part | override | options | default
+    groups = [g for g in PART_GROUPS if g != "mask_downsampler"] + ["refiner/optimizer"]
+    for group in groups:
+        row = rows[f"{group}="]
+        for path in (conf_dir() / group).glob("*.yaml"):
+            assert f"`{path.stem}`" in row, f"README's swap-point table misses {group}={path.stem}"
