@@ -56,7 +56,9 @@ def user_dir(tmp_path_factory) -> Path:
 
 
 def python(user_dir: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([".", str(REPO), os.environ.get("PYTHONPATH", "")])}
+    # one thread: these check behaviour, not speed, and two threads per process oversubscribe shared cores
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([".", str(REPO), os.environ.get("PYTHONPATH", "")]),
+           "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, *args], cwd=user_dir, env=env, capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode == 0, proc.stderr
