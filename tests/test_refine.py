@@ -1,3 +1,4 @@
+import functools
 import json
 import logging
 
@@ -10,7 +11,7 @@ from lama_refine.partition import EvenPartitioner
 from lama_refine.pyramid import OriginalPyramid
 from lama_refine.refine import L1Refiner, ellipse_kernel
 
-from conftest import FIXTURES
+from conftest import FIXTURES, GOLDEN, Case
 
 
 def test_ellipse_kernel_equals_opencv():
@@ -18,7 +19,17 @@ def test_ellipse_kernel_equals_opencv():
     assert torch.equal(ellipse_kernel(15), expected)
 
 
+@functools.lru_cache(maxsize=None)
+def _refine_case(name):
+    return refine_case_uncached(Case(GOLDEN / name))
+
+
 def refine_case(case):
+    """(refiner, levels, result) of the case's original parameters, computed once per case."""
+    return _refine_case(case.name)
+
+
+def refine_case_uncached(case):
     p = case.params
     ds = GaussianDownsampler()
     levels = OriginalPyramid(ds, BlurMaskDownsampler(), p["min_side"], p["max_scales"], p["px_budget"]).build(
