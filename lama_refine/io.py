@@ -466,7 +466,7 @@ def png16_bytes(array: np.ndarray) -> bytes:
     """(H, W, 3) uint16 -> a 16-bit RGB PNG (Pillow cannot write one). Every row uses the `Up`
     filter (difference to the row above), which numpy computes for all rows at once."""
     h, w, c = array.shape
-    rows = array.astype(">u2").view(np.uint8).reshape(h, w * c * 2)
+    rows = np.ascontiguousarray(array, dtype=">u2").view(np.uint8).reshape(h, w * c * 2)
     up = rows.copy()
     up[1:] -= rows[:-1]  # uint8 arithmetic wraps modulo 256, as PNG's filters do
     raw = np.concatenate([np.full((h, 1), 2, np.uint8), up], axis=1).tobytes()
