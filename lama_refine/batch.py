@@ -281,7 +281,12 @@ class Batch:
         if fraction == 1:
             notes.append("the mask covers the whole image: nothing is known, the output is the model's guess")
             log.warning("%s: %s", job.name, notes[-1])
-        refinement, attempts = inpaint_with_retries(self.inpainter, inputs, job.name)
+        try:
+            refinement, attempts = inpaint_with_retries(self.inpainter, inputs, job.name)
+        except InputError:
+            raise
+        except ValueError as e:  # the pipeline's word on this image, e.g. too small to pad
+            raise InputError(f"{job.image}: {e}") from e
         return refinement, attempts, notes
 
     def process(self, job: Job, summary: Summary) -> None:

@@ -134,6 +134,8 @@ def lama_jobs(root: Path, exclude: Iterable[Path] = ()) -> list[Job]:
         candidates = sibling_candidates(mask.parent, mask.name.rsplit("_mask", 1)[0])
         image = first_existing(candidates)
         problem = None if image is not None else _missing("image for this mask", mask, candidates)
+        if mask.is_dir():
+            problem = f"{mask}: is a folder, not an image file"
         jobs.append(Job(image or candidates[0], mask, mask.relative_to(root), problem))
     return jobs
 
