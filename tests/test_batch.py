@@ -406,3 +406,15 @@ def test_batch_goes_on_after_oom_and_records_the_retry(tmp_path, monkeypatch, ca
     records = {Path(r["mask"]).name: r for r in read_manifest(outdir / MANIFEST)}
     assert records["a_mask.png"]["retries"] == ["px_budget 1800000 -> 900000"] and records["a_mask.png"]["attempts"] == 2
     assert records["b_mask.png"]["status"] == "failed" and records["c_mask.png"]["attempts"] == 1
+
+
+@pytest.mark.parametrize("preset, plugin, expected", [
+    ("local_shards", "hydra_plugins.hydra_joblib_launcher", ["JoblibLauncher", "prefer: processes"]),
+    ("slurm_shards", "hydra_plugins.hydra_submitit_launcher", ["SlurmLauncher", "gpus_per_node: 1", "max_num_timeout: 3"]),
+])
+def test_launcher_presets_compose(tmp_path, preset, plugin, expected):
+    pytest.importorskip(plugin)
+    proc = lama_refine(f"hydra/launcher={preset}", "indir=x", "outdir=y", "--cfg", "hydra", "--package",
+                       "hydra.launcher", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert all(line in proc.stdout for line in expected), proc.stdout
