@@ -16,7 +16,9 @@ import json
 import logging
 import math
 import os
+import signal
 import socket
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -90,12 +92,15 @@ class Manifest:
         if self.path is None:
             return
         line = (json.dumps(record, default=str, allow_nan=False) + "\n").encode()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
-            os.write(fd, line)
-        finally:
-            os.close(fd)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                os.write(fd, line)
+            finally:
+                os.close(fd)
+        except OSError as e:  # the outputs matter more than their record: go on
+            log.error("%s: cannot append to the manifest (%s)", self.path, e)
 
 
 def read_manifest(path: Path) -> list[dict[str, Any]]:
@@ -236,6 +241,25 @@ def inpaint_with_retries(inpainter: Inpainter, inputs: Inputs, name: Path,
 # The loop
 # ---------------------------------------------------------------------------------------------
 
+@contextlib.contextmanager
+def deferred_interrupts() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM until the block is over, then deliver them: Ctrl-C or a kill never
+    separates an output from its manifest line (SIGKILL cannot be held; its window is tiny)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    held = (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.signal(s, lambda signum, frame: received.append(signum)) for s in held}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
+        if received:
+            signal.raise_signal(received[0])
+
+
 @dataclass
 class Batch:
     """Everything the loop needs besides the jobs. `inpainter` is built on first use, so a batch
@@ -289,6 +313,12 @@ class Batch:
             raise InputError(f"{job.image}: {e}") from e
         return refinement, attempts, notes
 
+    def write(self, out: Path, image, bits: int) -> None:
+        try:
+            write_result(out, image, bits=bits, quality=self.out_quality)
+        except OSError as e:
+            raise InputError(f"{out}: cannot write the output ({e})") from e
+
     def process(self, job: Job, summary: Summary) -> None:
         """One job, start to finish. Any error with this file is recorded as its failure and the
         batch goes on; only SetupError (no inpainter at all) and interrupts (Ctrl-C) propagate."""
@@ -305,10 +335,21 @@ class Batch:
             read_s = time.perf_counter() - start
             refinement, attempts, notes = self.inpaint(inputs, job)
             inpaint_s = time.perf_counter() - start - read_s
-            try:
-                write_result(out, refinement.image, bits=inputs.bits, quality=self.out_quality)
-            except OSError as e:
-                raise InputError(f"{out}: cannot write the output ({e})") from e
+            notes = inputs.notes + notes
+            with deferred_interrupts():  # an output and its manifest line are written together
+                self.write(out, refinement.image, inputs.bits)
+                total = time.perf_counter() - start
+                summary.done.append(out)
+                summary.notes += [(job.name, n) for n in notes]
+                losses = [loss for scale in refinement.losses for loss in scale]
+                self.record(job, "done", output=str(out.relative_to(self.outdir)),
+                            size=list(inputs.image.shape[-2:]), bits=inputs.bits,
+                            hole_fraction=round(inputs.hole_fraction, 6),
+                            scales=[list(s.shape[-2:]) for s in refinement.scales],
+                            final_loss=finite_or_none(losses[-1]) if losses else None,
+                            attempts=max(attempts.count, 1), retries=attempts.changes, notes=notes,
+                            seconds={"read": round(read_s, 3), "inpaint": round(inpaint_s, 3),
+                                     "write": round(total - read_s - inpaint_s, 3), "total": round(total, 3)})
         except SetupError:
             raise
         except Exception as e:  # noqa: BLE001 - one file never stops the batch
@@ -321,18 +362,6 @@ class Batch:
             return
         finally:
             self.on_image_end()
-        total = time.perf_counter() - start
-        notes = inputs.notes + notes
-        summary.done.append(out)
-        summary.notes += [(job.name, n) for n in notes]
-        losses = [l for scale in refinement.losses for l in scale]
-        self.record(job, "done", output=str(out.relative_to(self.outdir)), size=list(inputs.image.shape[-2:]),
-                    bits=inputs.bits, hole_fraction=round(inputs.hole_fraction, 6),
-                    scales=[list(s.shape[-2:]) for s in refinement.scales],
-                    final_loss=finite_or_none(losses[-1]) if losses else None,
-                    attempts=max(attempts.count, 1), retries=attempts.changes, notes=notes,
-                    seconds={"read": round(read_s, 3), "inpaint": round(inpaint_s, 3),
-                             "write": round(total - read_s - inpaint_s, 3), "total": round(total, 3)})
         log.info("%s -> %s (%.1f s)%s", job.name, out, total, "".join(f"; {n}" for n in notes))
 
     def run(self, jobs: Sequence[Job]) -> Summary:
@@ -350,7 +379,7 @@ class Batch:
 
 
 __all__ = [
-    "Attempts", "Batch", "BatchFailed", "SetupError", "MANIFEST", "Manifest", "Retry", "Shard", "Summary", "config_hash",
+    "Attempts", "Batch", "BatchFailed", "SetupError", "deferred_interrupts", "MANIFEST", "Manifest", "Retry", "Shard", "Summary", "config_hash",
     "halved_px_budget", "inpaint_with_retries", "is_out_of_memory", "oom_retry_plan", "read_manifest",
     "release_memory",
 ]

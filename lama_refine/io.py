@@ -218,7 +218,7 @@ def find_jobs(indir: str | os.PathLike, maskdir: str | os.PathLike | None = None
 def check_readable(path: Path) -> None:
     """The problems Pillow would report confusingly, named plainly."""
     if not path.exists():
-        raise InputError(f"{path}: no such file")
+        raise InputError(f"{path}: {'broken symbolic link' if path.is_symlink() else 'no such file'}")
     if path.is_dir():
         raise InputError(f"{path}: is a folder, not an image file")
     if path.stat().st_size == 0:

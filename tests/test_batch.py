@@ -3,8 +3,10 @@ import json
 import logging
 import multiprocessing
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +15,8 @@ import torch
 from PIL import Image
 
 import lama_refine.batch as batch
-from lama_refine.batch import (MANIFEST, Manifest, Shard, config_hash, inpaint_with_retries, is_out_of_memory,
-                               read_manifest)
+from lama_refine.batch import (MANIFEST, Manifest, Shard, config_hash, deferred_interrupts, inpaint_with_retries,
+                               is_out_of_memory, read_manifest)
 from lama_refine.cli import run
 from lama_refine.config import build_inpainter, compose
 from lama_refine.io import InputError, Inputs, write_atomic
@@ -205,6 +207,17 @@ def test_interrupted_batch_resumes_without_recomputing(tmp_path, monkeypatch):
     assert (outdir / names[0]).stat().st_mtime_ns == first_mtime
     done = [r["output"] for r in read_manifest(outdir / MANIFEST) if r["status"] == "done"]
     assert sorted(done) == names  # each file done exactly once over both runs
+
+
+def test_interrupts_wait_until_an_output_and_its_manifest_line_are_written():
+    reached = []
+    with pytest.raises(KeyboardInterrupt):
+        with deferred_interrupts():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)  # the handler runs here, in the main thread: held, not raised
+            reached.append(True)
+    assert reached == [True]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def test_overwrite_recomputes(tmp_path):

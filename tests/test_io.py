@@ -217,11 +217,13 @@ def test_bad_files_raise_one_clear_error_naming_the_file(tmp_path, monkeypatch):
     (tmp_path / "notimage.png").write_text("hello")
     (tmp_path / "empty.png").write_bytes(b"")
     (tmp_path / "folder.png").mkdir()
+    (tmp_path / "dangling.png").symlink_to(tmp_path / "gone.png")
     locked = save(tmp_path / "locked.png", photo())
     real_access = os.access
     monkeypatch.setattr(os, "access", lambda p, mode: False if Path(p) == locked else real_access(p, mode))
     cases = {"truncated.png": "truncated or corrupt", "notimage.png": "not an image", "empty.png": "empty file",
-             "folder.png": "is a folder", "missing.png": "no such file", "locked.png": "permission denied"}
+             "folder.png": "is a folder", "missing.png": "no such file", "locked.png": "permission denied",
+             "dangling.png": "broken symbolic link"}
     for name, problem in cases.items():
         with pytest.raises(InputError) as e:
             read_image(tmp_path / name)
