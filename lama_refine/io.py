@@ -121,8 +121,8 @@ def image_for_mask(mask: Path) -> Path:
 
 
 def _missing(what: str, name: Path, candidates: list[Path]) -> str:
-    suffixes = "/".join(dict.fromkeys(c.suffix.lower() for c in candidates))
-    return f"{name}: no {what} (looked for {candidates[0].with_suffix('')}{{{suffixes}}})"
+    others = "/".join(dict.fromkeys(c.suffix.lower() for c in candidates[1:] if c.suffix.lower() != candidates[0].suffix))
+    return f"{name}: no {what} (looked for {candidates[0]}, also as {others})"
 
 
 def lama_jobs(root: Path, exclude: Iterable[Path] = ()) -> list[Job]:
