@@ -30,7 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from .io import InputError, Inputs, Job, MaskRule, load_inputs, remove_stale_temporaries, write_result
+from .io import InputError, Inputs, Job, MaskRule, load_inputs, stale_temporaries, write_result
 from .pipeline import Inpainter
 from .refine import Refinement
 
@@ -277,6 +277,7 @@ class Batch:
     progress: bool = True
     on_image_end: Callable[[], None] = lambda: None  # e.g. close the per-scale progress bar
     _inpainter: Inpainter | None = None
+    _stale: dict[Path, list[Path]] = field(default_factory=dict)
 
     @property
     def inpainter(self) -> Inpainter:
@@ -330,7 +331,8 @@ class Batch:
             if out.exists() and not self.overwrite:
                 summary.skipped.append(out)
                 return
-            remove_stale_temporaries(out)
+            for stale in self._stale.pop(out, []):  # left by a killed run of this very job
+                stale.unlink(missing_ok=True)
             inputs = load_inputs(job, self.rule)
             read_s = time.perf_counter() - start
             refinement, attempts, notes = self.inpaint(inputs, job)
@@ -367,6 +369,7 @@ class Batch:
     def run(self, jobs: Sequence[Job]) -> Summary:
         """Every job in order; prints the summary even when interrupted (Ctrl-C, SIGTERM)."""
         summary = Summary()
+        self._stale = stale_temporaries(self.outdir) if self.outdir.is_dir() else {}
         try:
             with logging_redirect_tqdm():
                 for job in tqdm(jobs, desc="images", disable=not self.progress, position=0, dynamic_ncols=True):

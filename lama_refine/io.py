@@ -456,12 +456,18 @@ def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
         raise
 
 
-def remove_stale_temporaries(path: Path) -> None:
-    """Delete the temporary files a killed earlier run left for `path` (write_atomic's names).
-    Only this output's: another shard may be writing its own output in the same folder."""
-    if path.parent.is_dir():
-        for stale in path.parent.glob(f".{path.name}.*.tmp"):
-            stale.unlink(missing_ok=True)
+def stale_temporaries(outdir: Path) -> dict[Path, list[Path]]:
+    """The temporary files killed runs left under outdir (write_atomic's `.NAME.XXXX.tmp`), by
+    the output they were for. Found in one pass at the start; each is removed when its output is
+    written again, never before: another shard may be writing it right now."""
+    found: dict[Path, list[Path]] = {}
+    for top, dirs, files in os.walk(outdir):
+        dirs[:] = [d for d in dirs if d != ".lama-refine"]
+        for name in files:
+            if name.startswith(".") and name.endswith(".tmp") and name.count(".") >= 3:
+                output = name[1:-len(".tmp")].rsplit(".", 1)[0]  # mkstemp's random part has no dot
+                found.setdefault(Path(top) / output, []).append(Path(top) / name)
+    return found
 
 
 def png16_bytes(array: np.ndarray) -> bytes:

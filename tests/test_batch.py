@@ -220,6 +220,17 @@ def test_interrupts_wait_until_an_output_and_its_manifest_line_are_written():
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
+def test_a_killed_runs_temporary_is_removed_when_its_job_runs_again_and_only_then(tmp_path):
+    indir, outdir = tmp_path / "in", tmp_path / "out"
+    good_pairs(indir, 2)
+    outdir.mkdir()
+    (outdir / ".g0_mask.png.k1ll3d.tmp").write_bytes(b"half")
+    (outdir / ".g1_mask.png.sh4rd1.tmp").write_bytes(b"shard 1 is writing this")
+    summary = run(config(indir, outdir, "refine=false", "shard=0/2"))
+    assert [p.name for p in summary.done] == ["g0_mask.png"]
+    assert [p.name for p in tmp_files(outdir)] == [".g1_mask.png.sh4rd1.tmp"]
+
+
 def test_overwrite_recomputes(tmp_path):
     indir, outdir = tmp_path / "in", tmp_path / "out"
     good_pairs(indir, 1)

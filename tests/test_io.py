@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from lama_refine.io import (IMAGE_SUFFIXES, InputError, Job, MaskRule, find_jobs, load_inputs, orient,
-                            png16_bytes, read_image, read_mask, read_picture, remove_stale_temporaries,
+                            png16_bytes, read_image, read_mask, read_picture, stale_temporaries,
                             safe_output, tiff16_bytes, to_uint8, write_atomic, write_result)
 
 RNG = np.random.default_rng(5)
@@ -291,10 +291,12 @@ def test_write_atomic_leaves_nothing_on_failure_and_stale_temporaries_are_remove
     with pytest.raises(KeyboardInterrupt):
         write_atomic(tmp_path / "o.png", fail)
     assert list(tmp_path.iterdir()) == []
+    (tmp_path / "sub").mkdir()
     (tmp_path / ".o.png.abc123.tmp").write_bytes(b"left by a killed run")
-    (tmp_path / ".other.png.abc123.tmp").write_bytes(b"another shard's, in progress")
-    remove_stale_temporaries(tmp_path / "o.png")
-    assert [p.name for p in tmp_path.iterdir()] == [".other.png.abc123.tmp"]
+    (tmp_path / "sub" / ".o[1].v2.png.x_9y.tmp").write_bytes(b"another")
+    (tmp_path / ".hidden.tmp").write_bytes(b"not ours")
+    assert stale_temporaries(tmp_path) == {tmp_path / "o.png": [tmp_path / ".o.png.abc123.tmp"],
+                                           tmp_path / "sub" / "o[1].v2.png": [tmp_path / "sub" / ".o[1].v2.png.x_9y.tmp"]}
 
 
 def test_outputs_get_the_usual_file_mode(tmp_path):
