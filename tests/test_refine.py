@@ -1,3 +1,4 @@
+import functools
 import json
 import logging
 
@@ -21,7 +22,17 @@ def test_ellipse_kernel_equals_opencv():
     assert torch.equal(ellipse_kernel(15), expected)
 
 
+@functools.lru_cache(maxsize=None)
+def _refine_case(name):
+    return refine_case_uncached(Case(GOLDEN / name))
+
+
 def refine_case(case):
+    """(refiner, levels, result) of the case's original parameters, computed once per case."""
+    return _refine_case(case.name)
+
+
+def refine_case_uncached(case):
     p = case.params
     ds = GaussianDownsampler()
     levels = OriginalPyramid(ds, BlurMaskDownsampler(), p["min_side"], p["max_scales"], p["px_budget"]).build(
