@@ -13,11 +13,11 @@ from omegaconf import DictConfig, open_dict
 from torch import nn
 
 from .pipeline import Inpainter
+from .weights import DEFAULT_MODEL_PATH as DEFAULT_MODEL
 
 log = logging.getLogger(__name__)
 
 PACKAGE_DIR = Path(__file__).resolve().parent
-DEFAULT_MODEL = PACKAGE_DIR / "weights" / "default.safetensors"
 
 
 def conf_dir() -> Path:
