@@ -1,30 +1,44 @@
 """lama-refine: high-resolution LaMa inpainting through multi-scale feature refinement.
 
-The five pluggable parts and the pipeline that wires them:
+The five pluggable parts, their alternatives, and the pipeline that wires them
+(docs/extending.md shows how to add your own):
 
-    from lama_refine import compose, build_inpainter, read_image, read_mask
-    inpainter = build_inpainter(compose(["model.path=big-lama", "indir=.", "outdir=out"]))
-    result = inpainter(read_image("photo.png"), read_mask("photo_mask.png"))  # (1, 3, H, W) in [0, 1]
+    from lama_refine import make_inpainter, inpaint_file, read_image, read_mask
+    inpainter = make_inpainter(["model.path=big-lama.pt", "pyramid_mask=nearest"])  # config overrides
+    inpaint_file(inpainter, "photo.png", "photo_mask.png", "out.png")
+    result = inpainter.run(read_image("photo.png"), read_mask("photo_mask.png"))  # tensors in, Refinement out
 """
+from .api import inpaint_file, make_inpainter
 from .config import build_inpainter, build_parts, compose
-from .downsample import (AllPixelsMaskDownsampler, BlurMaskDownsampler, Downsampler, GaussianDownsampler,
-                         MaskDownsampler, NearestMaskDownsampler)
+from .downsample import (AllPixelsMaskDownsampler, AntialiasedBilinearDownsampler, AreaDownsampler,
+                         AreaMaskDownsampler, BlurMaskDownsampler, Downsampler, GaussianDownsampler,
+                         MaskDownsampler, NearestMaskDownsampler, TolerantAllPixelsMaskDownsampler)
 from .io import read_image, read_mask, write_result
-from .models import build_generator
-from .partition import DevicePartitioner, EvenPartitioner, Partition, Stage
+from .models import build_generator, load_generator
+from .partition import (BalancedPartitioner, DevicePartitioner, EvenPartitioner, ExplicitPartitioner, Partition,
+                        SinglePartitioner, Stage, saved_activation_bytes)
 from .pipeline import Inpainter, plain_inpaint
-from .pyramid import Level, OriginalPyramid, PyramidBuilder
-from .refine import L1Refiner, Refinement, Refiner, ScaleInputs
+from .pyramid import (FixedPyramid, FullResolutionPyramid, HalvingPyramid, Level, OriginalPyramid, PyramidBuilder,
+                      TrainResolutionPyramid)
+from .refine import L1Refiner, PlainRefiner, Refinement, Refiner, ScaleInputs
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AllPixelsMaskDownsampler",
+    "AntialiasedBilinearDownsampler",
+    "AreaDownsampler",
+    "AreaMaskDownsampler",
+    "BalancedPartitioner",
     "BlurMaskDownsampler",
     "DevicePartitioner",
     "Downsampler",
     "EvenPartitioner",
+    "ExplicitPartitioner",
+    "FixedPyramid",
+    "FullResolutionPyramid",
     "GaussianDownsampler",
+    "HalvingPyramid",
     "Inpainter",
     "L1Refiner",
     "Level",
@@ -32,17 +46,25 @@ __all__ = [
     "NearestMaskDownsampler",
     "OriginalPyramid",
     "Partition",
+    "PlainRefiner",
     "PyramidBuilder",
     "Refinement",
     "Refiner",
     "ScaleInputs",
+    "SinglePartitioner",
     "Stage",
+    "TolerantAllPixelsMaskDownsampler",
+    "TrainResolutionPyramid",
     "build_generator",
     "build_inpainter",
     "build_parts",
     "compose",
+    "inpaint_file",
+    "load_generator",
+    "make_inpainter",
     "plain_inpaint",
     "read_image",
     "read_mask",
+    "saved_activation_bytes",
     "write_result",
 ]

@@ -1,12 +1,14 @@
-"""`lama-refine`: the Hydra app that inpaints a folder in LaMa's layout."""
+"""`lama-refine`: the Hydra app that inpaints a folder (LaMa's layout or images + masks)."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import sys
-import time
-from dataclasses import dataclass, field
+import threading
 from pathlib import Path
+from typing import Iterator
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -14,25 +16,15 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
 from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf
+import torch
 from tqdm import tqdm
 
+from .batch import MANIFEST, Batch, BatchFailed, Manifest, Shard, Summary, config_hash
 from .config import build_inpainter, conf_dir
-from .io import OUTPUT_SUFFIXES, InputError, Job, find_jobs, read_image, read_mask, write_result
+from .io import OUTPUT_SUFFIXES, MaskRule, find_jobs
 from .pipeline import Inpainter
 
 log = logging.getLogger("lama_refine")
-
-
-@dataclass
-class Summary:
-    done: list[Path] = field(default_factory=list)
-    skipped: list[Path] = field(default_factory=list)
-    failed: list[tuple[Path, str]] = field(default_factory=list)
-
-    def report(self) -> str:
-        lines = [f"{len(self.done)} done, {len(self.skipped)} skipped (output exists), {len(self.failed)} failed"]
-        lines += [f"  failed: {reason}" for _, reason in self.failed]
-        return "\n".join(lines)
 
 
 def swept_keys(sweep_dir: Path) -> list[str]:
@@ -85,54 +77,86 @@ class ScaleProgress:
             self.bar = None
 
 
-def inpaint_one(inpainter: Inpainter, job: Job, out: Path) -> None:
-    image, mask = read_image(job.image), read_mask(job.mask)
-    if image.shape[-2:] != mask.shape[-2:]:
-        raise InputError(f"{job.mask}: mask is {tuple(mask.shape[-2:])} but its image {job.image} is "
-                         f"{tuple(image.shape[-2:])} (height, width)")
+def mask_rule(cfg: DictConfig) -> MaskRule:
+    m = cfg.get("mask") or {}
+    return MaskRule(threshold=float(m.get("threshold", 0)), invert=bool(m.get("invert", False)),
+                    dilate=int(m.get("dilate", 0)), resize=bool(m.get("resize", False)),
+                    from_alpha=bool(m.get("from_alpha", False)))
+
+
+def shard_config(cfg: DictConfig, shard: Shard | None) -> DictConfig:
+    """With `shard` and no `devices`, each shard takes its own GPUs (Shard.devices), so
+    `--multirun shard=0/4,...,3/4` on a 4-GPU machine runs one shard per GPU."""
+    if shard is None or cfg.devices is not None or cfg.refiner.get("gpu_ids") is not None:
+        return cfg
+    if not torch.cuda.is_available():
+        return cfg
+    cfg = cfg.copy()
+    cfg.devices = shard.devices(torch.cuda.device_count())
+    log.info("shard %s runs on %s", shard, list(cfg.devices))
+    return cfg
+
+
+@contextlib.contextmanager
+def sigterm_as_exit() -> Iterator[None]:
+    """Turn SIGTERM (a cluster's pre-emption, `kill`) into SystemExit, so the output being written
+    is cleaned up and the summary printed as on Ctrl-C; the next run resumes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
     try:
-        result = inpainter(image, mask)
-    except ValueError as e:  # e.g. too small to pad; name the file
-        raise InputError(f"{job.image}: {e}") from e
-    write_result(out, result)
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
 def run(cfg: DictConfig) -> Summary:
-    """Inpaint every job of `cfg.indir` into the job's outdir; one bad file never stops the batch."""
-    if cfg.out_ext not in OUTPUT_SUFFIXES:
+    """Inpaint every job of `cfg.indir` (this shard's) into the job's outdir; one bad file never
+    stops the batch."""
+    if cfg.out_ext.lower() not in OUTPUT_SUFFIXES:
         raise ValueError(f"out_ext={cfg.out_ext!r} is not supported; use one of {OUTPUT_SUFFIXES}")
     indir, outdir = Path(to_absolute_path(cfg.indir)), job_outdir(cfg)
-    jobs = find_jobs(indir)
-    log.info("%d masks under %s -> %s", len(jobs), indir, outdir)
-    inpainter = build_inpainter(cfg)
+    maskdir = cfg.get("maskdir")
+    maskdir = Path(to_absolute_path(maskdir)) if maskdir else None
+    rule, shard = mask_rule(cfg), Shard.parse(cfg.get("shard"))
+    base_outdir = Path(to_absolute_path(cfg.outdir))
+    if indir.resolve().is_relative_to(base_outdir.resolve()):
+        raise ValueError(f"indir {indir} lies inside outdir {base_outdir}: outputs and inputs would mix; "
+                         "choose an outdir outside indir (an outdir inside indir is fine)")
+    everything = find_jobs(indir, maskdir, from_alpha=rule.from_alpha, exclude=[base_outdir])
+    jobs = shard.select(everything) if shard else everything
+    log.info("%d jobs under %s%s -> %s", len(everything), indir,
+             f", shard {shard}: {len(jobs)} of them" if shard else "", outdir)
     progress = ScaleProgress(cfg.progress)
-    inpainter.refiner.progress = progress
-    summary = Summary()
-    for job in tqdm(jobs, desc="images", disable=not cfg.progress, position=0):
-        out = job.output(outdir, cfg.out_ext)
-        if out.exists() and not cfg.overwrite:
-            summary.skipped.append(out)
-            continue
-        start = time.perf_counter()
-        try:
-            inpaint_one(inpainter, job, out)
-        except InputError as e:
-            log.error("%s", e)
-            summary.failed.append((job.mask, str(e)))
-            continue
-        finally:
-            progress.close()
-        summary.done.append(out)
-        log.info("%s -> %s (%.1f s)", job.mask, out, time.perf_counter() - start)
-    log.info("%s", summary.report())
-    return summary
+    cfg = shard_config(cfg, shard)
+
+    def make_inpainter() -> Inpainter:
+        inpainter = build_inpainter(cfg)
+        inpainter.refiner.progress = progress
+        return inpainter
+
+    batch = Batch(outdir=outdir, make_inpainter=make_inpainter, out_ext=cfg.out_ext,
+                  out_quality=int(cfg.get("out_quality", 95)), overwrite=cfg.overwrite, rule=rule,
+                  manifest=Manifest(outdir / MANIFEST if cfg.get("manifest", True) else None),
+                  config_hash=config_hash(cfg), shard=shard, progress=cfg.progress, on_image_end=progress.close)
+    with sigterm_as_exit():
+        return batch.run(jobs)
 
 
 @hydra.main(config_path=str(conf_dir()), config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     summary = run(cfg)
-    if summary.failed and HydraConfig.get().mode == RunMode.RUN:
-        sys.exit(1)
+    if summary.failed:
+        if HydraConfig.get().mode == RunMode.RUN:
+            sys.exit(1)
+        # SystemExit would end the whole sweep; an exception ends only this job, and Hydra
+        # re-raises it once every job of the sweep has run.
+        raise BatchFailed(f"{len(summary.failed)} file(s) failed in this job; see its summary above")
 
 
 if __name__ == "__main__":

@@ -15,11 +15,11 @@ from torch import nn
 from .perf import PerfConfig
 from .pipeline import Inpainter
 from .region import CropConfig
+from .weights import DEFAULT_MODEL_PATH as DEFAULT_MODEL
 
 log = logging.getLogger(__name__)
 
 PACKAGE_DIR = Path(__file__).resolve().parent
-DEFAULT_MODEL = PACKAGE_DIR / "weights" / "default.safetensors"
 
 
 def conf_dir() -> Path:
@@ -103,8 +103,8 @@ def perf_config(cfg: DictConfig) -> PerfConfig:
 
 
 def resolve_px_budget(cfg: DictConfig, generator: nn.Module, devices: Sequence[torch.device]) -> DictConfig:
-    """`pyramid.px_budget=auto` -> the largest budget whose estimated peak fits the first rear
-    device's free memory (lama_refine.memory); any other value is returned unchanged."""
+    """`pyramid.px_budget=auto` -> the largest budget whose estimated peak fits the free memory
+    of the last device (it holds the full-resolution decoder) (lama_refine.memory); any other value is returned unchanged."""
     if str(cfg.pyramid.get("px_budget")) != "auto":
         return cfg
     from .memory import auto_px_budget

@@ -26,6 +26,19 @@ def bilinear_half(x: Tensor) -> Tensor:
     return F.interpolate(x, size=half_size(x), mode="bilinear", align_corners=False)
 
 
+def area_half(x: Tensor) -> Tensor:
+    """(B, C, H, W) -> (B, C, H // 2, W // 2), each output pixel the mean of the input pixels
+    under it (torch's `area` mode: adaptive average pooling; odd sides give 2- or 3-pixel
+    windows, so every input pixel counts)."""
+    return F.interpolate(x, size=half_size(x), mode="area")
+
+
+def antialiased_bilinear_half(x: Tensor) -> Tensor:
+    """(B, C, H, W) -> (B, C, H // 2, W // 2), bilinear with torch's antialias (a triangle filter
+    widened to the downscale factor, as PIL resizes), align_corners False."""
+    return F.interpolate(x, size=half_size(x), mode="bilinear", align_corners=False, antialias=True)
+
+
 def gaussian_pyr_down(x: Tensor, kernel_size: int = 5, sigma: float = 1.0) -> Tensor:
     """Gaussian blur (reflect border) then bilinear halving: the original's `_pyrdown`."""
     blurred = gaussian_blur2d(x, (kernel_size, kernel_size), (sigma, sigma))
@@ -58,6 +71,22 @@ class GaussianDownsampler(Downsampler):
 
     def forward(self, image: Tensor) -> Tensor:
         return gaussian_pyr_down(image, self.kernel_size, self.sigma)
+
+
+class AreaDownsampler(Downsampler):
+    """Box filter: each coarse pixel is the mean of the fine pixels under it. No blur beyond the
+    pixel's own footprint, so edges stay sharper than with the Gaussian."""
+
+    def forward(self, image: Tensor) -> Tensor:
+        return area_half(image)
+
+
+class AntialiasedBilinearDownsampler(Downsampler):
+    """Bilinear halving with torch's antialias filter (what PIL and torchvision's
+    `resize(antialias=True)` do): no separate blur, no aliasing."""
+
+    def forward(self, image: Tensor) -> Tensor:
+        return antialiased_bilinear_half(image)
 
 
 class MaskDownsampler(nn.Module, ABC):
@@ -105,6 +134,33 @@ class AllPixelsMaskDownsampler(MaskDownsampler):
         return binarize_at_least(bilinear_half(mask), 1.0 - self.eps)
 
 
+class TolerantAllPixelsMaskDownsampler(AllPixelsMaskDownsampler):
+    """The all-pixels rule without the float32 pinholes: `>= 1 - tolerance` with a tolerance
+    (default 1e-5) far above float32 rounding of a bilinear weight sum (a few 1e-8) and far
+    below any real partial coverage, so an all-hole neighbourhood stays a hole while a coarse
+    pixel that sees a known pixel (weight >= 1e-5) does not.
+    """
+
+    def __init__(self, tolerance: float = 1e-5):
+        super().__init__(eps=tolerance)
+
+
+class AreaMaskDownsampler(MaskDownsampler):
+    """Coverage rule: a coarse pixel is a hole when at least `threshold` of the fine pixels under
+    it are (area average, `>= threshold`). 0.5 is a majority vote; a threshold near 0 behaves
+    like the any-pixel rule without blur, 1 like the all-pixels rule (exactly: an area mean of
+    ones is 1 in float32, so no pinholes)."""
+
+    def __init__(self, threshold: float = 0.5):
+        super().__init__()
+        if not 0 < threshold <= 1:
+            raise ValueError(f"threshold must be in (0, 1], got {threshold}")
+        self.threshold = threshold
+
+    def forward(self, mask: Tensor) -> Tensor:
+        return binarize_at_least(area_half(mask), self.threshold)
+
+
 class NearestMaskDownsampler(MaskDownsampler):
     """True nearest-neighbour pick: each coarse pixel copies the fine pixel nearest its centre."""
 
@@ -114,12 +170,18 @@ class NearestMaskDownsampler(MaskDownsampler):
 
 __all__ = [
     "AllPixelsMaskDownsampler",
+    "AntialiasedBilinearDownsampler",
+    "AreaDownsampler",
+    "AreaMaskDownsampler",
     "BlurMaskDownsampler",
     "Downsampler",
     "EPS",
     "GaussianDownsampler",
     "MaskDownsampler",
     "NearestMaskDownsampler",
+    "TolerantAllPixelsMaskDownsampler",
+    "antialiased_bilinear_half",
+    "area_half",
     "bilinear_half",
     "binarize_at_least",
     "gaussian_pyr_down",

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -112,12 +112,145 @@ class EvenPartitioner(DevicePartitioner):
         return split_by_block_counts(generator, devices, [per_device] * (len(devices) - 1))
 
 
+class SinglePartitioner(DevicePartitioner):
+    """Everything on the first device: one rear stage with all blocks and the decoder. Other
+    devices named in the config are left unused."""
+
+    def split(self, generator: nn.Module, devices: Sequence[torch.device]) -> Partition:
+        return split_by_block_counts(generator, devices[:1], [])
+
+
+class ExplicitPartitioner(DevicePartitioner):
+    """`blocks[i]` resnet blocks on device i, one count per device, summing to the number of
+    blocks; the last device also takes the decoder. E.g. `[12, 6]` for big-lama on two GPUs."""
+
+    def __init__(self, blocks: Sequence[int]):
+        self.blocks = [int(b) for b in blocks]
+        if any(b < 0 for b in self.blocks):
+            raise ValueError(f"block counts must be >= 0, got {self.blocks}")
+
+    def split(self, generator: nn.Module, devices: Sequence[torch.device]) -> Partition:
+        _, n_blocks = trunk_bounds(generator)
+        if len(self.blocks) != len(devices) or sum(self.blocks) != n_blocks:
+            raise ValueError(f"partitioner.blocks={self.blocks} must give one count per device ({len(devices)}) "
+                             f"summing to the generator's {n_blocks} resnet blocks")
+        return split_by_block_counts(generator, devices, self.blocks[:-1])
+
+
+# (generator) -> estimated memory cost of each rear top-level module (first resnet block .. end), any unit.
+MemoryEstimate = Callable[[nn.Module], Sequence[float]]
+
+
+def _probe_input(generator: nn.Module, probe_size: int) -> Tensor:
+    first_conv = next(m for m in generator.modules() if isinstance(m, nn.Conv2d))
+    weight = first_conv.weight
+    return torch.zeros(1, first_conv.in_channels, probe_size, probe_size, device=weight.device, dtype=weight.dtype)
+
+
+def saved_activation_bytes(generator: nn.Module, probe_size: int = 64) -> list[float]:
+    """Estimated activation memory of each rear module during refinement, in bytes per input pixel.
+
+    The estimate: run the front, then the rear module by module on a `probe_size` square of zeros
+    with the front's features requiring gradients (as the refiner does), and add up the bytes of
+    every tensor autograd saves for the backward pass (`torch.autograd.graph.saved_tensors_hooks`),
+    each storage once, parameters and buffers excluded; divide by the probe's pixel count. Activations grow
+    linearly with the pixel count, so the per-pixel figure carries over to the real size. It leaves
+    out the weights (equal per resnet block), the optimiser's state (on the first rear device, the
+    size of the front's features) and transient buffers freed inside a module's forward. On the
+    `meta` device it runs without memory and counts every saved tensor (storages cannot be told apart).
+    """
+    first, _ = trunk_bounds(generator)
+    model = generator.model
+    weights = list(generator.parameters()) + list(generator.buffers())
+    weight_ids = {id(w) for w in weights}
+    seen = {w.untyped_storage().data_ptr() for w in weights} - {0}
+    was_training = generator.training
+    generator.eval()  # never touch BatchNorm running statistics
+    costs: list[float] = []
+    current = [0]
+
+    def pack(t: Tensor) -> Tensor:
+        ptr = t.untyped_storage().data_ptr()
+        if id(t) not in weight_ids and (ptr == 0 or ptr not in seen):
+            seen.add(ptr)
+            current[0] += t.numel() * t.element_size()
+        return t
+
+    try:
+        with torch.no_grad():
+            features = model[:first](_probe_input(generator, probe_size))
+        features = tuple(f.detach().requires_grad_(True) if torch.is_tensor(f) else f for f in features) \
+            if isinstance(features, tuple) else features.detach().requires_grad_(True)
+        with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            for module in model[first:]:
+                current[0] = 0
+                features = module(features)
+                costs.append(current[0] / probe_size**2)
+    finally:
+        generator.train(was_training)
+    return costs
+
+
+def balanced_block_counts(block_costs: Sequence[float], tail_cost: float, n_devices: int) -> list[int]:
+    """Contiguous split of the blocks over `n_devices` (the last one also carries `tail_cost`)
+    minimising the largest per-device cost; ties keep more blocks on earlier devices.
+    Returns one block count per device."""
+    n = len(block_costs)
+    prefix = [0.0]
+    for c in block_costs:
+        prefix.append(prefix[-1] + c)
+
+    # best[d][i]: the smallest max load placing blocks[i:] on the last d devices; choice[d][i]: blocks on the first of them.
+    inf = float("inf")
+    best = [[inf] * (n + 1) for _ in range(n_devices + 1)]
+    choice = [[0] * (n + 1) for _ in range(n_devices + 1)]
+    for i in range(n + 1):
+        best[1][i] = prefix[n] - prefix[i] + tail_cost
+        choice[1][i] = n - i
+    for d in range(2, n_devices + 1):
+        for i in range(n + 1):
+            for k in range(n - i, -1, -1):  # most blocks first, so ties go to earlier devices
+                load = max(prefix[i + k] - prefix[i], best[d - 1][i + k])
+                if load < best[d][i]:
+                    best[d][i], choice[d][i] = load, k
+    counts, i = [], 0
+    for d in range(n_devices, 0, -1):
+        counts.append(choice[d][i])
+        i += choice[d][i]
+    return counts
+
+
+class BalancedPartitioner(DevicePartitioner):
+    """Splits the blocks so each device's estimated activation memory is as even as it can be,
+    counting the decoder on the last device (the original's even split overloads it: at full
+    resolution the decoder keeps more activations than several resnet blocks).
+
+    `estimate(generator)` gives each rear module's cost (default: `saved_activation_bytes`, a probe
+    forward; replace it with any `MemoryEstimate`, e.g. from config with `_partial_: true`).
+    """
+
+    def __init__(self, estimate: MemoryEstimate | None = None):
+        self.estimate = estimate or saved_activation_bytes
+
+    def split(self, generator: nn.Module, devices: Sequence[torch.device]) -> Partition:
+        _, n_blocks = trunk_bounds(generator)
+        costs = list(self.estimate(generator))
+        counts = balanced_block_counts(costs[:n_blocks], sum(costs[n_blocks:]), len(devices))
+        return split_by_block_counts(generator, devices, counts[:-1])
+
+
 __all__ = [
+    "BalancedPartitioner",
     "DevicePartitioner",
     "EvenPartitioner",
+    "ExplicitPartitioner",
+    "MemoryEstimate",
     "Partition",
+    "SinglePartitioner",
     "Stage",
+    "balanced_block_counts",
     "move_features",
+    "saved_activation_bytes",
     "split_by_block_counts",
     "trunk_bounds",
 ]

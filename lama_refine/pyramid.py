@@ -73,22 +73,97 @@ def halving_levels(image: Tensor, mask: Tensor, n_scales: int, downsampler: Down
     return levels[::-1]
 
 
-class OriginalPyramid(PyramidBuilder):
+def halvings_to_target(short_side: int, target: int) -> int:
+    """How many floor-halvings bring `short_side` nearest to `target`, nearest as a ratio
+    (|log2(side / target)|; ties go to fewer halvings, i.e. the larger coarsest scale)."""
+    if short_side < 1 or target < 1:
+        raise ValueError(f"sides must be positive, got short side {short_side}, target {target}")
+    best, best_distance, k, side = 0, math.inf, 0, short_side
+    while side >= 1:
+        distance = abs(math.log2(side / target))
+        if distance < best_distance:
+            best, best_distance = k, distance
+        k, side = k + 1, side // 2
+    return best
+
+
+class HalvingPyramid(PyramidBuilder):
+    """Shared skeleton of the builders here: shrink to a pixel budget (None: never resize), then
+    `scale_count(h, w)` levels, each the halving of the next. Subclasses decide the count."""
+
+    def __init__(self, downsampler: Downsampler, mask_downsampler: MaskDownsampler,
+                 px_budget: int | None = 1_800_000):
+        self.downsampler = downsampler
+        self.mask_downsampler = mask_downsampler
+        self.px_budget = px_budget
+
+    @abstractmethod
+    def scale_count(self, h: int, w: int) -> int:
+        """Number of levels (>= 1) for a working image of h x w pixels."""
+
+    def build(self, image: Tensor, mask: Tensor) -> list[Level]:
+        if self.px_budget is not None:
+            image, mask = fit_pixel_budget(image, mask, self.px_budget)
+        n_scales = self.scale_count(*image.shape[-2:])
+        return halving_levels(image, mask, n_scales, self.downsampler, self.mask_downsampler)
+
+
+class OriginalPyramid(HalvingPyramid):
     """The original: shrink to `px_budget` pixels, then 1 + round(log2(short side / min_side))
     scales, at most `max_scales`."""
 
     def __init__(self, downsampler: Downsampler, mask_downsampler: MaskDownsampler, min_side: int = 512,
-                 max_scales: int = 3, px_budget: int = 1_800_000):
-        self.downsampler = downsampler
-        self.mask_downsampler = mask_downsampler
+                 max_scales: int = 3, px_budget: int | None = 1_800_000):
+        super().__init__(downsampler, mask_downsampler, px_budget)
         self.min_side = min_side
         self.max_scales = max_scales
-        self.px_budget = px_budget
 
-    def build(self, image: Tensor, mask: Tensor) -> list[Level]:
-        image, mask = fit_pixel_budget(image, mask, self.px_budget)
-        n_scales = count_scales(*image.shape[-2:], self.min_side, self.max_scales)
-        return halving_levels(image, mask, n_scales, self.downsampler, self.mask_downsampler)
+    def scale_count(self, h: int, w: int) -> int:
+        return count_scales(h, w, self.min_side, self.max_scales)
 
 
-__all__ = ["Level", "OriginalPyramid", "PyramidBuilder", "count_scales", "fit_pixel_budget", "halving_levels"]
+class FullResolutionPyramid(OriginalPyramid):
+    """The original scale policy with no pixel budget: the finest level is the input itself,
+    never resized, whatever its size (memory grows with it)."""
+
+    def __init__(self, downsampler: Downsampler, mask_downsampler: MaskDownsampler, min_side: int = 512,
+                 max_scales: int = 3):
+        super().__init__(downsampler, mask_downsampler, min_side, max_scales, px_budget=None)
+
+
+class FixedPyramid(HalvingPyramid):
+    """Exactly `n_scales` levels whatever the image size (after the pixel budget)."""
+
+    def __init__(self, downsampler: Downsampler, mask_downsampler: MaskDownsampler, n_scales: int = 2,
+                 px_budget: int | None = 1_800_000):
+        if n_scales < 1:
+            raise ValueError(f"n_scales must be >= 1, got {n_scales}")
+        super().__init__(downsampler, mask_downsampler, px_budget)
+        self.n_scales = n_scales
+
+    def scale_count(self, h: int, w: int) -> int:
+        if min(h, w) >> (self.n_scales - 1) < 1:
+            raise ValueError(f"{self.n_scales} scales need a short side of at least "
+                             f"{2 ** (self.n_scales - 1)} pixels, got {h}x{w}")
+        return self.n_scales
+
+
+class TrainResolutionPyramid(HalvingPyramid):
+    """As many halvings as bring the coarsest short side nearest (as a ratio) to the resolution
+    the model was trained at (256 for big-lama), so the coarsest pass is LaMa at its home size.
+    `max_scales` (None: no cap) bounds the count."""
+
+    def __init__(self, downsampler: Downsampler, mask_downsampler: MaskDownsampler, train_resolution: int = 256,
+                 max_scales: int | None = None, px_budget: int | None = 1_800_000):
+        super().__init__(downsampler, mask_downsampler, px_budget)
+        self.train_resolution = train_resolution
+        self.max_scales = max_scales
+
+    def scale_count(self, h: int, w: int) -> int:
+        n = 1 + halvings_to_target(min(h, w), self.train_resolution)
+        return n if self.max_scales is None else min(n, self.max_scales)
+
+
+__all__ = ["FixedPyramid", "FullResolutionPyramid", "HalvingPyramid", "Level", "OriginalPyramid",
+           "PyramidBuilder", "TrainResolutionPyramid", "count_scales", "fit_pixel_budget", "halving_levels",
+           "halvings_to_target"]

@@ -60,6 +60,15 @@ def ellipse_kernel(size: int) -> Tensor:
     return kernel
 
 
+def feature_names(features: Features) -> list[str]:
+    """Names of `flatten_features(features)`, in order: FFC's pair gives "local" and "global"
+    (only where the branch has channels); a single tensor (pix2pixHD) is "features"."""
+    if isinstance(features, tuple):
+        names = ["local", "global"] if len(features) == 2 else [f"features{i}" for i in range(len(features))]
+        return [n for n, f in zip(names, features) if torch.is_tensor(f)]
+    return ["features"]
+
+
 def flatten_features(features: Features) -> list[Tensor]:
     """The tensors among the front's output (a tensor, or a tuple for FFC's (local, global))."""
     if isinstance(features, tuple):
@@ -73,6 +82,26 @@ def unflatten_features(template: Features, tensors: Sequence[Tensor]) -> Feature
         return tensors[0]
     it = iter(tensors)
     return tuple(next(it) if torch.is_tensor(f) else f for f in template)
+
+
+def encode_level(partition: Partition, level: Level, modulo: int, eps: float = EPS) -> tuple[Tensor, Tensor, Features]:
+    """Pad a level (reflect, to `modulo`) and run the front without gradients.
+
+    Returns the padded image (1, 3, Hp, Wp) and binarised mask (1, 1, Hp, Wp), both on the front's
+    device, and the front's features (a tensor, or FFC's (local, global) pair).
+    """
+    device_in = partition.front.device
+    image = pad_reflect(level.image, modulo).to(device_in)
+    mask = binarize_at_least(pad_reflect(level.mask, modulo), eps).to(device_in)
+    with torch.no_grad():
+        features = partition.front(torch.cat([image * (1 - mask), mask], dim=1))
+    return image, mask, features
+
+
+def composite(pred: Tensor, image: Tensor, mask: Tensor, size: tuple[int, int]) -> Tensor:
+    """The prediction inside the hole, the image outside it, cropped to the unpadded `size`."""
+    inpainted = mask * pred + (1 - mask) * image
+    return inpainted[..., : size[0], : size[1]].detach()
 
 
 @dataclass
@@ -99,13 +128,34 @@ class L1Refiner(Refiner):
     the loss mask threshold `>= 1 - 1e-8` is `== 1` in float32. When erosion leaves no coarse
     hole pixel the original's loss is NaN (mean of nothing) while its gradient, and so the
     output, come from the known-pixel term alone; here that term is skipped and a warning logged,
-    which gives the same output without NaN.
+    which gives the same output without NaN (`on_empty_loss_mask`).
+
+    Knobs the paper leaves open, each defaulting to the original:
+    - `optimizer`: a callable `(params, lr=...) -> torch.optim.Optimizer`, e.g. a Hydra
+      `_partial_` of `torch.optim.SGD`; None is Adam with torch's defaults.
+    - `optimize`: which of the front's features are optimised: "both", or FFC's "local" or
+      "global" branch alone (the other stays as the front computed it).
+    - `known_weight`, `coarse_weight`: weights of the known-pixel and the coarse-consistency terms.
+    - `erosion_size`: side of the elliptical structuring element that erodes the coarse hole.
+    - `on_empty_loss_mask`: when erosion leaves no coarse hole pixel: "warn" (skip the
+      coarse term, log a warning: the original's output), "ignore" (skip it silently, e.g. for
+      sweeps over thin-stroke masks), "uneroded" (use the coarse hole before erosion, so thin
+      holes still get a coarse-consistency term; skipped only where that is empty too).
     """
 
+    OPTIMIZE_CHOICES = ("both", "local", "global")
+    EMPTY_MASK_CHOICES = ("warn", "ignore", "uneroded")
+
     def __init__(self, downsampler: Downsampler, loss_mask_downsampler: MaskDownsampler, n_iters: int = 15,
-                 lr: float = 0.002, modulo: int = 8, erosion_size: int = 15, eps: float = EPS):
+                 lr: float = 0.002, modulo: int = 8, erosion_size: int = 15, eps: float = EPS,
+                 optimizer: Callable[..., torch.optim.Optimizer] | None = None, optimize: str = "both",
+                 known_weight: float = 1.0, coarse_weight: float = 1.0, on_empty_loss_mask: str = "warn"):
         if n_iters < 1:
             raise ValueError(f"n_iters must be >= 1, got {n_iters}")
+        if optimize not in self.OPTIMIZE_CHOICES:
+            raise ValueError(f"optimize must be one of {self.OPTIMIZE_CHOICES}, got {optimize!r}")
+        if on_empty_loss_mask not in self.EMPTY_MASK_CHOICES:
+            raise ValueError(f"on_empty_loss_mask must be one of {self.EMPTY_MASK_CHOICES}, got {on_empty_loss_mask!r}")
         self.downsampler = downsampler
         self.loss_mask_downsampler = loss_mask_downsampler
         self.n_iters = n_iters
@@ -113,25 +163,47 @@ class L1Refiner(Refiner):
         self.modulo = modulo
         self.erosion_size = erosion_size
         self.eps = eps
+        self.optimizer = optimizer
+        self.optimize = optimize
+        self.known_weight = known_weight
+        self.coarse_weight = coarse_weight
+        self.on_empty_loss_mask = on_empty_loss_mask
 
     def make_optimizer(self, params: list[Tensor]) -> torch.optim.Optimizer:
-        return torch.optim.Adam(params, lr=self.lr)
+        if self.optimizer is None:
+            return torch.optim.Adam(params, lr=self.lr)
+        return self.optimizer(params, lr=self.lr)
 
     def objective(self, pred: Tensor, pred_down: Tensor, s: ScaleInputs) -> Tensor:
-        """The loss to minimise; pred (1, 3, Hp, Wp), pred_down (1, 3, h // 2, w // 2)."""
-        loss = torch.mean(torch.abs(pred[s.known] - s.image[s.known]))
+        """The loss to minimise; pred (1, 3, Hp, Wp), pred_down (1, 3, h // 2, w // 2).
+
+        known_weight * mean |pred - image| over known pixels
+        + coarse_weight * mean |pred_down - previous| over the coarse hole (skipped where empty).
+        """
+        loss = self.known_weight * torch.mean(torch.abs(pred[s.known] - s.image[s.known]))
         if s.coarse_mask.any():
-            loss = loss + torch.mean(torch.abs(pred_down[s.coarse_mask] - s.previous[s.coarse_mask]))
+            loss = loss + self.coarse_weight * torch.mean(torch.abs(pred_down[s.coarse_mask] - s.previous[s.coarse_mask]))
         return loss
 
-    def coarse_loss_mask(self, mask: Tensor, size: tuple[int, int]) -> Tensor:
+    def coarse_loss_mask(self, mask: Tensor, size: tuple[int, int], erode: bool = True) -> Tensor:
         """Padded mask (1, 1, Hp, Wp) -> bool (1, 3, h // 2, w // 2): holes of the coarser scale whose
-        whole 15x15 elliptical neighbourhood is hole too (the image border does not erode)."""
+        whole elliptical neighbourhood (`erosion_size`) is hole too (the image border does not
+        erode); `erode=False`: the coarse holes as the loss-mask downsampler gives them."""
         h, w = size
         coarse = self.loss_mask_downsampler(mask[:, :1, :h, :w])
-        kernel = ellipse_kernel(self.erosion_size).to(coarse)
-        coarse = binarize_at_least(erosion(coarse, kernel), 1.0 - self.eps)
+        if erode:
+            kernel = ellipse_kernel(self.erosion_size).to(coarse)
+            coarse = binarize_at_least(erosion(coarse, kernel), 1.0 - self.eps)
         return coarse.repeat(1, 3, 1, 1) >= self.eps
+
+    def trainable(self, features: Features) -> list[bool]:
+        """Which of `flatten_features(features)` the optimiser updates (`optimize`)."""
+        names = feature_names(features)
+        chosen = [self.optimize == "both" or name == self.optimize for name in names]
+        if not any(chosen):
+            raise ValueError(f"refiner.optimize={self.optimize!r} selects none of the front's features {names} "
+                             "(only FFC generators have local and global branches; use 'both')")
+        return chosen
 
     def refine(self, partition: Partition, levels: Sequence[Level]) -> Refinement:
         result = Refinement(image=levels[-1].image)
@@ -147,11 +219,8 @@ class L1Refiner(Refiner):
                      n_scales: int) -> tuple[Tensor, list[float]]:
         """One scale -> (its result (1, 3, h, w) cropped to the unpadded size, its loss values)."""
         size = level.size
-        device_in, device_out = partition.front.device, partition.output_device
-        image = pad_reflect(level.image, self.modulo).to(device_in)
-        mask = binarize_at_least(pad_reflect(level.mask, self.modulo), self.eps).to(device_in)
-        with torch.no_grad():
-            features = partition.front(torch.cat([image * (1 - mask), mask], dim=1))
+        device_out = partition.output_device
+        image, mask, features = encode_level(partition, level, self.modulo, self.eps)
         image, mask = image.to(device_out), mask.repeat(1, 3, 1, 1).to(device_out)
 
         if previous is None:
@@ -163,18 +232,24 @@ class L1Refiner(Refiner):
         else:
             pred, losses = self._optimise(partition, features, image, mask, previous.to(device_out), size,
                                           index, n_scales)
-        inpainted = mask * pred + (1 - mask) * image
-        return inpainted[..., : size[0], : size[1]].detach(), losses
+        return composite(pred, image, mask, size), losses
 
     def _optimise(self, partition: Partition, features: Features, image: Tensor, mask: Tensor, previous: Tensor,
                   size: tuple[int, int], index: int, n_scales: int) -> tuple[Tensor, list[float]]:
         coarse_mask = self.coarse_loss_mask(mask, size)
         if not coarse_mask.any():
-            log.warning("scale %d: the eroded loss mask is empty (holes too thin); refining on the known "
-                        "pixels only (the original reports a NaN loss here)", index)
+            if self.on_empty_loss_mask == "uneroded":
+                coarse_mask = self.coarse_loss_mask(mask, size, erode=False)
+                log.info("scale %d: the eroded loss mask is empty; using the uneroded one (%d pixels)", index,
+                         int(coarse_mask[:, 0].sum()))
+            elif self.on_empty_loss_mask == "warn":
+                log.warning("scale %d: the eroded loss mask is empty (holes too thin); refining on the known "
+                            "pixels only (the original reports a NaN loss here)", index)
         inputs = ScaleInputs(image, mask, mask < self.eps, previous, coarse_mask, size)
-        leaves = [t.detach().to(partition.rear[0].device).requires_grad_(True) for t in flatten_features(features)]
-        optimizer = self.make_optimizer(leaves)
+        rear_device = partition.rear[0].device
+        leaves = [t.detach().to(rear_device).requires_grad_(train)
+                  for t, train in zip(flatten_features(features), self.trainable(features))]
+        optimizer = self.make_optimizer([t for t in leaves if t.requires_grad])
         losses: list[Tensor] = []
         for it in range(self.n_iters):
             optimizer.zero_grad()
@@ -193,13 +268,47 @@ class L1Refiner(Refiner):
             self.progress(index, n_scales, it, n_iters, loss)
 
 
+class PlainRefiner(Refiner):
+    """No refinement: plain LaMa through the refinement pipeline, one forward at the finest level.
+
+    The coarsest-scale behaviour of `L1Refiner` applied to the finest level: reflect padding to
+    `modulo` (where the plain path, `refine=false`, pads symmetrically; the two agree exactly
+    on sizes that need no padding), the front and the rear on the partition's devices, known
+    pixels copied. Coarser levels are ignored (pair it with `pyramid=fixed pyramid.n_scales=1` to
+    skip building them). A baseline for sweeps: `refiner=l1,plain`.
+    """
+
+    def __init__(self, modulo: int = 8, eps: float = EPS, downsampler: Downsampler | None = None,
+                 loss_mask_downsampler: MaskDownsampler | None = None):
+        # The downsamplers are accepted (kept, unused) so that every refiner config builds alike.
+        self.downsampler = downsampler
+        self.loss_mask_downsampler = loss_mask_downsampler
+        self.modulo = modulo
+        self.eps = eps
+
+    def refine(self, partition: Partition, levels: Sequence[Level]) -> Refinement:
+        level = levels[-1]
+        image, mask, features = encode_level(partition, level, self.modulo, self.eps)
+        device_out = partition.output_device
+        with torch.no_grad():
+            pred = partition.run_rear(features)
+        if self.progress is not None:
+            self.progress(0, 1, 0, 1, None)
+        result = composite(pred, image.to(device_out), mask.repeat(1, 3, 1, 1).to(device_out), level.size)
+        return Refinement(image=result, scales=[result], losses=[[]])
+
+
 __all__ = [
     "L1Refiner",
+    "PlainRefiner",
     "ProgressCallback",
     "Refinement",
     "Refiner",
     "ScaleInputs",
+    "composite",
     "ellipse_kernel",
+    "encode_level",
+    "feature_names",
     "flatten_features",
     "unflatten_features",
 ]

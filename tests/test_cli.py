@@ -1,8 +1,11 @@
 """The command line over folders, checked against the original's outputs."""
+import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -111,3 +114,70 @@ def test_multirun_sweep_writes_each_setting_to_its_own_folder(tmp_path):
     assert max_mean_diff(refined, case.npy("refined"))[0] <= 1e-4
     assert max_mean_diff(plain, case.npy("plain"))[0] <= 1e-5
     assert not (tmp_path / "outputs").exists() and not (tmp_path / "multirun").exists()  # logs stay in outdir
+
+
+def good_folder(indir: Path, n: int, size=(96, 128)) -> list[str]:
+    rng = np.random.default_rng(3)
+    indir.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        Image.fromarray((rng.random((*size, 3)) * 255).astype(np.uint8)).save(indir / f"p{i}.png")
+        mask = np.zeros(size, np.uint8)
+        mask[20:50, 30:90] = 255
+        Image.fromarray(mask).save(indir / f"p{i}_mask.png")
+    return [f"p{i}_mask.png" for i in range(n)]
+
+
+def start_and_kill_after_new_output(args, outdir: Path, sig: int, cwd: Path):
+    """Start the CLI, wait until one more output appears, send `sig`; -> (outputs, stdout+stderr)."""
+    before = set(outdir.glob("*.png")) if outdir.exists() else set()
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.Popen([sys.executable, "-m", "lama_refine.cli", *args], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 300
+    while not (set(outdir.glob("*.png")) - before) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(sig)
+    out, _ = proc.communicate(timeout=120)
+    return proc.returncode, {p.name: p.stat().st_mtime_ns for p in outdir.glob("*.png")}, out
+
+
+def test_killed_batch_resumes_and_does_every_file_exactly_once(tmp_path):
+    case = Case(GOLDEN / "three_scales")
+    indir, outdir = tmp_path / "in", tmp_path / "out"
+    names = good_folder(indir, 6)
+    (indir / "junk_mask.png").write_bytes(b"\x89PNG but not really")
+    Image.new("RGB", (128, 96)).save(indir / "junk.png")
+    args = [f"model.path={case.path / 'generator.safetensors'}", f"indir={indir}", f"outdir={outdir}",
+            "pyramid.min_side=48", "refiner.n_iters=5", "progress=false"]
+
+    rc, first, log = start_and_kill_after_new_output(args, outdir, signal.SIGTERM, tmp_path)
+    assert rc == 128 + signal.SIGTERM and "interrupted" in log, log  # SIGTERM: cleaned up, summary printed
+    assert 1 <= len(first) < len(names)
+    rc, second, _ = start_and_kill_after_new_output(args, outdir, signal.SIGKILL, tmp_path)
+    assert rc == -signal.SIGKILL and len(first) < len(second) < len(names)
+    assert all(second[name] == mtime for name, mtime in first.items())
+
+    proc = lama_refine(*args, cwd=tmp_path)
+    assert proc.returncode == 1  # the junk file
+    assert "junk_mask.png: not an image" in proc.stdout and "1 failed" in proc.stdout
+    finished = {p.name: p.stat().st_mtime_ns for p in outdir.glob("*.png")}
+    assert sorted(finished) == names and all(finished[n] == m for n, m in second.items())
+    assert not [p for p in outdir.rglob("*") if p.name.endswith(".tmp")]
+    records = [json.loads(line) for line in (outdir / "manifest.jsonl").read_text().splitlines()]
+    done = [r["output"] for r in records if r["status"] == "done"]
+    assert len(done) == len(set(done)) and set(done) <= set(names)  # never done twice
+    assert not set(second) & {r["output"] for r in records if r["status"] == "done" and r["pid"] == records[-1]["pid"]}
+
+
+def test_command_line_names_each_bad_file_and_exits_1(tmp_path):
+    case = Case(GOLDEN / "three_scales")
+    indir = tmp_path / "in"
+    good_folder(indir, 1, size=(24, 32))
+    (indir / "ghost_mask.png").write_bytes((indir / "p0_mask.png").read_bytes())
+    (indir / "empty.png").write_bytes(b"")
+    shutil.copy(indir / "p0_mask.png", indir / "empty_mask.png")
+    proc = lama_refine(f"model.path={case.path / 'generator.safetensors'}", f"indir={indir}",
+                       f"outdir={tmp_path / 'o'}", "refine=false", "progress=false", cwd=tmp_path)
+    assert proc.returncode == 1
+    assert "1 done, 0 skipped (output exists), 2 failed" in proc.stdout
+    assert "ghost_mask.png: no image for this mask" in proc.stdout and "empty.png: empty file" in proc.stdout

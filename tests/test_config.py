@@ -13,12 +13,14 @@ from lama_refine.refine import Refiner
 PART_GROUPS = {"downsampler": Downsampler, "mask_downsampler": MaskDownsampler, "pyramid_mask": MaskDownsampler,
                "loss_mask": MaskDownsampler, "pyramid": PyramidBuilder, "refiner": Refiner,
                "partitioner": DevicePartitioner}
+# Options with a mandatory value (`???`), and the value a user would give.
+REQUIRED = {("partitioner", "explicit"): ["partitioner.blocks=[2,1]"]}
 OPTIONS = [(group, path.stem) for group in PART_GROUPS for path in sorted((conf_dir() / group).glob("*.yaml"))]
 
 
 def test_every_group_of_conf_is_known_here():
     groups = {p.name for p in conf_dir().iterdir() if p.is_dir()}
-    assert groups - {"train"} <= set(PART_GROUPS), "a new config group needs a line in PART_GROUPS"
+    assert groups - {"train", "hydra"} <= set(PART_GROUPS), "a new config group needs a line in PART_GROUPS"
 
 
 @pytest.mark.parametrize("group,option", OPTIONS)
@@ -26,7 +28,7 @@ def test_every_config_instantiates_to_its_part(group, option):
     if group == "mask_downsampler":  # the shared options behind pyramid_mask/ and loss_mask/
         part = instantiate(OmegaConf.load(conf_dir() / group / f"{option}.yaml"))
     else:
-        parts = build_parts(compose(["indir=x", "outdir=y", f"{group}={option}"]))
+        parts = build_parts(compose(["indir=x", "outdir=y", f"{group}={option}", *REQUIRED.get((group, option), [])]))
         part = {"pyramid_mask": parts["pyramid"].mask_downsampler,
                 "loss_mask": parts["refiner"].loss_mask_downsampler}.get(group, parts.get(group))
     assert isinstance(part, PART_GROUPS[group])
@@ -66,3 +68,29 @@ def test_devices_default_to_cpu_without_gpus_and_missing_gpus_are_errors():
         resolve_devices(None, gpu_ids="0,1")
     with pytest.raises(ValueError, match="not available"):
         resolve_devices(["cuda:0"])
+
+
+def test_mandatory_explicit_block_counts_are_reported_by_name():
+    from omegaconf.errors import MissingMandatoryValue
+    with pytest.raises(MissingMandatoryValue, match="blocks"):
+        build_parts(compose(["indir=x", "outdir=y", "partitioner=explicit"]))
+
+
+@pytest.mark.parametrize("option,expected", [("adam", torch.optim.Adam), ("sgd", torch.optim.SGD)])
+def test_the_refiners_optimizer_is_one_override(option, expected):
+    refiner = build_parts(compose(["indir=x", "outdir=y", f"refiner/optimizer={option}", "refiner.lr=0.1"]))["refiner"]
+    optimizer = refiner.make_optimizer([torch.zeros(3, requires_grad=True)])
+    assert type(optimizer) is expected and optimizer.defaults["lr"] == 0.1
+
+
+def test_readme_lists_every_option_with_its_override():
+    readme = (conf_dir().parent / "README.md").read_text() if (conf_dir().parent / "README.md").is_file() else None
+    if readme is None:
+        pytest.skip("installed package: no README beside conf/")
+    rows = {line.split("|")[2].strip(" `"): line for line in readme.splitlines() if line.startswith("| ")
+            and line.count("|") == 5}  # the swap-point table: part | override | options | default
+    groups = [g for g in PART_GROUPS if g != "mask_downsampler"] + ["refiner/optimizer"]
+    for group in groups:
+        row = rows[f"{group}="]
+        for path in (conf_dir() / group).glob("*.yaml"):
+            assert f"`{path.stem}`" in row, f"README's swap-point table misses {group}={path.stem}"

@@ -7,7 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lama_refine.downsample import BlurMaskDownsampler, GaussianDownsampler
-from lama_refine.pyramid import OriginalPyramid, count_scales, fit_pixel_budget
+from lama_refine.pyramid import (FixedPyramid, FullResolutionPyramid, OriginalPyramid, TrainResolutionPyramid,
+                                 count_scales, fit_pixel_budget, halvings_to_target)
 
 
 def original_pyramid(params):
@@ -61,3 +62,57 @@ def test_pyramid_sizes_halve_with_floor_and_masks_grow():
     assert [lv.size for lv in levels] == [(48, 61), (97, 123), (195, 247)]
     # the any-pixel rule keeps the 1-px stroke at every coarser scale
     assert all(lv.mask.sum() > 0 for lv in levels)
+
+
+def parts():
+    return GaussianDownsampler(), BlurMaskDownsampler()
+
+
+def test_full_resolution_never_resizes_where_the_original_would():
+    image, mask = torch.rand(1, 3, 300, 260), torch.zeros(1, 1, 300, 260)
+    mask[..., 100:140, 50:90] = 1
+    budget = 20_000  # the original shrinks this image to 151x131
+    assert OriginalPyramid(*parts(), min_side=64, px_budget=budget).build(image, mask)[-1].size == (151, 131)
+    levels = FullResolutionPyramid(*parts(), min_side=64).build(image, mask)
+    assert levels[-1].image is image and levels[-1].mask is mask
+    assert [lv.size for lv in levels] == [(75, 65), (150, 130), (300, 260)]  # same count rule as the original
+
+
+@pytest.mark.parametrize("n", [1, 2, 4])
+@pytest.mark.parametrize("h,w", [(40, 33), (171, 243), (600, 500)])
+def test_fixed_gives_exactly_n_scales_whatever_the_size(n, h, w):
+    levels = FixedPyramid(*parts(), n_scales=n).build(torch.rand(1, 3, h, w), torch.zeros(1, 1, h, w))
+    assert len(levels) == n
+    assert levels[-1].size == (h, w)
+    assert [lv.size for lv in levels] == [(h >> k, w >> k) for k in reversed(range(n))]
+
+
+def test_fixed_applies_its_pixel_budget_and_refuses_too_many_scales():
+    levels = FixedPyramid(*parts(), n_scales=2, px_budget=2000).build(torch.rand(1, 3, 100, 80),
+                                                                      torch.zeros(1, 1, 100, 80))
+    assert levels[-1].size == fit_pixel_budget(torch.rand(1, 3, 100, 80), torch.zeros(1, 1, 100, 80), 2000)[0].shape[-2:]
+    with pytest.raises(ValueError, match="short side"):
+        FixedPyramid(*parts(), n_scales=4).build(torch.rand(1, 3, 7, 50), torch.zeros(1, 1, 7, 50))
+
+
+@pytest.mark.parametrize("short,target,halvings", [(1024, 256, 2), (256, 256, 0), (700, 256, 1), (200, 256, 0),
+                                                   (2000, 256, 3), (1449, 256, 2), (1500, 256, 3)])
+def test_halvings_bring_the_short_side_nearest_to_the_target(short, target, halvings):
+    assert halvings_to_target(short, target) == halvings
+
+
+@settings(max_examples=80, deadline=None)
+@given(short=st.integers(1, 20000), target=st.integers(16, 1024))
+def test_the_chosen_coarsest_side_is_nearest_among_all_halvings(short, target):
+    k = halvings_to_target(short, target)
+    sides = [short >> j for j in range(short.bit_length())]
+    distance = [abs(math.log2(s / target)) for s in sides]
+    assert distance[k] == min(distance)
+
+
+def test_train_resolution_puts_the_coarsest_level_near_the_training_size():
+    h, w = 1100, 1500
+    levels = TrainResolutionPyramid(*parts()).build(torch.rand(1, 3, h, w), torch.zeros(1, 1, h, w))
+    assert [lv.size for lv in levels] == [(275, 375), (550, 750), (1100, 1500)]
+    capped = TrainResolutionPyramid(*parts(), train_resolution=128, max_scales=2)
+    assert capped.scale_count(h, w) == 2 and TrainResolutionPyramid(*parts(), train_resolution=128).scale_count(h, w) == 4

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The worked sweep of docs/experiments.md: refinement on/off x pyramid.min_side, on small photos
+# with LaMa's "thick" masks generated per image, one comparison table and plot at the end.
+#
+#   docs/examples/experiment.sh OUTDIR [MODEL] [GT_DIR]
+#
+# MODEL: a checkpoint for model.path (default: the built-in model). GT_DIR: a folder of photos
+# (default: the golden test fixtures' three photos, copied to OUTDIR/gt).
+set -euo pipefail
+out=${1:?usage: experiment.sh OUTDIR [MODEL] [GT_DIR]}
+model=${2:-}
+gt=${3:-}
+if [[ -z "$gt" ]]; then
+  gt="$out/gt"
+  mkdir -p "$gt"
+  for case in tests/fixtures/golden/*/; do cp "$case/image.png" "$gt/$(basename "$case").png"; done
+fi
+python -m lama_refine.evaluate --multirun gt_dir="$gt" outdir="$out/eval" ${model:+model.path="$model"} \
+  masks.family=thick masks.seed=0 visuals=3 progress=false \
+  refine=true,false pyramid.min_side=64,128
+ls -d "$out"/eval/sweeps/*/ | tail -1

@@ -1,0 +1,438 @@
+"""`lama-refine-eval`: inpaint ground-truth images with known masks and measure the result.
+
+A Hydra app on `conf/evaluate.yaml`, which pulls in the main app's config, so every part group
+and knob is an override here too. For each image of `gt_dir` it takes a mask (from `mask_dir`, or
+drawn from one of LaMa's evaluation families, seeded per image), runs the configured pipeline
+(`build_inpainter`) and records PSNR and SSIM over the image, the mean L1 error inside the hole,
+the time and the peak memory. It writes `metrics.csv`, `metrics.md`, `summary.json` and
+side-by-side PNGs (input with hole | plain | refined | ground truth) for the first `visuals`
+images. With `--multirun`, each setting writes to `<sweep dir>/<setting>/` and
+`SweepComparison` (a Hydra callback) writes `comparison.csv`, `comparison.md` and `comparison.png`
+to the sweep dir, `outdir/sweeps/<time>/`. Nothing is written outside `outdir`.
+"""
+from __future__ import annotations
+
+import csv
+import ctypes
+import gc
+import json
+import logging
+import math
+import os
+import threading
+import time
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import hydra
+import numpy as np
+import torch
+import torch.nn.functional as F
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from hydra.utils import to_absolute_path
+from kornia.metrics import psnr, ssim
+from omegaconf import DictConfig, OmegaConf
+from PIL import Image, ImageDraw
+from torch import Tensor
+from tqdm import tqdm
+
+from .config import build_inpainter, conf_dir
+from .io import IMAGE_SUFFIXES, read_image, read_mask, to_hwc, to_uint8, write_result
+from .pipeline import Inpainter
+
+log = logging.getLogger("lama_refine.evaluate")
+
+METRICS = ("psnr", "ssim", "hole_l1", "time_s", "peak_mem_mb")
+METRIC_TITLES = {"psnr": "PSNR (dB)", "ssim": "SSIM", "hole_l1": "hole L1", "time_s": "time (s)",
+                 "peak_mem_mb": "peak memory (MB)"}
+HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "hole_l1": False, "time_s": False, "peak_mem_mb": False}
+
+
+# --- inputs -------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Sample:
+    """One evaluation pair: a ground-truth image and its mask (a file, or a generated one)."""
+
+    name: str  # the image's path relative to gt_dir, without suffix (plus the mask's suffix if several)
+    image: Path
+    mask: Path | None  # None: generated from (family, seed)
+    seed: int | None = None
+
+
+def find_images(gt_dir: Path) -> list[Path]:
+    """Image files under `gt_dir` (recursive, sorted), skipping LaMa-style `*mask*` files."""
+    if not gt_dir.is_dir():
+        raise FileNotFoundError(f"gt_dir {gt_dir} does not exist or is not a folder")
+    return sorted(p for p in gt_dir.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                  and "mask" not in p.name)
+
+
+def masks_for(image: Path, gt_dir: Path, mask_dir: Path) -> list[Path]:
+    """The masks of `gt_dir/sub/photo.jpg` in `mask_dir`: `sub/photo_mask*.png` (LaMa's naming, all
+    of them), else `sub/photo.<any image suffix>`."""
+    folder = mask_dir / image.relative_to(gt_dir).parent
+    lama = sorted(folder.glob(f"{image.stem}_mask*.png"))
+    if lama:
+        return lama
+    same = [folder / (image.stem + s) for s in IMAGE_SUFFIXES if (folder / (image.stem + s)).is_file()]
+    if not same:
+        raise FileNotFoundError(f"no mask for {image} in {folder} (expected {image.stem}_mask*.png or "
+                                f"{image.stem}.png)")
+    return same[:1]
+
+
+def mask_seed(base_seed: int, name: str) -> int:
+    """A generated mask's seed: fixed by the image's relative path, so adding images to the folder
+    does not change the masks of the others."""
+    return zlib.crc32(f"{base_seed}:{name}".encode())
+
+
+def find_samples(gt_dir: Path, mask_dir: Path | None, seed: int, max_images: int | None = None) -> list[Sample]:
+    samples = []
+    for image in find_images(gt_dir)[:max_images]:
+        name = image.relative_to(gt_dir).with_suffix("").as_posix()
+        if mask_dir is None:
+            samples.append(Sample(name, image, None, mask_seed(seed, name)))
+            continue
+        masks = masks_for(image, gt_dir, mask_dir)
+        for mask in masks:
+            suffix = mask.stem[len(image.stem):] if len(masks) > 1 else ""
+            samples.append(Sample(name + suffix, image, mask))
+    return samples
+
+
+def load_sample(sample: Sample, family: str) -> tuple[Tensor, Tensor]:
+    """-> image (1, 3, H, W) in [0, 1], mask (1, 1, H, W) in {0, 1}."""
+    from .train.masks import seeded_mask
+
+    image = read_image(sample.image)
+    if sample.mask is None:
+        mask = torch.from_numpy(seeded_mask(*image.shape[-2:], family, sample.seed))[None, None].float()
+    else:
+        mask = read_mask(sample.mask)
+        if mask.shape[-2:] != image.shape[-2:]:
+            raise ValueError(f"{sample.mask} is {tuple(mask.shape[-2:])} but {sample.image} is "
+                             f"{tuple(image.shape[-2:])}")
+    return image, mask
+
+
+# --- measuring ----------------------------------------------------------------------------------
+
+def image_metrics(result: Tensor, truth: Tensor, mask: Tensor) -> dict[str, float]:
+    """result, truth (1, 3, H, W) in [0, 1], mask (1, 1, H, W) -> PSNR and SSIM (kornia, 11x11
+    Gaussian window) over the whole image, and the mean absolute error over hole pixels."""
+    if result.shape[-2:] != truth.shape[-2:]:  # the pipeline returned the budget-shrunk size
+        truth = F.interpolate(truth, size=result.shape[-2:], mode="bilinear", align_corners=False)
+        mask = (F.interpolate(mask, size=result.shape[-2:], mode="bilinear", align_corners=False) > 0).float()
+    result, truth = result.double().clamp(0, 1), truth.double()
+    hole = mask.expand_as(result) > 0
+    return {
+        "psnr": float(psnr(result, truth, max_val=1.0)),
+        "ssim": float(ssim(result, truth, window_size=11).mean()),
+        "hole_l1": float((result - truth).abs()[hole].mean()) if hole.any() else 0.0,
+    }
+
+
+def release_free_memory() -> None:
+    """Hand memory the C allocator keeps after frees back to the OS (glibc's `malloc_trim`), so
+    that the next RSS baseline is not inflated by an earlier, larger run; a no-op elsewhere."""
+    gc.collect()
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def rss_bytes() -> int:
+    """This process's resident set size now."""
+    try:
+        import psutil
+    except ImportError:  # Linux without psutil
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    return psutil.Process().memory_info().rss
+
+
+class PeakMemory:
+    """Peak memory above what was held when the block started, in MB.
+
+    CUDA: `torch.cuda.max_memory_allocated` minus the allocation at the start, summed over the
+    devices used. CPU: the process's resident set size, sampled every `interval` seconds by a
+    thread (torch releases the GIL in its kernels), peak minus the start, where the start is taken
+    after returning freed heap memory to the OS (`release_free_memory`). `ru_maxrss` and
+    tracemalloc are no use here: the first is a lifetime peak, the second does not see torch's
+    allocations. CPU numbers are approximate: memory the allocator cannot trim (fragmented
+    arenas) still hides part of a run's growth, and short spikes between samples are missed.
+    """
+
+    def __init__(self, devices: Sequence[torch.device], interval: float = 0.002):
+        self.cuda = [d for d in devices if d.type == "cuda"]
+        self.interval = interval
+        self.mb = 0.0
+
+    def __enter__(self) -> "PeakMemory":
+        if self.cuda:
+            self.start = {}
+            for d in self.cuda:
+                torch.cuda.synchronize(d)
+                torch.cuda.reset_peak_memory_stats(d)
+                self.start[d] = torch.cuda.memory_allocated(d)
+        else:
+            release_free_memory()
+            self.start_rss = self.peak_rss = rss_bytes()
+            self.stop = threading.Event()
+            self.thread = threading.Thread(target=self._sample, daemon=True)
+            self.thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self.stop.wait(self.interval):
+            self.peak_rss = max(self.peak_rss, rss_bytes())
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.cuda:
+            extra = 0
+            for d in self.cuda:
+                torch.cuda.synchronize(d)
+                extra += torch.cuda.max_memory_allocated(d) - self.start[d]
+        else:
+            self.stop.set()
+            self.thread.join()
+            extra = max(self.peak_rss, rss_bytes()) - self.start_rss
+        self.mb = extra / 2**20
+
+
+def synchronize(devices: Sequence[torch.device]) -> None:
+    for d in devices:
+        if d.type == "cuda":
+            torch.cuda.synchronize(d)
+
+
+def timed_run(inpainter: Inpainter, image: Tensor, mask: Tensor) -> tuple[Tensor, float, float]:
+    """-> (result (1, 3, h, w), seconds, peak MB)."""
+    synchronize(inpainter.devices)
+    with PeakMemory(inpainter.devices) as memory:
+        start = time.perf_counter()
+        result = inpainter(image, mask)
+        synchronize(inpainter.devices)
+        seconds = time.perf_counter() - start
+    return result, seconds, memory.mb
+
+
+# --- pictures and tables ------------------------------------------------------------------------
+
+def with_hole(image: Tensor, mask: Tensor) -> Tensor:
+    """The input as the network sees it, the hole shown in mid grey."""
+    return image * (1 - mask) + 0.5 * mask
+
+
+def side_by_side(panels: Sequence[tuple[str, Tensor]], gap: int = 4, header: int = 14) -> Image.Image:
+    """(title, (1, 3, H, W) in [0, 1]) panels -> one RGB picture, titles above, white gaps between."""
+    h = max(p.shape[-2] for _, p in panels)
+    w = sum(p.shape[-1] for _, p in panels) + gap * (len(panels) - 1)
+    canvas = Image.new("RGB", (w, h + header), "white")
+    draw = ImageDraw.Draw(canvas)
+    x = 0
+    for title, panel in panels:
+        canvas.paste(Image.fromarray(to_uint8(to_hwc(panel.clamp(0, 1)))), (x, header))
+        draw.text((x + 2, 1), title, fill="black")
+        x += panel.shape[-1] + gap
+    return canvas
+
+
+def fmt(value: float, metric: str) -> str:
+    if isinstance(value, float) and math.isinf(value):
+        return "inf"
+    return {"psnr": "{:.3f}", "ssim": "{:.4f}", "hole_l1": "{:.5f}", "time_s": "{:.2f}",
+            "peak_mem_mb": "{:.0f}"}.get(metric, "{}").format(value)
+
+
+def markdown_table(rows: Sequence[dict[str, Any]], first: str, columns: Sequence[str]) -> str:
+    head = [first, *(METRIC_TITLES.get(c, c) for c in columns)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        lines.append("| " + " | ".join([str(row[first]), *(fmt(row[c], c) for c in columns)]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_csv(path: Path, rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(columns), extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def means(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
+    return {m: float(np.mean([r[m] for r in rows])) for m in METRICS} if rows else {}
+
+
+# --- the app ------------------------------------------------------------------------------------
+
+def sweep_setting() -> str:
+    """This job's swept settings (`refine=false,pyramid=fixed`), '' outside a --multirun sweep.
+
+    Swept keys are those with several values on the sweep's command line (read from the
+    `multirun.yaml` Hydra writes first); keys in `hydra.job.config.override_dirname.exclude_keys`
+    are left out."""
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return ""
+    hc = HydraConfig.get()
+    saved = Path(hc.sweep.dir) / "multirun.yaml"
+    overrides = list(OmegaConf.load(saved).hydra.overrides.task) if saved.is_file() else []
+    excluded = set(hc.job.config.override_dirname.exclude_keys)
+    swept = [o.get_key_element() for o in OverridesParser.create().parse_overrides(overrides)
+             if o.is_sweep_override() and o.get_key_element() not in excluded]
+    own = dict(o.split("=", 1) for o in hc.overrides.task if "=" in o)
+    parts = [f"{k}={own[k]}".replace(os.sep, "_") for k in swept if k in own]
+    return ",".join(parts) or f"job{hc.job.num}"
+
+
+def result_dir(cfg: DictConfig) -> Path:
+    """`outdir`; in a --multirun sweep, `<sweep dir>/<this job's setting>`."""
+    setting = sweep_setting()
+    if not setting:
+        return Path(to_absolute_path(cfg.outdir))
+    return Path(to_absolute_path(HydraConfig.get().sweep.dir)) / setting
+
+
+@dataclass
+class Evaluation:
+    rows: list[dict[str, Any]]
+    mean: dict[str, float]
+    setting: str
+    directory: Path
+
+
+def evaluate(cfg: DictConfig) -> Evaluation:
+    """Run the configured pipeline over `cfg.gt_dir` and write the tables and pictures."""
+    gt_dir = Path(to_absolute_path(cfg.gt_dir))
+    mask_dir = Path(to_absolute_path(cfg.mask_dir)) if cfg.mask_dir else None
+    samples = find_samples(gt_dir, mask_dir, cfg.masks.seed, cfg.max_images)
+    if not samples:
+        raise FileNotFoundError(f"no images under {gt_dir}")
+    out = result_dir(cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    setting = sweep_setting() or ("refined" if cfg.refine else "plain")
+    log.info("%d images from %s (masks: %s) -> %s", len(samples), gt_dir,
+             mask_dir or f"generated, {cfg.masks.family}, seed {cfg.masks.seed}", out)
+
+    inpainter = build_inpainter(cfg)
+    if cfg.warmup:  # the first run pays for lazy initialisation (threads, kernels, the device split)
+        inpainter(*load_sample(samples[0], cfg.masks.family))
+    rows, kept = [], []
+    for i, sample in enumerate(tqdm(samples, desc="images", disable=not cfg.progress)):
+        image, mask = load_sample(sample, cfg.masks.family)
+        result, seconds, peak = timed_run(inpainter, image, mask)
+        row = {"image": sample.name, "hole_fraction": float(mask.mean()), **image_metrics(result, image, mask),
+               "time_s": seconds, "peak_mem_mb": peak}
+        rows.append(row)
+        log.info("%s: %s", sample.name, ", ".join(f"{k} {fmt(row[k], k)}" for k in METRICS))
+        if cfg.save_outputs:
+            write_result(out / "outputs" / f"{sample.name}.png", result)
+            if sample.mask is None:
+                write_result(out / "masks" / f"{sample.name}_mask.png", mask.expand(-1, 3, -1, -1))
+        if i < cfg.visuals:
+            kept.append((sample, image, mask, result))
+
+    if kept:  # plain LaMa for the pictures, after the measured runs (it moves the generator)
+        plain = Inpainter(inpainter.generator, inpainter.pyramid, inpainter.refiner, inpainter.partitioner,
+                          inpainter.devices, refine=False, modulo=inpainter.modulo)
+        for sample, image, mask, result in kept:
+            baseline = plain(image, mask) if cfg.refine else result
+            if result.shape != image.shape:
+                result = F.interpolate(result, size=image.shape[-2:], mode="bilinear", align_corners=False)
+            picture = side_by_side([("input", with_hole(image, mask)), ("plain", baseline),
+                                    ("refined" if cfg.refine else "this run", result), ("ground truth", image)])
+            path = out / "visuals" / f"{sample.name}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            picture.save(path)
+
+    mean = means(rows)
+    table = rows + [{"image": "mean", "hole_fraction": float(np.mean([r["hole_fraction"] for r in rows])), **mean}]
+    write_csv(out / "metrics.csv", table, ["image", "hole_fraction", *METRICS])
+    (out / "metrics.md").write_text(f"# {setting}\n\n" + markdown_table(table, "image", METRICS))
+    hydra_cfg = HydraConfig.get() if HydraConfig.initialized() else None
+    summary = {"setting": setting, "job": OmegaConf.select(hydra_cfg, "job.num", default=0) if hydra_cfg else 0,
+               "n_images": len(rows), "mean": mean, "overrides": list(hydra_cfg.overrides.task) if hydra_cfg else []}
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    log.info("mean: %s -> %s", ", ".join(f"{k} {fmt(v, k)}" for k, v in mean.items()), out / "metrics.md")
+    return Evaluation(rows, mean, setting, out)
+
+
+# --- comparing the runs of a sweep --------------------------------------------------------------
+
+def collect(sweep_dir: Path) -> list[dict[str, Any]]:
+    """Each job's `summary.json` under the sweep dir, as one row per setting, in job order."""
+    rows = []
+    for path in sweep_dir.glob("*/summary.json"):
+        summary = json.loads(path.read_text())
+        rows.append({"job": summary["job"], "setting": summary["setting"], "n_images": summary["n_images"],
+                     **summary["mean"]})
+    return sorted(rows, key=lambda r: r["job"])
+
+
+def plot_comparison(rows: Sequence[dict[str, Any]], path: Path, metrics: Sequence[str] = METRICS) -> bool:
+    """One panel per metric, a marker per setting; False (and a warning) without matplotlib."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log.warning("matplotlib is not installed (pip install 'lama-refine[eval]'): no plot written")
+        return False
+    labels = [r["setting"] for r in rows]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 2.6 + 0.12 * max(map(len, labels))),
+                             squeeze=False)
+    x = range(len(rows))
+    for ax, metric in zip(axes[0], metrics):
+        values = [r[metric] for r in rows]
+        # markers on an autoscaled axis: settings often differ in the third digit, which bars from 0 hide
+        ax.plot(x, values, "o", color="tab:blue")
+        for xi, v in zip(x, values):
+            ax.annotate(fmt(v, metric), (xi, v), textcoords="offset points", xytext=(0, 4), ha="center", fontsize=6)
+        ax.set_xticks(list(x), labels, rotation=60, ha="right", fontsize=7)
+        ax.set_xlim(-0.5, len(rows) - 0.5)
+        ax.margins(y=0.25)
+        arrow = "higher is better" if HIGHER_IS_BETTER[metric] else "lower is better"
+        ax.set_title(f"{METRIC_TITLES[metric]}\n({arrow})", fontsize=9)
+        ax.tick_params(axis="y", labelsize=7)
+        ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def write_comparison(sweep_dir: Path) -> list[dict[str, Any]]:
+    """comparison.csv, comparison.md and comparison.png in `sweep_dir`, from its jobs' summaries."""
+    rows = collect(sweep_dir)
+    if not rows:
+        log.warning("no evaluation summaries under %s: nothing to compare", sweep_dir)
+        return rows
+    write_csv(sweep_dir / "comparison.csv", rows, ["setting", "n_images", *METRICS])
+    (sweep_dir / "comparison.md").write_text(markdown_table(rows, "setting", ["n_images", *METRICS]))
+    plot_comparison(rows, sweep_dir / "comparison.png")
+    log.info("comparison of %d settings: %s", len(rows), sweep_dir / "comparison.md")
+    return rows
+
+
+class SweepComparison(Callback):
+    """Hydra callback: after a --multirun sweep, one table and one plot comparing its settings."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        write_comparison(Path(to_absolute_path(config.hydra.sweep.dir)))
+
+
+@hydra.main(config_path=str(conf_dir()), config_name="evaluate", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    evaluate(cfg)
+
+
+if __name__ == "__main__":
+    main()
