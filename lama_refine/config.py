@@ -12,7 +12,9 @@ from hydra.utils import instantiate, to_absolute_path
 from omegaconf import DictConfig, open_dict
 from torch import nn
 
+from .perf import PerfConfig
 from .pipeline import Inpainter
+from .region import CropConfig
 from .weights import DEFAULT_MODEL_PATH as DEFAULT_MODEL
 
 log = logging.getLogger(__name__)
@@ -95,20 +97,45 @@ def build_parts(cfg: DictConfig) -> dict[str, Any]:
     }
 
 
+def perf_config(cfg: DictConfig) -> PerfConfig:
+    """The `perf:` section (defaults where a config predates it)."""
+    return PerfConfig.from_config(cfg.get("perf"))
+
+
+def resolve_px_budget(cfg: DictConfig, generator: nn.Module, devices: Sequence[torch.device]) -> DictConfig:
+    """`pyramid.px_budget=auto` -> the largest budget whose estimated peak fits the free memory
+    of the last device (it holds the full-resolution decoder) (lama_refine.memory); any other value is returned unchanged."""
+    if str(cfg.pyramid.get("px_budget")) != "auto":
+        return cfg
+    from .memory import auto_px_budget
+
+    budget = auto_px_budget(generator, perf_config(cfg), devices[-1], max_scales=cfg.pyramid.get("max_scales", 3))
+    log.info("pyramid.px_budget=auto -> %d pixels on %s", budget, devices[-1])
+    cfg = cfg.copy()
+    with open_dict(cfg):
+        cfg.pyramid.px_budget = budget
+    return cfg
+
+
 def build_inpainter(cfg: DictConfig, generator: nn.Module | None = None) -> Inpainter:
     """The whole pipeline from the app config; `generator` replaces the one `model` names."""
-    parts = build_parts(cfg)
     if generator is None:
         generator = load_model(cfg.model)
+    devices = resolve_devices(cfg.devices, cfg.refiner.get("gpu_ids"))
+    cfg = resolve_px_budget(cfg, generator, devices)
+    parts = build_parts(cfg)
     return Inpainter(
         generator=generator,
         pyramid=parts["pyramid"],
         refiner=parts["refiner"],
         partitioner=parts["partitioner"],
-        devices=resolve_devices(cfg.devices, cfg.refiner.get("gpu_ids")),
+        devices=devices,
         refine=cfg.refine,
         modulo=cfg.modulo,
         match_input_size=cfg.output.match_input_size,
+        perf=perf_config(cfg),
+        region=cfg.get("region", "whole"),
+        crop=CropConfig(**dict(cfg.get("crop") or {})),
     )
 
 
@@ -121,5 +148,7 @@ __all__ = [
     "load_model",
     "model_path",
     "parse_gpu_ids",
+    "perf_config",
     "resolve_devices",
+    "resolve_px_budget",
 ]

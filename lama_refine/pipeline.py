@@ -11,8 +11,12 @@ from torch import Tensor, nn
 
 from .padding import pad_symmetric
 from .partition import DevicePartitioner, Partition
+from .perf import PerfConfig, apply_process_settings, tune_partition
 from .pyramid import PyramidBuilder
 from .refine import Refinement, Refiner
+from .region import CropConfig, hole_groups, inpaint_crops
+
+REGIONS = ("whole", "crop")
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +57,10 @@ class Inpainter:
     splits the generator over `devices` and runs the refiner; with `match_input_size` the result
     is brought back to the input size when a pixel budget shrank the working image (the original
     returns the smaller image).
+
+    `perf` tunes the rear stages (lean backward by default, see `lama_refine.perf`);
+    `region="crop"` inpaints a crop around each group of holes instead of the whole photo (see
+    `lama_refine.region`; crops always come back at their own size, whatever `match_input_size`).
     """
 
     generator: nn.Module
@@ -63,6 +71,9 @@ class Inpainter:
     refine: bool = True
     modulo: int = 8
     match_input_size: bool = True
+    perf: PerfConfig = field(default_factory=PerfConfig)
+    region: str = "whole"
+    crop: CropConfig = field(default_factory=CropConfig)
     _partition: Partition | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -70,18 +81,44 @@ class Inpainter:
         self.devices = [torch.device(d) for d in self.devices]
         if not self.devices:
             raise ValueError("devices must name at least one device")
+        if self.region not in REGIONS:
+            raise ValueError(f"region={self.region!r}: expected one of {REGIONS}")
+        apply_process_settings(self.perf)
 
     @property
     def partition(self) -> Partition:
         if self._partition is None:
-            self._partition = self.partitioner.split(self.generator, self.devices)
-            log.info("rear modules per device: %s", dict(zip(map(str, self.devices), self._partition.rear_indices)))
+            split = self.partitioner.split(self.generator, self.devices)
+            log.info("rear modules per device: %s", dict(zip(map(str, self.devices), split.rear_indices)))
+            self._partition = tune_partition(split, self.perf)
         return self._partition
 
     def run(self, image: Tensor, mask: Tensor) -> Refinement:
-        """image (1, 3, H, W) in [0, 1], mask (1, 1, H, W) in {0, 1} -> Refinement (image on CPU)."""
+        """image (1, 3, H, W) in [0, 1], mask (1, 1, H, W) in {0, 1} -> Refinement (image on CPU).
+
+        With `region="crop"`, `losses` lists each crop's per-scale losses in turn and `scales` is
+        empty.
+        """
         if image.shape[0] != 1:
             raise ValueError(f"one image at a time, got a batch of {image.shape[0]}")
+        if self.region == "crop":
+            return self._run_crops(image, mask)
+        return self._run_whole(image, mask)
+
+    def _run_crops(self, image: Tensor, mask: Tensor) -> Refinement:
+        groups = hole_groups(mask, self.crop, self.modulo)
+        log.info("region=crop: %d group(s) of holes, crops %s", len(groups),
+                 [(c.height, c.width) for _, c in groups])
+        losses: list[list[float]] = []
+
+        def inpaint(crop_image: Tensor, crop_mask: Tensor) -> Tensor:
+            result = self._run_whole(crop_image, crop_mask)
+            losses.extend(result.losses)
+            return match_size(result.image, crop_image, crop_mask)
+
+        return Refinement(image=inpaint_crops(inpaint, image, mask, [crop for _, crop in groups]), losses=losses)
+
+    def _run_whole(self, image: Tensor, mask: Tensor) -> Refinement:
         if not self.refine:
             self._partition = None  # the plain path wants the whole generator on one device
             self.generator.to(self.devices[0])

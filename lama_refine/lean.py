@@ -1,0 +1,553 @@
+"""A lean backward for the frozen rear: the same numbers as autograd, a fraction of its memory.
+
+Refinement differentiates the rear with respect to its *input features* only; the weights are
+frozen. Plain autograd still keeps every conv's and every norm's input alive until backward
+(about ten float tensors per FFC block), although an input-gradient needs much less:
+
+- a convolution (and its reflect padding) needs only its weight, which is alive anyway;
+- eval-mode BatchNorm is a per-channel affine map: it needs only its scale;
+- ReLU needs only the sign of its output: one bit per element (stored bit-packed);
+- the FFT, stacking, permuting, concatenating and adding need nothing at all.
+
+`lean_rear(module)` rewrites a rear stage into modules built from three custom autograd
+functions (`FrozenConv`, `FrozenNormAct` and the bit-packed ReLU mask they share) that save
+exactly that. The forward runs the original modules' own ops, so outputs are bit-identical;
+backward calls the kernels autograd would call (`convolution_backward`, the padding's backward),
+so gradients agree with autograd's to float rounding. Modules it does not know (or knows but
+cannot make lean, e.g. gated FFCs, training-mode norms) are kept as they are and go through
+plain autograd, so any generator stays correct. The new modules share the original parameters;
+the original module tree is not modified.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .models.ffc import (
+    FFC,
+    FFC_BN_ACT,
+    ConcatTupleLayer,
+    FFCResnetBlock,
+    FourierUnit,
+    SpectralTransform,
+)
+from .models.pix2pixhd import ResnetBlock
+
+log = logging.getLogger(__name__)
+
+_BIT_WEIGHTS: dict[torch.device, Tensor] = {}
+
+
+# ---------------------------------------------------------------------------------------------
+# Bit-packed ReLU masks
+# ---------------------------------------------------------------------------------------------
+
+
+def _bit_weights(device: torch.device) -> Tensor:
+    if device not in _BIT_WEIGHTS:
+        _BIT_WEIGHTS[device] = torch.tensor([1, 2, 4, 8, 16, 32, 64, 128], dtype=torch.uint8, device=device)
+    return _BIT_WEIGHTS[device]
+
+
+def pack_mask(mask: Tensor) -> Tensor:
+    """bool tensor of n elements -> uint8 tensor of ceil(n / 8) elements (8 flags a byte, in the
+    tensor's logical order, whatever its memory layout)."""
+    flat = mask.reshape(-1)
+    pad = (-flat.numel()) % 8
+    if pad:
+        flat = F.pad(flat.view(torch.uint8), (0, pad)).view(torch.bool)
+    return (flat.view(-1, 8).view(torch.uint8) * _bit_weights(mask.device)).sum(-1, dtype=torch.uint8)
+
+
+def unpack_mask(packed: Tensor, shape: torch.Size) -> Tensor:
+    """Inverse of `pack_mask`: the bool tensor of `shape` (contiguous)."""
+    n = 1
+    for s in shape:
+        n *= s
+    bits = packed.unsqueeze(-1).bitwise_and(_bit_weights(packed.device)).ne(0)
+    return bits.view(-1)[:n].view(shape)
+
+
+# ---------------------------------------------------------------------------------------------
+# Autocast: custom functions compute in the autocast dtype and convert gradients themselves
+# ---------------------------------------------------------------------------------------------
+
+
+def _compute_dtype(x: Tensor) -> torch.dtype:
+    """The dtype a conv would run in here: autocast's lower precision if enabled, else x's."""
+    device_type = x.device.type
+    if device_type in ("cpu", "cuda") and torch.is_autocast_enabled(device_type):
+        return torch.get_autocast_dtype(device_type)
+    return x.dtype
+
+
+# ---------------------------------------------------------------------------------------------
+# FrozenConv: conv (with optional reflect / replicate / zero pre-padding) whose backward needs
+# only its weight
+# ---------------------------------------------------------------------------------------------
+
+
+_PAD_BACKWARD: dict[str, Callable[..., Tensor]] = {
+    "reflect": torch.ops.aten.reflection_pad2d_backward,
+    "replicate": torch.ops.aten.replication_pad2d_backward,
+}
+
+
+class ConvSpec:
+    """How to run one frozen conv: the module, plus an explicit padding in front of it.
+
+    `pad` is (left, right, top, bottom) with `pad_mode` reflect / replicate / constant, taken from
+    a `ReflectionPad2d` that precedes the conv or from the conv's own non-zero `padding_mode`.
+    """
+
+    def __init__(self, conv: nn.Conv2d | nn.ConvTranspose2d, pad: tuple[int, int, int, int] | None = None,
+                 pad_mode: str = "reflect"):
+        self.conv = conv
+        self.pad = pad
+        self.pad_mode = pad_mode
+        self.transposed = isinstance(conv, nn.ConvTranspose2d)
+        if not self.transposed and conv.padding_mode != "zeros":
+            if pad is not None:
+                raise ValueError("a conv with its own padding_mode cannot also take an explicit pad")
+            self.pad, self.pad_mode = conv._reversed_padding_repeated_twice, conv.padding_mode
+            self.conv_padding = (0, 0)
+        else:
+            self.conv_padding = conv.padding
+
+    @staticmethod
+    def supported(conv: nn.Module, pad_mode: str = "reflect") -> bool:
+        if not isinstance(conv, (nn.Conv2d, nn.ConvTranspose2d)) or conv.weight.requires_grad:
+            return False
+        mode = conv.padding_mode if conv.padding_mode != "zeros" else pad_mode
+        return mode in _PAD_BACKWARD or mode in ("zeros", "constant")
+
+    def forward(self, x: Tensor) -> Tensor:
+        """The original module's own forward ops (bit-identical output)."""
+        conv = self.conv
+        if self.pad is not None and any(self.pad):
+            x = F.pad(x, self.pad, mode=self.pad_mode)
+        if self.transposed:
+            return conv(x)
+        return F.conv2d(x, conv.weight, conv.bias, conv.stride, self.conv_padding, conv.dilation, conv.groups)
+
+    def input_grad(self, grad: Tensor, input_shape: torch.Size, padded_shape: torch.Size, dtype: torch.dtype) -> Tensor:
+        """d(loss)/d(input) from d(loss)/d(output): the weight only, no saved activation."""
+        conv = self.conv
+        weight = conv.weight.to(dtype)
+        grad = grad.to(dtype)
+        # convolution_backward reads only the input's shape (and layout hint); a zero-stride view
+        # of one element stands in for the activation we did not keep.
+        stand_in = grad.new_empty(1).expand(padded_shape)
+        output_padding = conv.output_padding if self.transposed else (0, 0)
+        grad_padded = torch.ops.aten.convolution_backward(
+            grad, stand_in, weight, None, conv.stride, self.conv_padding, conv.dilation, self.transposed,
+            output_padding, conv.groups, (True, False, False))[0]
+        if self.pad is None or not any(self.pad):
+            return grad_padded
+        if self.pad_mode in ("constant", "zeros"):
+            left, right, top, bottom = self.pad
+            return grad_padded[..., top: grad_padded.shape[-2] - bottom, left: grad_padded.shape[-1] - right]
+        return _PAD_BACKWARD[self.pad_mode](grad_padded, grad.new_empty(1).expand(input_shape), self.pad)
+
+
+class FrozenConv(torch.autograd.Function):
+    """y = conv(pad(x)) with frozen weights; backward keeps no activation."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, spec: ConvSpec) -> Tensor:
+        dtype = _compute_dtype(x)
+        with torch.autocast(x.device.type, enabled=False) if x.device.type in ("cpu", "cuda") else _null():
+            x_c = x.to(dtype)
+            y = spec.forward(x_c) if dtype == spec.conv.weight.dtype else _cast_forward(spec, x_c, dtype)
+        ctx.spec, ctx.dtype, ctx.x_dtype = spec, dtype, x.dtype
+        ctx.input_shape = x.shape
+        ctx.padded_shape = _padded_shape(x.shape, spec.pad)
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, None]:
+        if not ctx.needs_input_grad[0]:
+            return None, None
+        grad_x = ctx.spec.input_grad(grad, ctx.input_shape, ctx.padded_shape, ctx.dtype)
+        return grad_x.to(ctx.x_dtype), None
+
+
+class _null:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *args: Any) -> None:
+        return None
+
+
+def _cast_forward(spec: ConvSpec, x: Tensor, dtype: torch.dtype) -> Tensor:
+    """The conv in `dtype` (autocast): weights cast for this call, as autocast itself does."""
+    conv = spec.conv
+    if spec.pad is not None and any(spec.pad):
+        x = F.pad(x, spec.pad, mode=spec.pad_mode)
+    weight = conv.weight.to(dtype)
+    bias = conv.bias.to(dtype) if conv.bias is not None else None
+    if spec.transposed:
+        output_padding = conv.output_padding
+        return F.conv_transpose2d(x, weight, bias, conv.stride, conv.padding, output_padding, conv.groups,
+                                  conv.dilation)
+    return F.conv2d(x, weight, bias, conv.stride, spec.conv_padding, conv.dilation, conv.groups)
+
+
+def _padded_shape(shape: torch.Size, pad: tuple[int, int, int, int] | None) -> torch.Size:
+    if pad is None:
+        return shape
+    left, right, top, bottom = pad
+    return torch.Size((*shape[:-2], shape[-2] + top + bottom, shape[-1] + left + right))
+
+
+# ---------------------------------------------------------------------------------------------
+# FrozenNormAct: eval BatchNorm (optional) then ReLU (optional); backward keeps the scale and a
+# bit-packed sign mask
+# ---------------------------------------------------------------------------------------------
+
+
+def bn_supported(norm: nn.Module) -> bool:
+    return (isinstance(norm, nn.BatchNorm2d) and not norm.training and norm.running_var is not None
+            and (norm.weight is None or not norm.weight.requires_grad))
+
+
+def bn_scale(norm: nn.BatchNorm2d) -> Tensor:
+    """Per-channel d(out)/d(in) of eval BatchNorm: weight / sqrt(running_var + eps), shape (C,)."""
+    invstd = 1.0 / torch.sqrt(norm.running_var.double() + norm.eps)
+    scale = invstd if norm.weight is None else invstd * norm.weight.double()
+    return scale.to(norm.running_var.dtype)
+
+
+class FrozenNormAct(torch.autograd.Function):
+    """y = relu(bn(x)) (either part optional) with a frozen eval-mode BatchNorm."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, norm: nn.BatchNorm2d | None, relu: bool) -> Tensor:
+        y = norm(x) if norm is not None else x.clone()
+        if relu:
+            y = y.relu_()
+            ctx.save_for_backward(pack_mask(y > 0))
+        ctx.norm, ctx.relu, ctx.shape = norm, relu, y.shape
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, None, None]:
+        if not ctx.needs_input_grad[0]:
+            return None, None, None
+        if ctx.norm is not None:
+            scale = bn_scale(ctx.norm).to(grad.dtype).view(1, -1, 1, 1)
+            grad_x = grad * scale
+        else:
+            grad_x = grad.clone()
+        if ctx.relu:
+            (packed,) = ctx.saved_tensors
+            grad_x = grad_x.mul_(unpack_mask(packed, ctx.shape))
+        return grad_x, None, None
+
+
+# ---------------------------------------------------------------------------------------------
+# Lean modules (sharing the original modules' parameters)
+# ---------------------------------------------------------------------------------------------
+
+
+def _needs_grad(x: Any) -> bool:
+    return torch.is_grad_enabled() and torch.is_tensor(x) and x.requires_grad
+
+
+class LeanConvNormAct(nn.Module):
+    """[pad] -> conv -> [BatchNorm] -> [ReLU] as two frozen functions."""
+
+    def __init__(self, conv: nn.Conv2d | nn.ConvTranspose2d, norm: nn.BatchNorm2d | None = None,
+                 relu: bool = False, pad: nn.Module | None = None):
+        super().__init__()
+        self.conv, self.norm, self.relu = conv, norm, relu
+        self.pad = pad
+        pad_mode = {nn.ReflectionPad2d: "reflect", nn.ReplicationPad2d: "replicate",
+                    nn.ZeroPad2d: "constant"}.get(type(pad), "reflect")
+        self.spec = ConvSpec(conv, tuple(pad.padding) if pad is not None else None, pad_mode)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not _needs_grad(x):
+            y = self.conv(self.pad(x) if self.pad is not None else x)
+            y = self.norm(y) if self.norm is not None else y
+            return torch.relu_(y) if self.relu else y
+        y = FrozenConv.apply(x, self.spec)
+        if self.norm is not None or self.relu:
+            y = FrozenNormAct.apply(y, self.norm, self.relu)
+        return y
+
+
+def lean_conv(spec: ConvSpec, x: Tensor) -> Tensor:
+    return FrozenConv.apply(x, spec) if _needs_grad(x) else spec.forward(x)
+
+
+def lean_norm_act(norm: nn.Module, act: nn.Module, x: Tensor) -> Tensor:
+    """norm then act, lean where both are (BatchNorm or Identity) and (ReLU or Identity)."""
+    if not torch.is_tensor(x):
+        return act(norm(x))
+    norm_ok = isinstance(norm, nn.Identity) or bn_supported(norm)
+    act_ok = isinstance(act, (nn.Identity, nn.ReLU))
+    if not (norm_ok and act_ok and _needs_grad(x)):
+        return act(norm(x))
+    bn = None if isinstance(norm, nn.Identity) else norm
+    relu = isinstance(act, nn.ReLU)
+    if bn is None and not relu:
+        return x
+    return FrozenNormAct.apply(x, bn, relu)
+
+
+def _fft_precision(x: Tensor) -> Tensor:
+    """bf16 / fp16 -> float32 for the FFT; float32 and float64 unchanged."""
+    return x.float() if x.dtype in (torch.bfloat16, torch.float16) else x
+
+
+class LinearMap(torch.autograd.Function):
+    """y = fn(x) for a *linear* fn; backward saves nothing.
+
+    Autograd would keep the FFT's input and `torch.complex`'s parts; the vector-Jacobian product
+    of a linear map is the same at every point, so backward differentiates fn at zero instead.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, fn: Callable[[Tensor], Tensor]) -> Tensor:
+        ctx.fn, ctx.shape, ctx.dtype = fn, x.shape, x.dtype
+        return fn(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, None]:
+        if not ctx.needs_input_grad[0]:
+            return None, None
+        with torch.enable_grad():
+            zero = torch.zeros(ctx.shape, dtype=ctx.dtype, device=grad.device, requires_grad=True)
+            (grad_x,) = torch.autograd.grad(ctx.fn(zero), zero, grad)
+        return grad_x, None
+
+
+def linear_map(fn: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
+    return LinearMap.apply(x, fn) if _needs_grad(x) else fn(x)
+
+
+class LeanFourierUnit(nn.Module):
+    """`FourierUnit` with a frozen 1x1 conv and BN+ReLU; the FFTs keep nothing for backward."""
+
+    def __init__(self, fu: FourierUnit):
+        super().__init__()
+        self.fu = fu
+        self.spec = ConvSpec(fu.conv_layer)
+
+    def to_spectrum(self, x: Tensor) -> Tensor:
+        """(B, C, H, W) -> (B, 2C, H, W // 2 + 1): rfft2, channels interleaved (c, re/im) as LaMa."""
+        ffted = torch.fft.rfftn(x, dim=(-2, -1), norm=self.fu.fft_norm)
+        ffted = torch.stack((ffted.real, ffted.imag), dim=-1)
+        ffted = ffted.permute(0, 1, 4, 2, 3).contiguous()
+        return ffted.view((x.shape[0], -1) + ffted.size()[3:])
+
+    def from_spectrum(self, ffted: Tensor, size: tuple[int, int]) -> Tensor:
+        """Inverse layout of `to_spectrum`, then the inverse rfft2 to `size`."""
+        ffted = ffted.view((ffted.shape[0], -1, 2) + ffted.size()[2:]).permute(0, 1, 3, 4, 2).contiguous()
+        ffted = torch.complex(ffted[..., 0], ffted[..., 1])
+        return torch.fft.irfftn(ffted, s=size, dim=(-2, -1), norm=self.fu.fft_norm)
+
+    def forward(self, x: Tensor) -> Tensor:
+        # The FFT runs in float32 (no bf16/fp16 FFT on CPU; cuFFT half needs power-of-two sizes).
+        x = _fft_precision(x)
+        size = tuple(x.shape[-2:])
+        ffted = linear_map(self.to_spectrum, x)
+        ffted = lean_norm_act(self.fu.bn, self.fu.relu, lean_conv(self.spec, ffted))
+        return linear_map(lambda f: self.from_spectrum(f, size), _fft_precision(ffted))
+
+
+class LeanSpectralTransform(nn.Module):
+    """`SpectralTransform`: conv1 (1x1+BN+ReLU), Fourier unit(s), conv2 (1x1), all lean."""
+
+    def __init__(self, st: SpectralTransform):
+        super().__init__()
+        self.st = st
+        conv, norm, act = st.conv1
+        self.conv1 = lean_sequence([conv, norm, act])
+        self.fu = LeanFourierUnit(st.fu)
+        self.lfu = LeanFourierUnit(st.lfu) if st.enable_lfu else None
+        self.conv2 = ConvSpec(st.conv2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.conv1(self.st.downsample(x))
+        output = self.fu(x)
+        if self.lfu is not None:
+            _, c, h, _ = x.shape
+            split = h // 2
+            xs = torch.cat(torch.split(x[:, : c // 4], split, dim=-2), dim=1).contiguous()
+            xs = torch.cat(torch.split(xs, split, dim=-1), dim=1).contiguous()
+            xs = self.lfu(xs).repeat(1, 1, 2, 2).contiguous()
+        else:
+            xs = 0
+        return lean_conv(self.conv2, x + output.to(x.dtype) + xs)
+
+
+def _lean_path(module: nn.Module) -> nn.Module:
+    """One FFC path: a lean conv, a lean spectral transform, or the module itself (Identity)."""
+    if isinstance(module, nn.Conv2d) and ConvSpec.supported(module):
+        return LeanConvNormAct(module)
+    if isinstance(module, SpectralTransform):
+        return LeanSpectralTransform(module)
+    return module
+
+
+def ffc_supported(block: FFC_BN_ACT) -> bool:
+    ffc = block.ffc
+    convs_ok = all(isinstance(m, (nn.Identity, SpectralTransform)) or ConvSpec.supported(m)
+                   for m in (ffc.convl2l, ffc.convl2g, ffc.convg2l))
+    spectral_ok = not isinstance(ffc.convg2g, SpectralTransform) or all(
+        ConvSpec.supported(c) for c in (ffc.convg2g.conv1[0], ffc.convg2g.fu.conv_layer, ffc.convg2g.conv2))
+    return isinstance(ffc, FFC) and not ffc.gated and convs_ok and spectral_ok
+
+
+class LeanFFCBNAct(nn.Module):
+    """`FFC_BN_ACT` (four FFC paths, then BN + activation per branch) with lean paths."""
+
+    def __init__(self, block: FFC_BN_ACT):
+        super().__init__()
+        self.block = block
+        ffc = block.ffc
+        self.l2l, self.l2g = _lean_path(ffc.convl2l), _lean_path(ffc.convl2g)
+        self.g2l, self.g2g = _lean_path(ffc.convg2l), _lean_path(ffc.convg2g)
+
+    def forward(self, x: Tensor | tuple) -> tuple:
+        block, ffc = self.block, self.block.ffc
+        x_l, x_g = x if isinstance(x, tuple) else (x, 0)
+        out_l: Tensor | int = 0
+        out_g: Tensor | int = 0
+        if ffc.ratio_gout != 1:
+            out_l = self.l2l(x_l) + self.g2l(x_g)
+        if ffc.ratio_gout != 0:
+            out_g = self.l2g(x_l) + self.g2g(x_g)
+        return lean_norm_act(block.bn_l, block.act_l, out_l), lean_norm_act(block.bn_g, block.act_g, out_g)
+
+
+class LeanFFCResnetBlock(nn.Module):
+    """`FFCResnetBlock` with lean conv blocks; the identity skips are plain additions."""
+
+    def __init__(self, block: FFCResnetBlock):
+        super().__init__()
+        self.block = block
+        self.conv1 = lean_module(block.conv1)
+        self.conv2 = lean_module(block.conv2)
+
+    def forward(self, x: Any) -> Any:
+        block = self.block
+        if block.inline:
+            n_global = block.conv1.ffc.global_in_num
+            x_l, x_g = x[:, :-n_global], x[:, -n_global:]
+        else:
+            x_l, x_g = x if isinstance(x, tuple) else (x, 0)
+        x_l2, x_g2 = self.conv2(self.conv1((x_l, x_g)))
+        out = (x_l + x_l2, x_g + x_g2)
+        return torch.cat(out, dim=1) if block.inline else out
+
+
+class LeanResidual(nn.Module):
+    """pix2pixHD `ResnetBlock`: x + lean(conv_block)(x)."""
+
+    def __init__(self, block: ResnetBlock):
+        super().__init__()
+        self.block = block
+        self.conv_block = lean_module(block.conv_block)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.conv_block(x)
+
+
+_PADS = (nn.ReflectionPad2d, nn.ReplicationPad2d, nn.ZeroPad2d)
+
+
+def lean_sequence(modules: list[nn.Module]) -> nn.Sequential:
+    """Fuse runs of [pad] conv [BatchNorm] [ReLU] into `LeanConvNormAct`; make the rest lean."""
+    out: list[nn.Module] = []
+    i = 0
+    while i < len(modules):
+        m = modules[i]
+        pad = None
+        if isinstance(m, _PADS) and i + 1 < len(modules) and isinstance(modules[i + 1], nn.Conv2d) \
+                and modules[i + 1].padding_mode == "zeros" and ConvSpec.supported(modules[i + 1]):
+            pad, i = m, i + 1
+            m = modules[i]
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)) and ConvSpec.supported(m):
+            j = i + 1
+            norm = None
+            if j < len(modules) and bn_supported(modules[j]):
+                norm, j = modules[j], j + 1
+            relu = j < len(modules) and isinstance(modules[j], nn.ReLU)
+            j += int(relu)
+            out.append(LeanConvNormAct(m, norm, relu, pad))
+            i = j
+            continue
+        if pad is not None:  # a pad whose conv is not supported: keep both
+            out.append(pad)
+        out.append(lean_module(m))
+        i += 1
+    return nn.Sequential(*out)
+
+
+def lean_module(module: nn.Module) -> nn.Module:
+    """The lean version of one module; unknown modules are returned unchanged (plain autograd)."""
+    if isinstance(module, nn.Sequential):
+        return lean_sequence(list(module))
+    if isinstance(module, FFCResnetBlock):
+        return LeanFFCResnetBlock(module)
+    if isinstance(module, FFC_BN_ACT):
+        return LeanFFCBNAct(module) if ffc_supported(module) else module
+    if isinstance(module, ResnetBlock):
+        return LeanResidual(module)
+    if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)) and ConvSpec.supported(module):
+        return LeanConvNormAct(module)
+    if isinstance(module, nn.BatchNorm2d) and bn_supported(module):
+        return LeanNormAct(module, relu=False)
+    if isinstance(module, nn.ReLU):
+        return LeanNormAct(None, relu=True)
+    if isinstance(module, ConcatTupleLayer) or not list(module.children()):
+        return module
+    log.debug("lean backward: %s kept as is (plain autograd)", type(module).__name__)
+    return module
+
+
+class LeanNormAct(nn.Module):
+    """A BatchNorm and/or ReLU that does not follow a conv (rare)."""
+
+    def __init__(self, norm: nn.BatchNorm2d | None, relu: bool):
+        super().__init__()
+        self.norm, self.relu = norm, relu
+
+    def forward(self, x: Tensor) -> Tensor:
+        return lean_norm_act(self.norm if self.norm is not None else nn.Identity(),
+                             nn.ReLU() if self.relu else nn.Identity(), x)
+
+
+def lean_rear(stage: nn.Sequential) -> nn.Sequential:
+    """A rear stage (top-level modules, first resnet block onwards) with the lean backward.
+
+    Returns a new `nn.Sequential` sharing the stage's parameters. Runs of conv/BN/ReLU are fused
+    into one module each, so it is shorter than `stage` and its indices differ.
+    """
+    return lean_sequence(list(stage))
+
+
+__all__ = [
+    "ConvSpec",
+    "FrozenConv",
+    "FrozenNormAct",
+    "LeanConvNormAct",
+    "LeanFFCBNAct",
+    "LeanFFCResnetBlock",
+    "LeanFourierUnit",
+    "LeanResidual",
+    "LeanSpectralTransform",
+    "bn_scale",
+    "lean_module",
+    "lean_rear",
+    "pack_mask",
+    "unpack_mask",
+]

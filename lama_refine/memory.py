@@ -1,0 +1,322 @@
+"""Peak memory of a refinement, estimated before running it; `pyramid.px_budget=auto`.
+
+The estimate is a sum of parts, each per pixel of the finest working scale unless said:
+
+- what the rear's autograd graph keeps for backward (`saved`): measured exactly by running the
+  tuned rear (lean or not, checkpointed or not) on the *meta* device, where tensors have shapes but
+  no data, under `saved_tensors_hooks`; checkpointed blocks add their inputs and one block's
+  recomputation, which those hooks cannot see;
+- the working set around the widest full-resolution layer (`transient`): `TRANSIENT_COPIES` times
+  the largest activation the rear produces (forward: conv output, norm output, padded copy;
+  backward: the gradients of those);
+- the refiner's own tensors (image, masks, prediction, loss terms) and the pyramid: a constant
+  per pixel (`REFINER_BYTES_PER_PX`);
+- fixed: the weights, plus on CPU the process itself (Python, torch, oneDNN: `CPU_PROCESS_BYTES`).
+
+The constants were fitted on CPU peak RSS measurements (docs/benchmarks.md, where the predicted
+and measured peaks stand side by side); the meta trace carries what depends on the model and on
+the configuration, so a pix2pixhd or a smaller FFC model needs no new constants.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+
+from .lean import LeanFFCResnetBlock, LeanResidual, lean_rear
+from .models import is_resnet_block
+from .partition import EvenPartitioner
+from .perf import PerfConfig, tune_partition
+
+CPU_PROCESS_BYTES = 400 * 2**20  # python + torch + oneDNN resident before any work
+REFINER_BYTES_PER_PX = 120  # image, 3-channel masks, known, pred, loss terms, pyramid, results
+TRANSIENT_COPIES = 3.0  # full-resolution activation-sized buffers alive at the peak
+FREE_FRACTION = 0.8  # px_budget=auto leaves this share of the free memory for the estimate
+# CPU with glibc's adaptive mmap threshold (perf.mmap_threshold_kb=null): freed feature maps stay
+# resident in the heap, so the lean backward's per-pixel RSS is this many times its live bytes
+# (fitted at 736x736: 2.26-2.47 GiB measured vs 1.09 GiB live; the faithful path, whose peak is
+# its saved tensors, measured within 4 % of the live estimate without it).
+HEAP_RETENTION = 3.7
+
+
+@dataclass
+class MemoryEstimate:
+    """Peak memory of refining a (h, w) working image, in bytes, with its parts."""
+
+    fixed: float
+    saved: float
+    transient: float
+    refiner: float
+
+    @property
+    def total(self) -> float:
+        return self.fixed + self.saved + self.transient + self.refiner
+
+
+class _LargestOutput(TorchDispatchMode):
+    """Records the largest tensor any op returns."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.largest = 0
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        out = func(*args, **(kwargs or {}))
+        for t in tree_leaves(out):
+            if isinstance(t, Tensor):
+                self.largest = max(self.largest, t.numel() * t.element_size())
+        return out
+
+
+def meta_copy(module: nn.Module) -> nn.Module:
+    """A copy of `module` whose parameters and buffers live on the meta device (no data copied)."""
+    memo: dict[int, Any] = {}
+    for t in list(module.parameters()) + list(module.buffers()):
+        meta = t.detach().to("meta")
+        memo[id(t)] = nn.Parameter(meta, requires_grad=t.requires_grad) if isinstance(t, nn.Parameter) else meta
+    return copy.deepcopy(module, memo)
+
+
+def trace_rear(generator: nn.Module, size: tuple[int, int], perf: PerfConfig,
+               dtype: torch.dtype = torch.float32) -> tuple[int, int]:
+    """(bytes saved for backward, largest activation in bytes) of one forward of the rear,
+    lean or not as `perf` says, at padded size (h, w), on the meta device.
+
+    Checkpointing is accounted for by the caller (`checkpointed_saved`): traced here without it.
+    """
+    meta = meta_copy(generator).to(dtype).eval().requires_grad_(False)
+    partition = EvenPartitioner().split(meta, [torch.device("meta")])
+    tuned = tune_partition(partition, PerfConfig(lean_backward=perf.lean_backward))
+    with torch.no_grad():
+        features = partition.front(torch.zeros(1, _input_channels(meta), *size, device="meta", dtype=dtype))
+    inputs = _leaves(features)
+    saved = _SavedBytes()
+    largest = _LargestOutput()
+    with torch.autograd.graph.saved_tensors_hooks(saved.pack, lambda t: t), largest:
+        tuned.run_rear(inputs)
+    return saved.bytes, largest.largest
+
+
+class _SavedBytes:
+    """saved_tensors_hooks pack function that adds up what autograd keeps (parameters excluded)."""
+
+    def __init__(self) -> None:
+        self.bytes = 0
+
+    def pack(self, t: Tensor) -> Tensor:
+        if not isinstance(t, nn.Parameter):
+            self.bytes += t.numel() * t.element_size()
+        return t
+
+
+def _leaves(features: Any) -> Any:
+    """The front's output as fresh leaves that require grad (the refiner's optimised variable)."""
+    if isinstance(features, tuple):
+        return tuple(f.detach().requires_grad_(True) if torch.is_tensor(f) else f for f in features)
+    return features.detach().requires_grad_(True)
+
+
+def checkpointed_saved(generator: nn.Module, size: tuple[int, int], perf: PerfConfig, saved: int) -> int:
+    """Saved bytes with per-block checkpointing: outside the blocks as traced, plus each block's
+    input, plus one block's own saved tensors while it is recomputed in backward."""
+    meta = meta_copy(generator).eval().requires_grad_(False)
+    partition = EvenPartitioner().split(meta, [torch.device("meta")])
+    tuned = tune_partition(partition, PerfConfig(lean_backward=perf.lean_backward))
+    with torch.no_grad():
+        features = partition.front(torch.zeros(1, _input_channels(meta), *size, device="meta"))
+    blocks = [m for m in tuned.rear[0].module if _is_block(m)]
+    block_saved = _SavedBytes()
+    with torch.autograd.graph.saved_tensors_hooks(block_saved.pack, lambda t: t):
+        blocks[0](_leaves(features))
+    block_input = sum(f.numel() * f.element_size() for f in _as_tuple(features) if torch.is_tensor(f))
+    n = len(blocks)
+    return saved - n * block_saved.bytes + n * block_input + block_saved.bytes
+
+
+def rear_module_costs(generator: nn.Module, size: tuple[int, int], perf: PerfConfig | None = None) -> list[int]:
+    """Bytes kept for backward by each top-level rear module (first resnet block onwards) at
+    padded size (h, w), from one meta trace: what a memory-balanced device split needs.
+
+    The lean backward is applied per module, so the list lines up with `generator.model`'s rear
+    indices (unlike `lean_rear` on the whole stage, which fuses conv/BN/ReLU runs).
+    """
+    perf = perf or PerfConfig()
+    meta = meta_copy(generator).eval().requires_grad_(False)
+    partition = EvenPartitioner().split(meta, [torch.device("meta")])
+    with torch.no_grad():
+        features = partition.front(torch.zeros(1, _input_channels(meta), *size, device="meta"))
+    features = _leaves(features)
+    modules = list(partition.rear[0].module)
+    costs: list[int] = []
+    i = 0
+    while i < len(modules):
+        # [pad] conv [BN] [ReLU] runs are made lean together, as tune_partition does.
+        run = _fusable_run(modules, i)
+        stage = lean_rear(nn.Sequential(*run)) if perf.lean_backward else nn.Sequential(*run)
+        saved = _SavedBytes()
+        with torch.autograd.graph.saved_tensors_hooks(saved.pack, lambda t: t):
+            features = stage(features)
+        costs += [saved.bytes] + [0] * (len(run) - 1)  # a fused run's cost is booked on its first module
+        i += len(run)
+    return costs
+
+
+def _fusable_run(modules: list[nn.Module], start: int) -> list[nn.Module]:
+    """modules[start:] up to the end of a [pad] conv [BN] [ReLU] run (just modules[start] if
+    it does not start one)."""
+    run = [modules[start]]
+    followers: list[tuple[type, ...]] = [(nn.BatchNorm2d,), (nn.ReLU,)]
+    if isinstance(modules[start], nn.ReflectionPad2d):
+        followers.insert(0, (nn.Conv2d,))
+    elif not isinstance(modules[start], (nn.Conv2d, nn.ConvTranspose2d)):
+        return run
+    for kinds in followers:
+        j = start + len(run)
+        if j < len(modules) and isinstance(modules[j], kinds):
+            run.append(modules[j])
+    return run
+
+
+def _is_block(module: nn.Module) -> bool:
+    return is_resnet_block(module) or isinstance(module, (LeanFFCResnetBlock, LeanResidual))
+
+
+def _as_tuple(features: Any) -> tuple:
+    return features if isinstance(features, tuple) else (features,)
+
+
+def _input_channels(generator: nn.Module) -> int:
+    first_conv = next(m for m in generator.modules() if isinstance(m, nn.Conv2d))
+    return first_conv.in_channels
+
+
+def _padded(h: int, w: int, modulo: int = 8) -> tuple[int, int]:
+    return -(-h // modulo) * modulo, -(-w // modulo) * modulo
+
+
+def weight_bytes(generator: nn.Module) -> int:
+    return sum(t.numel() * t.element_size() for t in list(generator.parameters()) + list(generator.buffers()))
+
+
+def estimate_peak(generator: nn.Module, size: tuple[int, int], perf: PerfConfig | None = None,
+                  device: torch.device | str = "cpu", input_size: tuple[int, int] | None = None,
+                  modulo: int = 8) -> MemoryEstimate:
+    """Peak memory of refining a working image of `size` (h, w) (the finest scale, after the
+    pixel budget), the photo being `input_size` (default: the same)."""
+    perf = perf or PerfConfig()
+    device = torch.device(device)
+    h, w = _padded(*size, modulo)
+    px = h * w
+    saved, largest = trace_rear(generator, (h, w), perf)
+    if perf.checkpointing:
+        saved = checkpointed_saved(generator, (h, w), perf, saved)
+    low_precision = perf.amp is not None
+    transient = TRANSIENT_COPIES * largest * (0.75 if low_precision else 1.0)
+    input_px = (input_size[0] * input_size[1]) if input_size else size[0] * size[1]
+    refiner = REFINER_BYTES_PER_PX * px + 16 * input_px
+    fixed = weight_bytes(generator) + (CPU_PROCESS_BYTES if device.type == "cpu" else 0)
+    if device.type == "cpu" and perf.lean_backward and perf.mmap_threshold_kb is None:
+        saved, transient, refiner = (HEAP_RETENTION * x for x in (saved, transient, refiner))
+    return MemoryEstimate(fixed=fixed, saved=saved, transient=transient, refiner=refiner)
+
+
+def available_memory(device: torch.device | str) -> int:
+    """Free memory for a new refinement: CUDA's free device memory, else MemAvailable (CPU)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free)
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("cannot read MemAvailable from /proc/meminfo")
+
+
+def auto_px_budget(generator: nn.Module, perf: PerfConfig | None, device: torch.device | str,
+                   max_scales: int = 3, aspect: float = 4 / 3, free_bytes: int | None = None,
+                   reference_px: int = 1_000_000) -> int:
+    """The largest pixel budget whose estimated peak fits `FREE_FRACTION` of the free memory.
+
+    The estimate is linear in the pixel count at a given aspect ratio, so two meta traces give
+    its slope and intercept. On CPU the process itself is already resident: what is free now is
+    compared with the estimate less the process.
+    """
+    device = torch.device(device)
+    free = available_memory(device) if free_bytes is None else free_bytes
+    if device.type == "cpu":
+        free += CPU_PROCESS_BYTES + weight_bytes(generator)  # both already counted in MemAvailable's "used"
+
+    def total(px: int) -> float:
+        h = int(math.sqrt(px / aspect))
+        return estimate_peak(generator, (h, int(h * aspect)), perf, device).total
+
+    small, large = reference_px // 4, reference_px
+    slope = (total(large) - total(small)) / (large - small)
+    intercept = total(large) - slope * large
+    budget = int((FREE_FRACTION * free - intercept) / slope)
+    if budget < 256 * 256:
+        raise MemoryError(f"pyramid.px_budget=auto: {free / 2**30:.1f} GiB free on {device} fits no useful budget "
+                          f"(estimated {slope:.0f} bytes per pixel)")
+    return budget // 10_000 * 10_000
+
+
+def perf_from_overrides(overrides: Sequence[str]) -> PerfConfig:
+    """A PerfConfig from `perf.key=value` command-line overrides (others ignored)."""
+    values: dict[str, Any] = {}
+    for o in overrides:
+        key, _, value = o.partition("=")
+        if key.startswith("perf."):
+            name = key[len("perf."):]
+            values[name] = {"true": True, "false": False, "null": None}.get(value.lower(), value)
+            if name == "threads" and values[name] is not None:
+                values[name] = int(values[name])
+    return PerfConfig(**values)
+
+
+def estimate_for_benchmark(model: str, size: tuple[int, int], overrides: Sequence[str]) -> float:
+    """benchmarks/bench.py's prediction: peak RSS of one run (after the pixel budget; crops are
+    estimated as the whole photo, an upper bound)."""
+    from .models import BIG_LAMA, build_generator
+    from .pyramid import fit_pixel_budget  # noqa: F401  (the same budget rule, applied below)
+
+    with torch.device("meta"):
+        generator = build_generator(BIG_LAMA) if model == "big-lama" else None
+    if generator is None:
+        from .config import load_model
+
+        generator = load_model({"path": None})
+    budget = 1_800_000
+    for o in overrides:
+        if o.startswith("pyramid.px_budget="):
+            budget = int(o.split("=", 1)[1])
+    h, w = size
+    if h * w > budget:
+        r = math.sqrt(budget / (h * w))
+        h, w = int(h * r), int(w * r)
+    perf = perf_from_overrides(overrides)
+    if "region=crop" in overrides:
+        pass  # a crop is never larger than the photo: the whole-photo estimate bounds it
+    return estimate_peak(generator, (h, w), perf, "cpu", input_size=size).total
+
+
+__all__ = [
+    "CPU_PROCESS_BYTES",
+    "MemoryEstimate",
+    "auto_px_budget",
+    "available_memory",
+    "estimate_for_benchmark",
+    "estimate_peak",
+    "checkpointed_saved",
+    "meta_copy",
+    "perf_from_overrides",
+    "rear_module_costs",
+    "trace_rear",
+    "weight_bytes",
+]

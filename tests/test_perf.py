@@ -1,0 +1,89 @@
+"""Each `perf.*` switch runs; the numerically neutral ones keep outputs within 1e-5."""
+import pytest
+import torch
+
+from lama_refine.config import build_inpainter, compose
+from lama_refine.perf import Checkpointed, PerfConfig, RearStage
+
+from conftest import GOLDEN, Case
+
+CASE = Case(GOLDEN / "odd_nonsquare_2scales")
+
+
+def inpaint(*overrides, case=CASE):
+    cfg = compose([f"model.path={case.path / 'generator.safetensors'}", "indir=x", "outdir=y", "progress=false",
+                   "output.match_input_size=false", *case.overrides(), *overrides])
+    inpainter = build_inpainter(cfg)
+    return inpainter, inpainter.run(case.image(), case.mask())
+
+
+@pytest.fixture(scope="module")
+def faithful():
+    threads = torch.get_num_threads()
+    _, result = inpaint("perf.lean_backward=false")
+    torch.set_num_threads(threads)
+    return result
+
+
+def test_faithful_baseline_is_the_originals_output(faithful):
+    expected = torch.from_numpy(CASE.npy("refined")).permute(2, 0, 1)[None]
+    assert (faithful.image - expected).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize("overrides", [
+    [],  # the default: lean backward
+    ["perf.channels_last=true"],
+    ["perf.checkpointing=true"],
+    ["perf.checkpointing=true", "perf.lean_backward=false"],
+    ["perf.channels_last=true", "perf.checkpointing=true"],
+])
+def test_neutral_switches_keep_outputs_and_losses_within_1e5(faithful, overrides):
+    _, result = inpaint(*overrides)
+    assert (result.image - faithful.image).abs().max() <= 1e-5
+    for ours, theirs in zip(result.losses, faithful.losses):
+        assert ours == pytest.approx(theirs, rel=1e-5)
+
+
+def test_threads_switch_sets_torch_threads(faithful):
+    before = torch.get_num_threads()
+    try:
+        _, result = inpaint("perf.threads=1")
+        assert torch.get_num_threads() == 1
+        assert (result.image - faithful.image).abs().max() <= 1e-5
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+def test_mixed_precision_runs_close_to_float32_and_keeps_known_pixels(faithful, amp):
+    inpainter, result = inpaint(f"perf.amp={amp}")
+    assert inpainter.partition.rear[-1].module.amp_dtype in (torch.bfloat16, torch.float16)
+    assert result.image.dtype == torch.float32 and torch.isfinite(result.image).all()
+    known = CASE.mask().expand_as(result.image) == 0
+    assert torch.equal(result.image[known], faithful.image[known])
+    diff = (result.image - faithful.image).abs()
+    assert 0 < diff.max() <= 0.1 and diff.mean() <= 5e-3  # it does run in half precision, and close
+
+
+def test_amp_without_the_lean_backward_is_a_clear_error():
+    with pytest.raises(ValueError, match="lean_backward"):
+        PerfConfig(amp="bf16", lean_backward=False)
+    with pytest.raises(ValueError, match="perf.amp"):
+        PerfConfig(amp="int8")
+
+
+def test_switches_shape_the_rear_stages():
+    inpainter, _ = inpaint("perf.checkpointing=true", "perf.channels_last=true")
+    stage = inpainter.partition.rear[-1].module
+    assert isinstance(stage, RearStage) and stage.channels_last and stage.float_output
+    assert sum(isinstance(m, Checkpointed) for m in stage) == 3  # the case's 3 resnet blocks
+    conv = next(m for m in stage.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_compile_switch_runs_and_keeps_outputs(faithful):
+    pytest.importorskip("torch._inductor")
+    # Smallest refinement that still optimises: one iteration step at the finest scale.
+    _, compiled = inpaint("perf.compile=true", "refiner.n_iters=2")
+    _, eager = inpaint("refiner.n_iters=2")
+    assert (compiled.image - eager.image).abs().max() <= 1e-5
