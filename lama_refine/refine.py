@@ -104,9 +104,23 @@ def composite(pred: Tensor, image: Tensor, mask: Tensor, size: tuple[int, int]) 
     return inpainted[..., : size[0], : size[1]].detach()
 
 
+def flat_indices(selected: Tensor) -> Tensor:
+    """A bool tensor -> the (n,) int64 row-major flat indices of its True elements.
+
+    `torch.take(x, flat_indices(m))` lists the same elements in the same order as `x[m]`, so a
+    mean over either is bit-identical; computing the indices once per scale spares the device
+    a host sync (boolean indexing must learn its output size) in every iteration.
+    """
+    return selected.reshape(-1).nonzero().squeeze(1)
+
+
 @dataclass
 class ScaleInputs:
-    """What a refinement objective sees at one scale (all on the generator output's device)."""
+    """What a refinement objective sees at one scale (all on the generator output's device).
+
+    The bool masks are for custom objectives; the flat indices and the values they select are
+    the same sets, precomputed once per scale, for sync-free gathers with `torch.take`.
+    """
 
     image: Tensor  # (1, 3, Hp, Wp) padded image in [0, 1]
     mask: Tensor  # (1, 3, Hp, Wp) padded hole mask in {0, 1}
@@ -114,6 +128,16 @@ class ScaleInputs:
     previous: Tensor  # (1, 3, h // 2, w // 2) the coarser scale's result
     coarse_mask: Tensor  # (1, 3, h // 2, w // 2) bool, where `previous` constrains the prediction
     size: tuple[int, int]  # (h, w) unpadded size of this scale
+    known_index: Tensor = field(init=False)  # (n_known,) flat indices of `known`
+    known_values: Tensor = field(init=False)  # (n_known,) the image there
+    coarse_index: Tensor = field(init=False)  # (n_coarse,) flat indices of `coarse_mask`
+    coarse_values: Tensor = field(init=False)  # (n_coarse,) the coarser result there
+
+    def __post_init__(self) -> None:
+        self.known_index = flat_indices(self.known)
+        self.known_values = torch.take(self.image, self.known_index)
+        self.coarse_index = flat_indices(self.coarse_mask)
+        self.coarse_values = torch.take(self.previous, self.coarse_index)
 
 
 class L1Refiner(Refiner):
@@ -180,9 +204,10 @@ class L1Refiner(Refiner):
         known_weight * mean |pred - image| over known pixels
         + coarse_weight * mean |pred_down - previous| over the coarse hole (skipped where empty).
         """
-        loss = self.known_weight * torch.mean(torch.abs(pred[s.known] - s.image[s.known]))
-        if s.coarse_mask.any():
-            loss = loss + self.coarse_weight * torch.mean(torch.abs(pred_down[s.coarse_mask] - s.previous[s.coarse_mask]))
+        loss = self.known_weight * torch.mean(torch.abs(torch.take(pred, s.known_index) - s.known_values))
+        if s.coarse_index.numel():  # a shape, known on the host: no sync
+            coarse_l1 = torch.mean(torch.abs(torch.take(pred_down, s.coarse_index) - s.coarse_values))
+            loss = loss + self.coarse_weight * coarse_l1
         return loss
 
     def coarse_loss_mask(self, mask: Tensor, size: tuple[int, int], erode: bool = True) -> Tensor:
