@@ -34,6 +34,7 @@ from .models.ffc import (
     FFCResnetBlock,
     FourierUnit,
     SpectralTransform,
+    stack_quadrants,
 )
 from .models.pix2pixhd import ResnetBlock
 
@@ -377,14 +378,7 @@ class LeanSpectralTransform(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         x = self.conv1(self.st.downsample(x))
         output = self.fu(x)
-        if self.lfu is not None:
-            _, c, h, _ = x.shape
-            split = h // 2
-            xs = torch.cat(torch.split(x[:, : c // 4], split, dim=-2), dim=1).contiguous()
-            xs = torch.cat(torch.split(xs, split, dim=-1), dim=1).contiguous()
-            xs = self.lfu(xs).repeat(1, 1, 2, 2).contiguous()
-        else:
-            xs = 0
+        xs = self.lfu(stack_quadrants(x)).repeat(1, 1, 2, 2).contiguous() if self.lfu is not None else 0
         return lean_conv(self.conv2, x + output.to(x.dtype) + xs)
 
 

@@ -40,6 +40,14 @@ class FourierUnit(nn.Module):
         return torch.fft.irfftn(ffted, s=x.shape[-2:], dim=(-2, -1), norm=self.fft_norm)
 
 
+def stack_quadrants(x: Tensor) -> Tensor:
+    """(B, C, H, W) -> (B, C, H // 2, W // 2)-ish: the four quadrants of the first C // 4 channels
+    stacked as channels, the input of LaMa's local Fourier unit (split at H // 2 on both axes)."""
+    split = x.shape[-2] // 2
+    xs = torch.cat(torch.split(x[:, : x.shape[1] // 4], split, dim=-2), dim=1).contiguous()
+    return torch.cat(torch.split(xs, split, dim=-1), dim=1).contiguous()
+
+
 class SpectralTransform(nn.Module):
     """The global->global path: 1x1 conv to half the channels, Fourier unit, 1x1 conv back."""
 
@@ -62,15 +70,7 @@ class SpectralTransform(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         x = self.conv1(self.downsample(x))
         output = self.fu(x)
-        if self.enable_lfu:
-            # Local Fourier unit: FFT over the four quadrants of a quarter of the channels.
-            _, c, h, _ = x.shape
-            split = h // 2
-            xs = torch.cat(torch.split(x[:, : c // 4], split, dim=-2), dim=1).contiguous()
-            xs = torch.cat(torch.split(xs, split, dim=-1), dim=1).contiguous()
-            xs = self.lfu(xs).repeat(1, 1, 2, 2).contiguous()
-        else:
-            xs = 0
+        xs = self.lfu(stack_quadrants(x)).repeat(1, 1, 2, 2).contiguous() if self.enable_lfu else 0
         return self.conv2(x + output + xs)
 
 
@@ -195,6 +195,29 @@ def output_activation(kind: bool | str | None) -> nn.Module | None:
     return activations[kind]()
 
 
+def decoder_layers(ngf: int, n_downsampling: int, output_nc: int, add_out_act: bool | str,
+                   max_features: int = 1024) -> list[nn.Module]:
+    """The tail both LaMa generators share: `n_downsampling` x (ConvTranspose2d stride 2, BN, ReLU),
+    ReflectionPad2d(3), 7x7 conv to `output_nc`, the output activation.
+
+    LaMa reuses one ReLU object for every decoder stage (a default-argument instance); it has
+    no state, but sharing it keeps the module layout identical.
+    """
+    up_activation = nn.ReLU(True)
+    layers: list[nn.Module] = []
+    for i in range(n_downsampling):
+        mult = 2 ** (n_downsampling - i)
+        channels_in, channels_out = min(max_features, ngf * mult), min(max_features, int(ngf * mult / 2))
+        layers += [
+            nn.ConvTranspose2d(channels_in, channels_out, kernel_size=3, stride=2, padding=1, output_padding=1),
+            nn.BatchNorm2d(channels_out),
+            up_activation,
+        ]
+    layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, output_nc, kernel_size=7, padding=0)]
+    out_act = output_activation(add_out_act)
+    return layers + ([out_act] if out_act is not None else [])
+
+
 class FFCResNetGenerator(nn.Module):
     """LaMa's `ffc_resnet` generator: front (pad, 7x7, downsampling), FFC resnet trunk, decoder."""
 
@@ -230,23 +253,7 @@ class FFCResNetGenerator(nn.Module):
                                         norm_layer=norm, **resnet_conv_kwargs))
         model.append(ConcatTupleLayer())
 
-        # LaMa reuses one ReLU object for every decoder stage (a default-argument instance);
-        # it has no state, but sharing it keeps the module layout identical.
-        up_activation = nn.ReLU(True)
-        for i in range(n_downsampling):
-            mult = 2 ** (n_downsampling - i)
-            channels_in = min(max_features, ngf * mult)
-            channels_out = min(max_features, int(ngf * mult / 2))
-            model += [
-                nn.ConvTranspose2d(channels_in, channels_out, kernel_size=3, stride=2, padding=1,
-                                   output_padding=1),
-                nn.BatchNorm2d(channels_out),
-                up_activation,
-            ]
-        model += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, output_nc, kernel_size=7, padding=0)]
-        out_act = output_activation(add_out_act)
-        if out_act is not None:
-            model.append(out_act)
+        model += decoder_layers(ngf, n_downsampling, output_nc, add_out_act, max_features)
         self.model = nn.Sequential(*model)
 
     def forward(self, x: Tensor) -> Tensor:

@@ -14,7 +14,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from .ffc import output_activation
+from .ffc import decoder_layers
 
 # LaMa options this implementation accepts only at the value that disables them.
 _DEFAULT_ONLY_OPTIONS: dict[str, Any] = {
@@ -89,7 +89,6 @@ class GlobalGenerator(nn.Module):
         super().__init__()
         _check_options(conv_kind, options)
         activation = nn.ReLU(True)
-        up_activation = nn.ReLU(True)
 
         def channels(mult: float) -> int:
             return min(max_features, int(ngf * mult))
@@ -108,18 +107,7 @@ class GlobalGenerator(nn.Module):
             ]
         bottleneck = channels(2**n_downsampling)
         model += [ResnetBlock(bottleneck, padding_type, activation) for _ in range(n_blocks)]
-        for i in range(n_downsampling):
-            mult = 2 ** (n_downsampling - i)
-            model += [
-                nn.ConvTranspose2d(channels(mult), channels(mult / 2), kernel_size=3, stride=2, padding=1,
-                                   output_padding=1),
-                nn.BatchNorm2d(channels(mult / 2)),
-                up_activation,
-            ]
-        model += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, output_nc, kernel_size=7, padding=0)]
-        out_act = output_activation(add_out_act)
-        if out_act is not None:
-            model.append(out_act)
+        model += decoder_layers(ngf, n_downsampling, output_nc, add_out_act, max_features)
         self.model = nn.Sequential(*model)
 
     def forward(self, x: Tensor) -> Tensor:
