@@ -53,6 +53,9 @@ CONFIGS: dict[str, list[str]] = {
     "lean+mmap128": ["perf.mmap_threshold_kb=128"],
     "lean+bf16": ["perf.amp=bf16"],
     "lean+thp": [],  # THP_MEM_ALLOC_ENABLE=1: torch asks for transparent huge pages (fewer page faults)
+    "lean+jemalloc": ["perf.allocator=jemalloc"],  # run with LD_PRELOAD (lama_refine.allocator)
+    "lean+tcmalloc": ["perf.allocator=tcmalloc"],
+    "lean+bf16+jemalloc": ["perf.amp=bf16", "perf.allocator=jemalloc"],
     "lean+channels_last": ["perf.channels_last=true"],
     "lean+checkpointing": ["perf.checkpointing=true"],
     "lean+compile": ["perf.compile=true"],
@@ -238,6 +241,7 @@ def run_child(spec: Spec, out_dir: Path) -> dict:
         "rss_before_run_bytes": rss_before,
         "cuda_max_allocated_bytes": torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None,
         "threads": torch.get_num_threads(),
+        "ld_preload": os.environ.get("LD_PRELOAD", ""),
         "n_scales": len(scale_times),
         "working_size": list(result.image.shape[-2:]),
     }
@@ -272,6 +276,11 @@ def launch(spec: Spec, out_dir: Path, cap_bytes: int, timeout_s: float) -> dict:
     """Run `spec` in a child process; kill it above `cap_bytes` resident or after `timeout_s`."""
     cmd = [sys.executable, __file__, "--child", json.dumps(asdict(spec)), "--scratch", str(out_dir)]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
+    allocator = next((o.split("=", 1)[1] for o in CONFIGS[spec.config] + spec.extra
+                      if o.startswith("perf.allocator=")), None)
+    if allocator:  # the CLI re-executes itself with the library preloaded; a child is started with it
+        from lama_refine.allocator import normalise, preload_env
+        env = preload_env(normalise(allocator), env) or env  # not installed: the child warns, runs on glibc
     load_before = os.getloadavg()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     peak_seen, killed, start = 0, None, time.time()

@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 import torch
 from tqdm import tqdm
 
+from .allocator import reexec_with_preload
 from .batch import MANIFEST, Batch, BatchFailed, Manifest, Shard, Summary, config_hash
 from .config import build_inpainter, conf_dir
 from .io import OUTPUT_SUFFIXES, MaskRule, find_jobs
@@ -159,5 +160,11 @@ def main(cfg: DictConfig) -> None:
         raise BatchFailed(f"{len(summary.failed)} file(s) failed in this job; see its summary above")
 
 
-if __name__ == "__main__":
+def entry() -> None:
+    """The console script: preload `perf.allocator`'s library if asked (a re-exec), then the app."""
+    reexec_with_preload(sys.argv[1:])
     main()
+
+
+if __name__ == "__main__":
+    entry()

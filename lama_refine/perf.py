@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from .allocator import check as check_allocator, normalise as normalise_allocator
 from .lean import LeanFFCResnetBlock, LeanResidual, lean_rear
 from .models import is_resnet_block
 from .partition import Features, Partition, Stage
@@ -39,6 +40,7 @@ class PerfConfig:
     checkpointing: bool = False  # recompute each resnet block in backward instead of keeping its activations
     threads: int | None = None  # torch.set_num_threads for CPU work; null: torch's default
     mmap_threshold_kb: int | None = None  # glibc: mmap (return on free) allocations above this; null: glibc's
+    allocator: str | None = None  # jemalloc | tcmalloc | a .so path: preloaded by the CLI (lama_refine.allocator)
 
     def __post_init__(self) -> None:
         if self.amp in ("", "none", "null", "fp32", "float32"):
@@ -50,6 +52,7 @@ class PerfConfig:
             # kernel; the lean Fourier unit runs its FFT path in float32.
             raise ValueError("perf.amp needs perf.lean_backward=true (LaMa's Fourier unit has no "
                              "half-precision path)")
+        self.allocator = normalise_allocator(self.allocator)
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"perf.threads must be >= 1 or null, got {self.threads}")
 
@@ -89,7 +92,8 @@ def set_mmap_threshold(n_bytes: int) -> bool:
 
 
 def apply_process_settings(perf: PerfConfig) -> None:
-    """The process-wide switches: CPU threads and the allocator's mmap threshold."""
+    """The process-wide switches: CPU threads, the allocator and glibc's mmap threshold."""
+    check_allocator(perf.allocator)
     if perf.threads is not None:
         torch.set_num_threads(perf.threads)
     if perf.mmap_threshold_kb is not None and not set_mmap_threshold(perf.mmap_threshold_kb * 1024):

@@ -1,0 +1,151 @@
+"""CPU memory allocator switch (`perf.allocator`): run under jemalloc or tcmalloc instead of glibc.
+
+Why: refinement frees and reallocates feature-map-sized buffers every iteration. glibc's malloc
+serves them from its heap once its adaptive mmap threshold has grown, and the holes freed buffers
+leave there stay resident: the lean backward peaks at 2.5-4 GiB resident at 736x736 while at most
+1.1 GiB is ever live (docs/benchmarks.md). jemalloc and tcmalloc reuse freed blocks by size class,
+so resident memory stays near the live set, at glibc's speed (a fixed small mmap threshold,
+`perf.mmap_threshold_kb`, also returns the memory but page-faults it in again on every
+iteration, which costs 1.6x in time).
+
+A process's allocator cannot be swapped once Python runs, so the switch works by preloading the
+library: `lama-refine perf.allocator=jemalloc ...` re-executes itself once with `LD_PRELOAD` set
+(the way `torch.backends.xeon.run_cpu --enable-jemalloc` does). The library comes from the
+system (`apt install libjemalloc2` / `libtcmalloc-minimal4`, `conda install jemalloc`); a path to
+the `.so` is accepted too. From Python, start the interpreter with `LD_PRELOAD` yourself:
+`preload_env()` says what to set.
+"""
+from __future__ import annotations
+
+import ctypes.util
+import logging
+import os
+import sys
+import sysconfig
+from pathlib import Path
+from typing import Sequence
+
+log = logging.getLogger(__name__)
+
+# perf.allocator value -> file names of the library, preferred first
+LIBRARIES: dict[str, tuple[str, ...]] = {
+    "jemalloc": ("libjemalloc.so.2", "libjemalloc.so"),
+    "tcmalloc": ("libtcmalloc_minimal.so.4", "libtcmalloc.so.4", "libtcmalloc_minimal.so", "libtcmalloc.so"),
+}
+DEFAULT_NAMES = (None, "", "glibc", "system", "default", "none", "null")
+REEXEC_MARK = "LAMA_REFINE_ALLOCATOR_REEXEC"  # set in the re-executed process: never loop
+
+
+def normalise(value: str | None) -> str | None:
+    """None for the system allocator, else a key of LIBRARIES or a path to a shared library."""
+    if value is None or str(value).strip().lower() in DEFAULT_NAMES:
+        return None
+    value = str(value).strip()
+    if value.lower() in LIBRARIES:
+        return value.lower()
+    if "/" in value or value.endswith((".so",)) or ".so." in value:
+        return value
+    raise ValueError(f"perf.allocator={value!r}: expected null (the system's), "
+                     f"{' or '.join(LIBRARIES)}, or a path to the allocator's .so file")
+
+
+def search_dirs() -> list[Path]:
+    """Where allocator libraries are installed: the environment's lib folder (conda, venv) first."""
+    multiarch = sysconfig.get_config_var("MULTIARCH") or ""
+    dirs = [Path(sys.prefix) / "lib", Path(sys.base_prefix) / "lib"]
+    for root in ("/usr/local/lib", "/usr/lib", "/lib"):
+        if multiarch:
+            dirs.append(Path(root) / multiarch)
+        dirs.append(Path(root))
+    dirs += [Path("/usr/lib64"), Path("/lib64")]
+    return list(dict.fromkeys(dirs))
+
+
+def find_library(allocator: str) -> Path | None:
+    """The shared library for `allocator` (a LIBRARIES key or a path), or None if not installed."""
+    if allocator not in LIBRARIES:
+        path = Path(allocator).expanduser()
+        return path if path.is_file() else None
+    for name in LIBRARIES[allocator]:
+        for folder in search_dirs():
+            if (folder / name).is_file():
+                return folder / name
+    found = ctypes.util.find_library(allocator.replace("tcmalloc", "tcmalloc_minimal"))
+    return Path(found) if found and Path(found).is_absolute() and Path(found).is_file() else None
+
+
+def is_loaded(allocator: str, maps: str | None = None) -> bool:
+    """Whether this process has `allocator`'s library mapped (Linux: /proc/self/maps)."""
+    if maps is None:
+        try:
+            maps = Path("/proc/self/maps").read_text()
+        except OSError:
+            return False
+    stems = ("libjemalloc",) if allocator == "jemalloc" else ("libtcmalloc",) if allocator == "tcmalloc" \
+        else (Path(allocator).name.split(".so")[0],)
+    return any(stem in line for line in maps.splitlines() for stem in stems)
+
+
+def preload_env(allocator: str, environ: dict[str, str] | None = None) -> dict[str, str] | None:
+    """A copy of `environ` with the allocator's library first in LD_PRELOAD, or None if not found."""
+    library = find_library(allocator)
+    if library is None:
+        return None
+    env = dict(os.environ if environ is None else environ)
+    previous = [p for p in env.get("LD_PRELOAD", "").split(":") if p and p != str(library)]
+    env["LD_PRELOAD"] = ":".join([str(library), *previous])
+    return env
+
+
+def requested(argv: Sequence[str]) -> str | None:
+    """The allocator a command line asks for (`perf.allocator=X`, also with `+`/`++`), if exactly one.
+
+    A sweep (`perf.allocator=glibc,jemalloc`) returns None: one process cannot run both, so each
+    job then reports whether it got the allocator it asked for.
+    """
+    for arg in argv:
+        key, sep, value = arg.lstrip("+").partition("=")
+        if sep and key == "perf.allocator" and "," not in value:
+            return normalise(value.strip("'\""))
+    return None
+
+
+def reexec_with_preload(argv: Sequence[str]) -> None:
+    """If the command line asks for an allocator this process lacks, re-execute it with LD_PRELOAD.
+
+    Returns (doing nothing) when none is asked for, it is already loaded, it is not installed
+    (the pipeline then warns), this is already the re-executed process, or the platform is not
+    Linux. Otherwise does not return.
+    """
+    allocator = requested(argv)
+    if allocator is None or not sys.platform.startswith("linux") or os.environ.get(REEXEC_MARK):
+        return
+    if is_loaded(allocator):
+        return
+    env = preload_env(allocator)
+    if env is None:
+        return
+    env[REEXEC_MARK] = "1"
+    command = list(getattr(sys, "orig_argv", [sys.executable, *sys.argv]))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, [sys.executable, *command[1:]], env)
+
+
+def check(value: str | None) -> bool:
+    """Warn (once per call site) if `perf.allocator` asks for an allocator this process is not running."""
+    allocator = normalise(value)
+    if allocator is None or is_loaded(allocator):
+        return True
+    library = find_library(allocator)
+    how = (f"start the process with LD_PRELOAD={library}, or pass perf.allocator={value} on the "
+           f"lama-refine command line" if library is not None else
+           f"no {allocator} library found in {', '.join(map(str, search_dirs()[:4]))}, ...: install it "
+           f"(Debian/Ubuntu: apt install {'libjemalloc2' if allocator == 'jemalloc' else 'libtcmalloc-minimal4'}) "
+           f"or give its path, perf.allocator=/path/to/lib.so")
+    log.warning("perf.allocator=%s is not in effect (running on the system allocator): %s", value, how)
+    return False
+
+
+__all__ = ["LIBRARIES", "check", "find_library", "is_loaded", "normalise", "preload_env", "reexec_with_preload",
+           "requested", "search_dirs"]

@@ -1,0 +1,99 @@
+"""perf.allocator: parsing, library search, LD_PRELOAD re-exec, and the warning when not in effect."""
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lama_refine import allocator
+from lama_refine.perf import PerfConfig, apply_process_settings
+
+
+@pytest.mark.parametrize("value, expected", [
+    (None, None), ("glibc", None), ("null", None), ("", None), ("JeMalloc", "jemalloc"), ("tcmalloc", "tcmalloc"),
+    ("/opt/lib/libjemalloc.so.2", "/opt/lib/libjemalloc.so.2"),
+])
+def test_normalise(value, expected):
+    assert allocator.normalise(value) == expected
+
+
+def test_unknown_allocator_is_a_clear_config_error():
+    with pytest.raises(ValueError, match="perf.allocator='mimalloc'"):
+        PerfConfig(allocator="mimalloc")
+
+
+@pytest.mark.parametrize("argv, expected", [
+    ([], None),
+    (["indir=x", "perf.allocator=jemalloc"], "jemalloc"),
+    (["+perf.allocator=tcmalloc"], "tcmalloc"),
+    (["perf.allocator=glibc"], None),
+    (["perf.allocator=glibc,jemalloc", "--multirun"], None),  # a sweep: one process cannot run both
+])
+def test_requested_reads_the_command_line(argv, expected):
+    assert allocator.requested(argv) == expected
+
+
+def test_is_loaded_reads_the_memory_map():
+    maps = "7f00-7f10 r-xp 0 08:01 1 /usr/lib/x86_64-linux-gnu/libjemalloc.so.2\n7f20-7f30 r-xp 0 0 0 /usr/bin/python3\n"
+    assert allocator.is_loaded("jemalloc", maps)
+    assert not allocator.is_loaded("tcmalloc", maps)
+    assert allocator.is_loaded("/somewhere/else/libjemalloc.so.2", maps)
+
+
+def test_preload_env_puts_the_library_first_and_keeps_the_rest(tmp_path):
+    lib = tmp_path / "libjemalloc.so.2"
+    lib.write_bytes(b"")
+    env = allocator.preload_env(str(lib), {"LD_PRELOAD": "/x/libother.so", "PATH": "/bin"})
+    assert env["LD_PRELOAD"] == f"{lib}:/x/libother.so" and env["PATH"] == "/bin"
+    assert allocator.preload_env(str(tmp_path / "missing.so"), {}) is None
+
+
+def test_not_in_effect_warns_with_what_to_do(caplog, tmp_path):
+    missing = str(tmp_path / "libjemalloc.so.2")
+    with caplog.at_level(logging.WARNING, logger="lama_refine.allocator"):
+        assert not allocator.check(missing)
+    assert "perf.allocator" in caplog.text and "not in effect" in caplog.text
+    with caplog.at_level(logging.WARNING, logger="lama_refine.allocator"):
+        apply_process_settings(PerfConfig(allocator=None))  # the default: nothing to say
+
+
+def _a_real_shared_library() -> Path | None:
+    """Any preloadable library stands in for an allocator in the re-exec test: libm is everywhere."""
+    for folder in allocator.search_dirs():
+        if (folder / "libm.so.6").is_file():
+            return folder / "libm.so.6"
+    return None
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="LD_PRELOAD re-exec is Linux only")
+def test_reexec_preloads_the_library_once():
+    lib = _a_real_shared_library()
+    if lib is None:
+        pytest.skip("no libm.so.6 in the search folders")
+    code = ("import os, sys; from lama_refine.allocator import reexec_with_preload, REEXEC_MARK; "
+            "reexec_with_preload(sys.argv[1:]); print(os.environ.get('LD_PRELOAD'), os.environ.get(REEXEC_MARK), sys.argv[1:])")
+    env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", allocator.REEXEC_MARK)}
+    # libm is mapped into every Python already, so is_loaded() would skip the re-exec: name it by a
+    # symlink whose stem is not mapped yet
+    link = Path(os.environ.get("TMPDIR", "/tmp")) / f"liblamarefinetest{os.getpid()}.so.6"
+    link.unlink(missing_ok=True)
+    link.symlink_to(lib)
+    try:
+        out = subprocess.run([sys.executable, "-c", code, f"perf.allocator={link}", "indir=x"], env=env,
+                             capture_output=True, text=True, check=True).stdout.split()
+    finally:
+        link.unlink()
+    assert out[0] == str(link) and out[1] == "1" and "'indir=x']" in out[-1]
+
+
+@pytest.mark.skipif(allocator.find_library("jemalloc") is None, reason="jemalloc is not installed here")
+def test_jemalloc_is_in_effect_under_the_cli_reexec():
+    code = ("import sys; from lama_refine.allocator import reexec_with_preload, is_loaded; "
+            "reexec_with_preload(sys.argv[1:]); print(is_loaded('jemalloc'))")
+    out = subprocess.run([sys.executable, "-c", code, "perf.allocator=jemalloc"], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == "True"
