@@ -118,6 +118,21 @@ class ConvSpec:
             self.conv_padding = (0, 0)
         else:
             self.conv_padding = conv.padding
+        self._cast: tuple[Any, Tensor, Tensor | None] | None = None  # (key, weight, bias) in a low precision
+
+    def cast_weights(self, dtype: torch.dtype) -> tuple[Tensor, Tensor | None]:
+        """The frozen weight and bias in `dtype`, cast once and reused (autocast re-casts weights
+        on every call unless they require grad: two casts of every rear weight per iteration)."""
+        conv = self.conv
+        if conv.weight.dtype == dtype:
+            return conv.weight, conv.bias
+        # data_ptr / _version: a weight replaced or changed in place (e.g. channels_last) is re-cast
+        key = (dtype, conv.weight.data_ptr(), conv.weight._version, conv.weight.stride(),
+               None if conv.bias is None else (conv.bias.data_ptr(), conv.bias._version))
+        if self._cast is None or self._cast[0] != key:
+            bias = conv.bias.to(dtype) if conv.bias is not None else None
+            self._cast = (key, conv.weight.to(dtype), bias)
+        return self._cast[1], self._cast[2]
 
     @staticmethod
     def supported(conv: nn.Module, pad_mode: str = "reflect") -> bool:
@@ -138,7 +153,7 @@ class ConvSpec:
     def input_grad(self, grad: Tensor, input_shape: torch.Size, padded_shape: torch.Size, dtype: torch.dtype) -> Tensor:
         """d(loss)/d(input) from d(loss)/d(output): the weight only, no saved activation."""
         conv = self.conv
-        weight = conv.weight.to(dtype)
+        weight, _ = self.cast_weights(dtype)
         grad = grad.to(dtype)
         # convolution_backward reads only the input's shape (and layout hint); a zero-stride view
         # of one element stands in for the activation we did not keep.
@@ -186,12 +201,11 @@ class _null:
 
 
 def _cast_forward(spec: ConvSpec, x: Tensor, dtype: torch.dtype) -> Tensor:
-    """The conv in `dtype` (autocast): weights cast for this call, as autocast itself does."""
+    """The conv in `dtype` (autocast), with weights cast once per spec (same values as autocast's)."""
     conv = spec.conv
     if spec.pad is not None and any(spec.pad):
         x = F.pad(x, spec.pad, mode=spec.pad_mode)
-    weight = conv.weight.to(dtype)
-    bias = conv.bias.to(dtype) if conv.bias is not None else None
+    weight, bias = spec.cast_weights(dtype)
     if spec.transposed:
         output_padding = conv.output_padding
         return F.conv_transpose2d(x, weight, bias, conv.stride, conv.padding, output_padding, conv.groups,
