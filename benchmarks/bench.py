@@ -75,7 +75,7 @@ class Spec:
     config: str
     model: str = "big-lama"  # big-lama: big-lama-shaped random weights; default: the built-in model
     n_iters: int = 15
-    mask: str = "medium"  # medium: LaMa's medium family; small-hole: one 260x200 px ellipse
+    mask: str = "medium"  # medium / thin / thick: LaMa's families; small-hole, hole-N: one ellipse (HOLES)
     extra: list[str] = field(default_factory=list)
 
     @property
@@ -113,6 +113,13 @@ PLANS: dict[str, list[Spec]] = {
     # On a quiet machine: both cores, torch's default threads.
     "quiet": [Spec("0.5mp", c, n_iters=3) for c in ("faithful", "lean", "lean+mmap128", "lean+bf16",
                                                     "lean+thp")],
+    # perf.allocator on a quiet machine (both cores): memory at speed parity, fp32 and bf16.
+    "allocator": ([Spec("0.5mp", c, n_iters=3) for c in ("faithful", "lean", "lean+jemalloc", "lean+tcmalloc",
+                                                        "lean+bf16", "lean+bf16+jemalloc")]
+                  + [Spec("1mp", c, n_iters=2) for c in ("lean", "lean+jemalloc", "lean+bf16+jemalloc")]),
+    # region=crop against whole-photo refinement over hole sizes (12 MP photo, quiet machine).
+    "crop": ([Spec("12mp", "lean", n_iters=2, mask=m) for m in ("small-hole", "hole-160")]
+             + [Spec("12mp", "crop", n_iters=2, mask=m) for m in ("hole-160", "hole-200", "small-hole", "hole-400")]),
     "compile": [Spec("0.25mp", c, n_iters=3, extra=ONE_THREAD) for c in ("lean", "lean+compile")],
     "default-model": [Spec("1mp", c, model="default", n_iters=3, extra=ONE_THREAD)
                       for c in ("faithful+checkpointing", "lean", "lean+bf16")],
@@ -146,12 +153,16 @@ def synthetic_photo(h: int, w: int, seed: int):
     return image.clamp_(0, 1)
 
 
-def small_hole(h: int, w: int):
-    """One 260 x 200 px elliptical hole at (0.6 h, 0.4 w): an object to remove from a photo."""
+# mask name -> (width, height) of one elliptical hole: an object to remove from a photo
+HOLES = {"small-hole": (260, 200), "hole-160": (160, 124), "hole-200": (200, 154), "hole-400": (400, 308)}
+
+
+def small_hole(h: int, w: int, size: tuple[int, int] = HOLES["small-hole"]):
+    """One `size` = (width, height) px elliptical hole centred at (0.6 h, 0.4 w)."""
     import torch
 
     ys, xs = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
-    inside = ((ys - 0.6 * h) / 100.0) ** 2 + ((xs - 0.4 * w) / 130.0) ** 2 <= 1
+    inside = ((ys - 0.6 * h) / (size[1] / 2)) ** 2 + ((xs - 0.4 * w) / (size[0] / 2)) ** 2 <= 1
     return inside.float()[None, None]
 
 
@@ -199,8 +210,8 @@ def run_child(spec: Spec, out_dir: Path) -> dict:
 
     h, w = SIZES[spec.size]
     image = synthetic_photo(h, w, seed=0)
-    if spec.mask == "small-hole":
-        mask = small_hole(h, w)
+    if spec.mask in HOLES:
+        mask = small_hole(h, w, HOLES[spec.mask])
     else:
         mask = torch.from_numpy(seeded_mask(h, w, spec.mask, seed=0))[None, None]
     generator = benchmark_generator(spec.model)
@@ -406,7 +417,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="", help=f"comma-separated, of {sorted(SIZES)}")
     parser.add_argument("--configs", default="", help=f"comma-separated, of {sorted(CONFIGS)}")
     parser.add_argument("--model", default="big-lama", choices=["big-lama", "default"])
-    parser.add_argument("--mask", default="medium", choices=["medium", "thin", "thick", "small-hole"])
+    parser.add_argument("--mask", default="medium", choices=["medium", "thin", "thick", *HOLES])
     parser.add_argument("--n-iters", type=int, default=15)
     parser.add_argument("--extra", default="", help="more overrides for every run, space-separated")
     parser.add_argument("--repeats", type=int, default=1, help="runs of each spec (fresh process each)")

@@ -41,7 +41,8 @@ FREE_FRACTION = 0.8  # px_budget=auto leaves this share of the free memory for t
 # CPU with glibc's adaptive mmap threshold (perf.mmap_threshold_kb=null): freed feature maps stay
 # resident in the heap, so the lean backward's per-pixel RSS is this many times its live bytes
 # (fitted at 736x736: 2.26-2.47 GiB measured vs 1.09 GiB live; the faithful path, whose peak is
-# its saved tensors, measured within 4 % of the live estimate without it).
+# its saved tensors, measured within 4 % of the live estimate without it). Not applied with
+# perf.allocator=jemalloc|tcmalloc (assumed in effect: the pipeline warns when it is not).
 HEAP_RETENTION = 3.7
 
 
@@ -221,7 +222,8 @@ def estimate_peak(generator: nn.Module, size: tuple[int, int], perf: PerfConfig 
     input_px = (input_size[0] * input_size[1]) if input_size else size[0] * size[1]
     refiner = REFINER_BYTES_PER_PX * px + 16 * input_px
     fixed = weight_bytes(generator) + (CPU_PROCESS_BYTES if device.type == "cpu" else 0)
-    if device.type == "cpu" and perf.lean_backward and perf.mmap_threshold_kb is None:
+    # jemalloc / tcmalloc (perf.allocator) reuse freed blocks by size class: no heap retention
+    if device.type == "cpu" and perf.lean_backward and perf.mmap_threshold_kb is None and perf.allocator is None:
         saved, transient, refiner = (HEAP_RETENTION * x for x in (saved, transient, refiner))
     return MemoryEstimate(fixed=fixed, saved=saved, transient=transient, refiner=refiner)
 
