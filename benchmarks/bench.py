@@ -56,6 +56,7 @@ CONFIGS: dict[str, list[str]] = {
     "lean+jemalloc": ["perf.allocator=jemalloc"],  # run with LD_PRELOAD (lama_refine.allocator)
     "lean+tcmalloc": ["perf.allocator=tcmalloc"],
     "lean+bf16+jemalloc": ["perf.amp=bf16", "perf.allocator=jemalloc"],
+    "lean+bf16+tcmalloc": ["perf.amp=bf16", "perf.allocator=tcmalloc"],
     "lean+channels_last": ["perf.channels_last=true"],
     "lean+checkpointing": ["perf.checkpointing=true"],
     "lean+compile": ["perf.compile=true"],
@@ -115,8 +116,9 @@ PLANS: dict[str, list[Spec]] = {
                                                     "lean+thp")],
     # perf.allocator on a quiet machine (both cores): memory at speed parity, fp32 and bf16.
     "allocator": ([Spec("0.5mp", c, n_iters=3) for c in ("faithful", "lean", "lean+jemalloc", "lean+tcmalloc",
-                                                        "lean+bf16", "lean+bf16+jemalloc")]
-                  + [Spec("1mp", c, n_iters=2) for c in ("lean", "lean+jemalloc", "lean+bf16+jemalloc")]),
+                                                        "lean+bf16", "lean+bf16+jemalloc", "lean+bf16+tcmalloc")]
+                  + [Spec("1mp", c, n_iters=2) for c in ("lean", "lean+jemalloc", "lean+bf16+jemalloc",
+                                                         "lean+tcmalloc", "lean+bf16+tcmalloc")]),
     # region=crop against whole-photo refinement over hole sizes (12 MP photo, quiet machine).
     "crop": ([Spec("12mp", "lean", n_iters=2, mask=m) for m in ("small-hole", "hole-160")]
              + [Spec("12mp", "crop", n_iters=2, mask=m) for m in ("hole-160", "hole-200", "small-hole", "hole-400")]),
