@@ -277,7 +277,7 @@ def perf_from_overrides(overrides: Sequence[str]) -> PerfConfig:
         if key.startswith("perf."):
             name = key[len("perf."):]
             values[name] = {"true": True, "false": False, "null": None}.get(value.lower(), value)
-            if name == "threads" and values[name] is not None:
+            if isinstance(values[name], str) and values[name].isdigit():  # threads, tile_rows, mmap_threshold_kb
                 values[name] = int(values[name])
     return PerfConfig(**values)
 

@@ -23,6 +23,7 @@ from .allocator import check as check_allocator, normalise as normalise_allocato
 from .lean import LeanFFCResnetBlock, LeanResidual, lean_rear
 from .models import is_resnet_block
 from .partition import Features, Partition, Stage
+from .tiling import tile_tail
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ class PerfConfig:
     threads: int | None = None  # torch.set_num_threads for CPU work; null: torch's default
     mmap_threshold_kb: int | None = None  # glibc: mmap (return on free) allocations above this; null: glibc's
     allocator: str | None = None  # jemalloc | tcmalloc | a .so path: preloaded by the CLI (lama_refine.allocator)
+    tile_rows: int | None = None  # run the full-resolution tail in bands of this many rows (lama_refine.tiling)
 
     def __post_init__(self) -> None:
         if self.amp in ("", "none", "null", "fp32", "float32"):
@@ -53,6 +55,8 @@ class PerfConfig:
             raise ValueError("perf.amp needs perf.lean_backward=true (LaMa's Fourier unit has no "
                              "half-precision path)")
         self.allocator = normalise_allocator(self.allocator)
+        if self.tile_rows is not None and self.tile_rows < 8:
+            raise ValueError(f"perf.tile_rows must be >= 8 or null, got {self.tile_rows}")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"perf.threads must be >= 1 or null, got {self.threads}")
 
@@ -163,6 +167,8 @@ class RearStage(nn.Sequential):
 def tune_stage(stage: Stage, perf: PerfConfig, last: bool) -> Stage:
     """One rear stage with the switches of `perf` applied."""
     modules: list[nn.Module] = list(stage.module)
+    if perf.tile_rows and last:
+        modules = tile_tail(modules, perf.tile_rows)
     if perf.lean_backward:
         modules = list(lean_rear(nn.Sequential(*modules)))
     if perf.checkpointing:

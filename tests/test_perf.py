@@ -36,6 +36,8 @@ def test_faithful_baseline_is_the_originals_output(faithful):
     ["perf.checkpointing=true"],
     ["perf.checkpointing=true", "perf.lean_backward=false"],
     ["perf.channels_last=true", "perf.checkpointing=true"],
+    ["perf.tile_rows=8"],
+    ["perf.tile_rows=8", "perf.lean_backward=false"],
 ])
 def test_neutral_switches_keep_outputs_and_losses_within_1e5(faithful, overrides):
     _, result = inpaint(*overrides)

@@ -1,0 +1,63 @@
+"""perf.tile_rows: the full-resolution tail run in bands equals the whole-image tail."""
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+from omegaconf import OmegaConf
+from torch import nn
+
+from lama_refine.models import build_generator
+from lama_refine.tiling import TiledTail, find_tail, tile_tail
+from lama_refine.weights import DEFAULT_MODEL_PATH
+
+
+def tail(channels: int = 6, act: nn.Module | None = None, pad: int = 3) -> nn.Sequential:
+    torch.manual_seed(0)
+    norm = nn.BatchNorm2d(channels)
+    norm.running_mean.uniform_(-0.5, 0.5)
+    norm.running_var.uniform_(0.5, 2.0)
+    norm.weight.data.uniform_(0.5, 1.5)
+    mods = [nn.ConvTranspose2d(2 * channels, channels, 3, stride=2, padding=1, output_padding=1), norm,
+            nn.ReLU(True), nn.ReflectionPad2d(pad), nn.Conv2d(channels, 3, 2 * pad + 1),
+            act if act is not None else nn.Sigmoid()]
+    return nn.Sequential(*mods).eval().requires_grad_(False).double()
+
+
+@settings(max_examples=25, deadline=None)
+@given(h=st.integers(2, 14), w=st.integers(2, 9), rows=st.integers(4, 30), pad=st.integers(1, 3))
+def test_bands_equal_the_whole_tail_in_value_and_input_gradient(h, w, rows, pad):
+    rows = max(rows, pad + 1)
+    whole = tail(pad=pad)
+    if 2 * h <= pad:  # reflection needs more rows than the pad, banded or not
+        return
+    tiled = nn.Sequential(*tile_tail(list(whole), rows))
+    assert isinstance(tiled[0], TiledTail)
+    x = torch.randn(2, 12, h, w, dtype=torch.double, requires_grad=True)
+    expected, got = whole(x), tiled(x)
+    assert got.shape == expected.shape
+    assert torch.allclose(got, expected, atol=1e-12, rtol=0)
+    g = torch.randn_like(expected)
+    (g_expected,) = torch.autograd.grad(expected, x, g)
+    (g_got,) = torch.autograd.grad(tiled(x), x, g)
+    assert torch.allclose(g_got, g_expected, atol=1e-12, rtol=0)
+
+
+def test_gradcheck_through_the_bands():
+    tiled = nn.Sequential(*tile_tail(list(tail(channels=2, act=nn.Tanh())), rows=5))
+    x = torch.randn(1, 4, 6, 3, dtype=torch.double, requires_grad=True)
+    assert torch.autograd.gradcheck(tiled, (x,))
+
+
+def test_finds_the_tail_of_the_shipped_generator_and_nothing_else():
+    generator = build_generator(OmegaConf.load(DEFAULT_MODEL_PATH.with_suffix(".yaml")).generator)
+    modules = list(generator.model)
+    start = find_tail(modules)
+    assert start == len(modules) - 6 and isinstance(modules[start], nn.ConvTranspose2d)
+    assert find_tail(modules[:-3]) is None
+    assert tile_tail(modules[:-3], 64) == modules[:-3]
+
+
+def test_band_height_must_exceed_the_padding():
+    with pytest.raises(ValueError, match="tile_rows"):
+        tile_tail(list(tail()), rows=3)
