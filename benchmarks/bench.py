@@ -59,6 +59,7 @@ CONFIGS: dict[str, list[str]] = {
     "lean+bf16+tcmalloc": ["perf.amp=bf16", "perf.allocator=tcmalloc"],
     "lean+tiled": ["perf.tile_rows=64"],
     "lean+tcmalloc+tiled": ["perf.allocator=tcmalloc", "perf.tile_rows=64"],
+    "lean+tcmalloc+banded-front": ["perf.allocator=tcmalloc", "perf.tile_rows=64", "perf.tile_tail=false"],
     "lean+bf16+tcmalloc+tiled": ["perf.amp=bf16", "perf.allocator=tcmalloc", "perf.tile_rows=64"],
     "lean+channels_last": ["perf.channels_last=true"],
     "lean+checkpointing": ["perf.checkpointing=true"],
@@ -123,8 +124,9 @@ PLANS: dict[str, list[Spec]] = {
                   + [Spec("1mp", c, n_iters=2) for c in ("lean", "lean+jemalloc", "lean+bf16+jemalloc",
                                                          "lean+tcmalloc", "lean+bf16+tcmalloc")]),
     # perf.tile_rows: the full-resolution tail in bands (quiet machine, both cores).
-    "tiled": ([Spec("0.5mp", c, n_iters=3) for c in ("lean+tiled", "lean+tcmalloc+tiled")]
-              + [Spec("1mp", c, n_iters=2) for c in ("lean+tcmalloc+tiled", "lean+bf16+tcmalloc+tiled")]),
+    "tiled": ([Spec("0.5mp", c, n_iters=3) for c in ("lean+tiled", "lean+tcmalloc+tiled", "lean+tcmalloc+banded-front")]
+              + [Spec("1mp", c, n_iters=2) for c in ("faithful", "lean+tcmalloc+tiled", "lean+bf16+tcmalloc+tiled",
+                                                     "lean+tcmalloc+banded-front")]),
     # region=crop against whole-photo refinement over hole sizes (12 MP photo, quiet machine).
     "crop": ([Spec("12mp", "lean", n_iters=2, mask=m) for m in ("small-hole", "hole-160")]
              + [Spec("12mp", "crop", n_iters=2, mask=m) for m in ("hole-160", "hole-200", "small-hole", "hole-400")]),

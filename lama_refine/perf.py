@@ -23,7 +23,7 @@ from .allocator import check as check_allocator, normalise as normalise_allocato
 from .lean import LeanFFCResnetBlock, LeanResidual, lean_rear
 from .models import is_resnet_block
 from .partition import Features, Partition, Stage
-from .tiling import tile_tail
+from .tiling import band_front, tile_tail
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,8 @@ class PerfConfig:
     threads: int | None = None  # torch.set_num_threads for CPU work; null: torch's default
     mmap_threshold_kb: int | None = None  # glibc: mmap (return on free) allocations above this; null: glibc's
     allocator: str | None = None  # jemalloc | tcmalloc | a .so path: preloaded by the CLI (lama_refine.allocator)
-    tile_rows: int | None = None  # run the full-resolution tail in bands of this many rows (lama_refine.tiling)
+    tile_rows: int | None = None  # run the full-resolution front and tail in bands of this many rows (lama_refine.tiling)
+    tile_tail: bool = True  # with tile_rows: the tail too (the front alone is bit-identical on CPU; the tail to rounding)
 
     def __post_init__(self) -> None:
         if self.amp in ("", "none", "null", "fp32", "float32"):
@@ -167,7 +168,7 @@ class RearStage(nn.Sequential):
 def tune_stage(stage: Stage, perf: PerfConfig, last: bool) -> Stage:
     """One rear stage with the switches of `perf` applied."""
     modules: list[nn.Module] = list(stage.module)
-    if perf.tile_rows and last:
+    if perf.tile_rows and perf.tile_tail and last:
         modules = tile_tail(modules, perf.tile_rows)
     if perf.lean_backward:
         modules = list(lean_rear(nn.Sequential(*modules)))
@@ -182,11 +183,14 @@ def tune_stage(stage: Stage, perf: PerfConfig, last: bool) -> Stage:
 
 
 def tune_partition(partition: Partition, perf: PerfConfig) -> Partition:
-    """The partition with every rear stage tuned; the front is left alone (it runs once per
-    scale without gradients)."""
+    """The partition with every rear stage tuned; the front (it runs once per scale without
+    gradients) only changes with `tile_rows`, which runs it in bands."""
     n = len(partition.rear)
     rear = [tune_stage(stage, perf, last=i == n - 1) for i, stage in enumerate(partition.rear)]
-    return Partition(partition.front, rear)
+    front = partition.front
+    if perf.tile_rows:  # the front's full-resolution maps, one band at a time (no gradients there)
+        front = Stage(band_front(front.module, perf.tile_rows), front.device)
+    return Partition(front, rear)
 
 
 __all__ = ["AMP_DTYPES", "Checkpointed", "PerfConfig", "RearStage", "apply_process_settings", "set_mmap_threshold",

@@ -61,3 +61,53 @@ def test_finds_the_tail_of_the_shipped_generator_and_nothing_else():
 def test_band_height_must_exceed_the_padding():
     with pytest.raises(ValueError, match="tile_rows"):
         tile_tail(list(tail()), rows=3)
+
+
+def _front(generator: nn.Module) -> nn.Sequential:
+    from lama_refine.models import is_resnet_block
+
+    modules = list(generator.model)
+    first = next(i for i, m in enumerate(modules) if is_resnet_block(m))
+    return nn.Sequential(*modules[:first]).eval().requires_grad_(False).double()
+
+
+@pytest.mark.parametrize("size", [(200, 72), (136, 40), (96, 24), (264, 16)])
+def test_banded_front_equals_the_whole_front(size):
+    from lama_refine.tiling import BandedFront, band_front
+
+    generator = build_generator(OmegaConf.load(DEFAULT_MODEL_PATH.with_suffix(".yaml")).generator)
+    front = _front(generator)
+    banded = band_front(front, rows=16)
+    assert isinstance(banded, BandedFront) and len(banded) == len(front)
+    x = torch.rand(1, 4, *size, dtype=torch.double)
+    with torch.no_grad():
+        expected, got = front(x), banded(x)
+    for e, g in zip(expected, got):
+        assert e.shape == g.shape
+        assert torch.allclose(e, g, atol=1e-12, rtol=0)
+
+
+def test_a_front_with_a_fourier_branch_is_not_banded():
+    from lama_refine.tiling import band_front, local_geometry
+
+    config = OmegaConf.load(DEFAULT_MODEL_PATH.with_suffix(".yaml")).generator
+    config.init_conv_kwargs.ratio_gin, config.init_conv_kwargs.ratio_gout = 0.5, 0.5
+    config.downsample_conv_kwargs.ratio_gin, config.downsample_conv_kwargs.ratio_gout = 0.5, 0.5
+    front = _front(build_generator(config))
+    assert local_geometry(list(front)) is None
+    assert band_front(front, 16) is front
+
+
+def test_float32_tail_bands_match_the_whole_tail_on_an_even_height():
+    # bands grown to the image's row parity run oneDNN's transposed conv in the same phases
+    # (bit-identical in our measurements; a small tolerance keeps the test independent of the CPU)
+    generator = build_generator(OmegaConf.load(DEFAULT_MODEL_PATH.with_suffix(".yaml")).generator)
+    modules = [m.eval().requires_grad_(False) for m in list(generator.model)[-6:]]
+    whole, tiled = nn.Sequential(*modules), nn.Sequential(*tile_tail(modules, 64))
+    torch.manual_seed(1)
+    x = torch.rand(1, modules[0].in_channels, 96, 60, requires_grad=True)
+    g = torch.rand(1, 3, 192, 120)
+    (g_whole,) = torch.autograd.grad(whole(x), x, g)
+    (g_tiled,) = torch.autograd.grad(tiled(x), x, g)
+    assert (whole(x) - tiled(x)).abs().max() <= 1e-6
+    assert (g_whole - g_tiled).abs().max() <= 1e-6
