@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -213,8 +214,11 @@ def test_interrupts_wait_until_an_output_and_its_manifest_line_are_written():
     reached = []
     with pytest.raises(KeyboardInterrupt):
         with deferred_interrupts():
-            os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(0.05)  # the handler runs here, in the main thread: held, not raised
+            # to the main thread itself: a process-directed signal may land on a worker thread
+            # (torch's, tqdm's) and reach Python's handler only later
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+            for _ in range(20):
+                time.sleep(0.01)  # the handler runs here, in the main thread: held, not raised
             reached.append(True)
     assert reached == [True]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
