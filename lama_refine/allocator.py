@@ -133,7 +133,7 @@ def reexec_with_preload(argv: Sequence[str]) -> None:
 
 
 def check(value: str | None) -> bool:
-    """Warn (once per call site) if `perf.allocator` asks for an allocator this process is not running."""
+    """Warn if `perf.allocator` asks for an allocator this process is not running; True if in effect."""
     allocator = normalise(value)
     if allocator is None or is_loaded(allocator):
         return True

@@ -21,6 +21,7 @@ the original module tree is not modified.
 from __future__ import annotations
 
 import logging
+from contextlib import nullcontext
 from typing import Any, Callable
 
 import torch
@@ -176,7 +177,7 @@ class FrozenConv(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: Tensor, spec: ConvSpec) -> Tensor:
         dtype = _compute_dtype(x)
-        with torch.autocast(x.device.type, enabled=False) if x.device.type in ("cpu", "cuda") else _null():
+        with torch.autocast(x.device.type, enabled=False) if x.device.type in ("cpu", "cuda") else nullcontext():
             x_c = x.to(dtype)
             y = spec.forward(x_c) if dtype == spec.conv.weight.dtype else _cast_forward(spec, x_c, dtype)
         ctx.spec, ctx.dtype, ctx.x_dtype = spec, dtype, x.dtype
@@ -190,14 +191,6 @@ class FrozenConv(torch.autograd.Function):
             return None, None
         grad_x = ctx.spec.input_grad(grad, ctx.input_shape, ctx.padded_shape, ctx.dtype)
         return grad_x.to(ctx.x_dtype), None
-
-
-class _null:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *args: Any) -> None:
-        return None
 
 
 def _cast_forward(spec: ConvSpec, x: Tensor, dtype: torch.dtype) -> Tensor:
@@ -355,26 +348,13 @@ class LeanFourierUnit(nn.Module):
         self.fu = fu
         self.spec = ConvSpec(fu.conv_layer)
 
-    def to_spectrum(self, x: Tensor) -> Tensor:
-        """(B, C, H, W) -> (B, 2C, H, W // 2 + 1): rfft2, channels interleaved (c, re/im) as LaMa."""
-        ffted = torch.fft.rfftn(x, dim=(-2, -1), norm=self.fu.fft_norm)
-        ffted = torch.stack((ffted.real, ffted.imag), dim=-1)
-        ffted = ffted.permute(0, 1, 4, 2, 3).contiguous()
-        return ffted.view((x.shape[0], -1) + ffted.size()[3:])
-
-    def from_spectrum(self, ffted: Tensor, size: tuple[int, int]) -> Tensor:
-        """Inverse layout of `to_spectrum`, then the inverse rfft2 to `size`."""
-        ffted = ffted.view((ffted.shape[0], -1, 2) + ffted.size()[2:]).permute(0, 1, 3, 4, 2).contiguous()
-        ffted = torch.complex(ffted[..., 0], ffted[..., 1])
-        return torch.fft.irfftn(ffted, s=size, dim=(-2, -1), norm=self.fu.fft_norm)
-
     def forward(self, x: Tensor) -> Tensor:
         # The FFT runs in float32 (no bf16/fp16 FFT on CPU; cuFFT half needs power-of-two sizes).
         x = _fft_precision(x)
         size = tuple(x.shape[-2:])
-        ffted = linear_map(self.to_spectrum, x)
+        ffted = linear_map(self.fu.to_spectrum, x)
         ffted = lean_norm_act(self.fu.bn, self.fu.relu, lean_conv(self.spec, ffted))
-        return linear_map(lambda f: self.from_spectrum(f, size), _fft_precision(ffted))
+        return linear_map(lambda f: self.fu.from_spectrum(f, size), _fft_precision(ffted))
 
 
 class LeanSpectralTransform(nn.Module):

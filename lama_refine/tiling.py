@@ -16,6 +16,7 @@ untiled tail's in our tests; other backends may round differently.
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 from typing import Any
 
 import torch
@@ -30,13 +31,13 @@ class TiledTail(nn.Module):
     run in bands of `rows` output rows. Input (B, C, h, w), any float dtype; output (B, C_out, H, W)
     with H, W the transposed conv's output size."""
 
-    def __init__(self, up: nn.ConvTranspose2d, norm: nn.Module, relu: bool, pad: int, conv: nn.Conv2d,
-                 act: nn.Module, rows: int):
+    def __init__(self, up: nn.ConvTranspose2d, norm: nn.Module, pad: int, conv: nn.Conv2d, act: nn.Module,
+                 rows: int):
         super().__init__()
         if rows < pad + 1:
             raise ValueError(f"perf.tile_rows must be > the tail's padding ({pad}), got {rows}")
         self.up, self.norm, self.conv, self.act = up, norm, conv, act
-        self.relu, self.pad, self.rows = relu, pad, rows
+        self.pad, self.rows = pad, rows
 
     def up_size(self, h: int) -> int:
         s, p, k, op = self.up.stride[0], self.up.padding[0], self.up.kernel_size[0], self.up.output_padding[0]
@@ -73,9 +74,7 @@ class TiledTail(nn.Module):
         ya, yb = max(0, r0 - p), min(big_h, r1 + p)
         # contiguous: eval BatchNorm takes another kernel (other rounding) on a strided view
         y = self.up(xb)[:, :, ya - ia * s: yb - ia * s].contiguous()
-        y = self.norm(y)
-        if self.relu:
-            y = torch.relu(y)
+        y = torch.relu(self.norm(y))
         # reflection at the image's top / bottom border only: inside, the halo rows are real rows
         y = F.pad(y, (p, p, max(0, p - r0), max(0, r1 + p - big_h)), mode="reflect")
         return self.act(self.conv(y))
@@ -114,7 +113,7 @@ class _TiledTailFunction(torch.autograd.Function):
         # output rows include every row it influences, so every sum runs inside one kernel call
         # as in the whole-image backward (overlapping bands summed afterwards would round
         # differently). The input's halo rows get partial gradients there and are dropped.
-        grad_x = torch.zeros_like(x)
+        grad_x = torch.empty_like(x)  # every row is assigned below, once
         h = x.shape[-2]
         big_h = tail.up_size(h)
         s, k, p_up = tail.up.stride[0], tail.up.kernel_size[0], tail.up.padding[0]
@@ -125,20 +124,12 @@ class _TiledTailFunction(torch.autograd.Function):
             ia, ib = tail.band_input(h, r0, r1)
             assert ia <= ja and ib >= jb, (ia, ja, jb, ib)
             with torch.enable_grad(), torch.autocast(device_type, dtype=dtype, enabled=enabled) \
-                    if device_type in ("cpu", "cuda") else _null():
+                    if device_type in ("cpu", "cuda") else nullcontext():
                 leaf = x[:, :, ia:ib].detach().requires_grad_(True)
                 out = tail.band_from(leaf, ia, h, r0, r1)
                 (g,) = torch.autograd.grad(out, leaf, grad[:, :, r0:r1].to(out.dtype))
             grad_x[:, :, ja:jb] = g[:, :, ja - ia: jb - ia]
         return grad_x, None
-
-
-class _null:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *args: Any) -> None:
-        return None
 
 
 def find_tail(modules: list[nn.Module]) -> int | None:
@@ -163,7 +154,7 @@ def tile_tail(modules: list[nn.Module], rows: int) -> list[nn.Module]:
         return modules
     up, norm, _relu, pad, conv, *rest = modules[start:]
     act = rest[0] if rest else nn.Identity()
-    return modules[:start] + [TiledTail(up, norm, True, pad.padding[0], conv, act, rows)]
+    return modules[:start] + [TiledTail(up, norm, pad.padding[0], conv, act, rows)]
 
 
 # ---------------------------------------------------------------------------------------------

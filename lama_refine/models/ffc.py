@@ -27,17 +27,23 @@ class FourierUnit(nn.Module):
         self.bn = nn.BatchNorm2d(out_channels * 2)
         self.relu = nn.ReLU(inplace=True)
 
-    def forward(self, x: Tensor) -> Tensor:
-        batch = x.shape[0]
+    def to_spectrum(self, x: Tensor) -> Tensor:
+        """(B, C, H, W) -> (B, 2C, H, W // 2 + 1): rfft2, channels interleaved (c, re/im)."""
         ffted = torch.fft.rfftn(x, dim=(-2, -1), norm=self.fft_norm)
         # LaMa interleaves channels as (c, re/im): channel 2c is real, 2c+1 imaginary.
         ffted = torch.stack((ffted.real, ffted.imag), dim=-1)
         ffted = ffted.permute(0, 1, 4, 2, 3).contiguous()
-        ffted = ffted.view((batch, -1) + ffted.size()[3:])
-        ffted = self.relu(self.bn(self.conv_layer(ffted)))
-        ffted = ffted.view((batch, -1, 2) + ffted.size()[2:]).permute(0, 1, 3, 4, 2).contiguous()
+        return ffted.view((x.shape[0], -1) + ffted.size()[3:])
+
+    def from_spectrum(self, ffted: Tensor, size: tuple[int, int]) -> Tensor:
+        """Inverse layout of `to_spectrum`, then the inverse rfft2 to `size` (H, W)."""
+        ffted = ffted.view((ffted.shape[0], -1, 2) + ffted.size()[2:]).permute(0, 1, 3, 4, 2).contiguous()
         ffted = torch.complex(ffted[..., 0], ffted[..., 1])
-        return torch.fft.irfftn(ffted, s=x.shape[-2:], dim=(-2, -1), norm=self.fft_norm)
+        return torch.fft.irfftn(ffted, s=size, dim=(-2, -1), norm=self.fft_norm)
+
+    def forward(self, x: Tensor) -> Tensor:
+        ffted = self.relu(self.bn(self.conv_layer(self.to_spectrum(x))))
+        return self.from_spectrum(ffted, tuple(x.shape[-2:]))
 
 
 def stack_quadrants(x: Tensor) -> Tensor:
