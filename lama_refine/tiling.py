@@ -202,23 +202,35 @@ class BandedFront(nn.Sequential):
     """The front's modules, run without gradients on bands of about `rows` input rows that overlap
     by the chain's receptive reach, the overlap cropped from the outputs: the front's
     full-resolution feature maps (64 channels at 1152x768 for big-lama: 0.23 GB each) exist one
-    band at a time. Same module list (and length) as the plain front."""
+    band at a time. Same module list (and length) as the plain front. With `global_head`, slot 0
+    is `Sequential(image-wide op, local ops...)` (a generator's `input_fill`): the image-wide op
+    runs on the whole input first, everything after it in bands."""
 
-    def __init__(self, modules: list[nn.Module], rows: int, stride: int, reach: int):
+    def __init__(self, modules: list[nn.Module], rows: int, stride: int, reach: int, global_head: bool = False):
         super().__init__(*modules)
         self.stride = stride
+        self.global_head = global_head
         self.halo = stride * (math.ceil(reach / stride) + 1)  # whole output rows, one spare
         self.rows = max(stride * max(1, rows // stride), 2 * self.halo)
+
+    def _local(self, x: Any) -> Any:
+        """The front after its image-wide head (all of it without one)."""
+        for i, module in enumerate(self):
+            for m in (list(module)[1:] if i == 0 and self.global_head else [module]):
+                x = m(x)
+        return x
 
     def forward(self, x: Any) -> Any:
         h = x.shape[-2] if torch.is_tensor(x) else 0
         if torch.is_grad_enabled() or h % self.stride or h <= self.rows + 2 * self.halo:
             return super().forward(x)
+        if self.global_head:
+            x = self[0][0](x)
         bands = []
         for i0 in range(0, h, self.rows):
             i1 = min(h, i0 + self.rows)
             ia, ib = max(0, i0 - self.halo), min(h, i1 + self.halo)
-            out = super().forward(x[:, :, ia:ib])
+            out = self._local(x[:, :, ia:ib])
             j0, j1 = (i0 - ia) // self.stride, (i1 - ia) // self.stride
             bands.append(tuple(o[:, :, j0:j1] if torch.is_tensor(o) else o for o in _as_tuple(out)))
         merged = tuple(torch.cat(parts, dim=-2) if torch.is_tensor(parts[0]) else parts[0] for parts in zip(*bands))
@@ -229,12 +241,23 @@ def _as_tuple(x: Any) -> tuple:
     return x if isinstance(x, tuple) else (x,)
 
 
+def _has_global_head(modules: list[nn.Module]) -> bool:
+    """Slot 0 is `Sequential(input fill, ...)`: an image-wide op the bands must not cut."""
+    from .models.fill import INPUT_FILLS
+
+    first = modules[0] if modules else None
+    return isinstance(first, nn.Sequential) and len(first) > 0 and isinstance(first[0], tuple(INPUT_FILLS.values()))
+
+
 def band_front(front: nn.Sequential, rows: int) -> nn.Module:
-    """The front as a `BandedFront`, or unchanged where it is not a chain of local ops."""
-    geometry = local_geometry(list(front))
+    """The front as a `BandedFront`, or unchanged where it is not a chain of local ops (after an
+    input fill, which runs on the whole image)."""
+    modules = list(front)
+    head = _has_global_head(modules)
+    geometry = local_geometry(list(modules[0])[1:] + modules[1:] if head else modules)
     if geometry is None:
         return front
-    return BandedFront(list(front), rows, *geometry)
+    return BandedFront(modules, rows, *geometry, global_head=head)
 
 
 __all__ = ["BandedFront", "TiledTail", "band_front", "find_tail", "local_geometry", "tile_tail"]

@@ -210,3 +210,28 @@ def test_resume_continues_bit_for_bit(tmp_path: Path) -> None:
     straight = [r["l1_hole"] for r in read_log(tmp_path / "straight")]
     resumed = [r["l1_hole"] for r in read_log(tmp_path / "resumed")]
     assert resumed == pytest.approx(straight, rel=1e-5)
+
+
+@pytest.mark.parametrize("options", [{"input_fill": None, "residual_to_fill": False},
+                                     {"input_fill": "diffusion", "residual_to_fill": True}],
+                         ids=["lama", "residual-to-fill"])
+def test_export_writes_a_lama_section_unless_our_options_are_used(tmp_path: Path, options: dict) -> None:
+    from omegaconf import OmegaConf
+
+    from lama_refine.models import BIG_LAMA, build_generator
+    from lama_refine.models.loading import load_generator
+    from lama_refine.train.loop import export_generator
+
+    model_cfg = {**BIG_LAMA, "ngf": 8, "n_downsampling": 2, "n_blocks": 1, **options}
+    torch.manual_seed(0)
+    generator = build_generator(model_cfg).eval()
+    weights, config = export_generator(generator, model_cfg, tmp_path / "g", fp16=False)
+    section = OmegaConf.to_container(OmegaConf.load(config).generator)
+    used = {k: v for k, v in options.items() if v}
+    assert {k: section[k] for k in options if k in section} == used
+    loaded = load_generator(weights).generator
+    x = torch.rand(1, 4, 32, 32)
+    x[:, 3] = (x[:, 3] > 0.6).float()
+    x[:, :3] *= 1 - x[:, 3:]
+    with torch.no_grad():
+        assert torch.allclose(loaded(x), generator(x), atol=1e-6)

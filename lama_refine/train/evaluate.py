@@ -28,36 +28,12 @@ from .data import FAMILY_CYCLE, shrink_to_short_side, to_tensor, validation_set
 from .losses import masked_l1, psnr
 from .loop import network_input
 from .masks import seeded_mask
+from ..models.fill import diffusion_fill
 
 Fill = Callable[[Tensor, Tensor], Tensor]  # (B,3,H,W) images, (B,1,H,W) masks -> composites
 
 EVAL_SEED = 2024  # differs from the training-time validation seed (1234)
 VIEW_SHORT_SIDES = (512, 1024)  # whole-scene and zoomed-in views of each held-out photo
-
-
-def diffusion_fill(image: Tensor, mask: Tensor, iters: int = 60, min_side: int = 8) -> Tensor:
-    """Classical fill: coarse-to-fine Gaussian diffusion of the known pixels into the hole.
-
-    At the coarsest level the hole gets the normalised-convolution average of what is known;
-    at every finer level the upsampled coarse fill is the start, then `iters` rounds of
-    "blur, put the known pixels back" smooth it (a discrete heat equation with the known
-    pixels as boundary condition). Works on (B, 3, H, W) / (B, 1, H, W); returns composites.
-    """
-    known = 1 - mask
-    if min(image.shape[-2:]) > 2 * min_side:
-        half = [max(1, s // 2) for s in image.shape[-2:]]
-        weight = F.interpolate(known, size=half, mode="area")
-        coarse_img = F.interpolate(image * known, size=half, mode="area") / weight.clamp_min(1e-6)
-        coarse_mask = (weight < 0.5).float()
-        coarse = diffusion_fill(coarse_img.clamp(0, 1), coarse_mask, iters, min_side)
-        start = F.interpolate(coarse, size=image.shape[-2:], mode="bilinear", align_corners=False)
-    else:
-        total = (image * known).sum((-2, -1), keepdim=True) / known.sum((-2, -1), keepdim=True).clamp_min(1)
-        start = total.expand_as(image)
-    out = known * image + mask * start
-    for _ in range(iters):
-        out = known * image + mask * gaussian_blur2d(out, (5, 5), (1.0, 1.0), border_type="reflect")
-    return out
 
 
 def mean_fill(image: Tensor, mask: Tensor) -> Tensor:

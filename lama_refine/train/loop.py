@@ -209,6 +209,9 @@ def load_checkpoint(path: Path, models: Models, rng: np.random.Generator) -> int
     return int(state["step"])
 
 
+NON_LAMA_OPTIONS: dict[str, Any] = {"input_fill": None, "residual_to_fill": False}
+
+
 def export_generator(generator: nn.Module, model_cfg: Mapping[str, Any] | DictConfig, stem: Path | str,
                      fp16: bool = True, metadata: Mapping[str, str] | None = None) -> tuple[Path, Path]:
     """Write `stem.safetensors` (eval-mode weights and BatchNorm statistics) and `stem.yaml`.
@@ -227,6 +230,11 @@ def export_generator(generator: nn.Module, model_cfg: Mapping[str, Any] | DictCo
     config = stem.with_suffix(".yaml")
     section = generator_config(OmegaConf.create({"generator": OmegaConf.to_container(
         OmegaConf.create(model_cfg), resolve=True)}))
+    # Our own generator options at their LaMa defaults are left out: the yaml stays a plain
+    # LaMa `generator:` section wherever the model is one.
+    for key, lama_default in NON_LAMA_OPTIONS.items():
+        if key in section and section[key] == lama_default:
+            del section[key]
     OmegaConf.save(OmegaConf.create({"generator": section}), config)
     return weights, config
 
