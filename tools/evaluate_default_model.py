@@ -26,7 +26,7 @@ from omegaconf import OmegaConf
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
-from lama_refine.models import build_generator  # noqa: E402
+from lama_refine.models import build_generator, generator_config  # noqa: E402
 from lama_refine.train import evaluate as ev  # noqa: E402
 from lama_refine.train.data import HOLDOUT, load_photos, read_image, to_tensor  # noqa: E402
 from lama_refine.models.loading import load_generator  # noqa: E402
@@ -85,6 +85,9 @@ def main() -> None:
     started = time.time()
     fills = {"trained (this model)": ev.network_fill(trained), "untrained (same network)": ev.network_fill(untrained),
              "diffusion fill (classical)": ev.diffusion_fill, "mean-colour fill (classical)": ev.mean_fill}
+    if generator_config(OmegaConf.load(args.weights.with_suffix(".yaml"))).get("input_fill") == "diffusion":
+        # what the network sees in the hole: it improves on its input only if it beats this row
+        fills["diffusion fill, 20 rounds (this model's input)"] = lambda x, m: ev.diffusion_fill(x, m, iters=20)
     rows, outputs = ev.crops_table(fills, photos)
     table = ev.crops_markdown(rows)
     print(table, flush=True)
