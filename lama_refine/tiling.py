@@ -94,7 +94,6 @@ class _TiledTailFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: Tensor, tail: TiledTail) -> Tensor:
         ctx.tail = tail
-        ctx.x_shape, ctx.x_dtype, ctx.x_device = x.shape, x.dtype, x.device
         device_type = x.device.type
         ctx.autocast = (device_type, torch.is_autocast_enabled(device_type) if device_type in ("cpu", "cuda") else False,
                         torch.get_autocast_dtype(device_type) if device_type in ("cpu", "cuda") else None)

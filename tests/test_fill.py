@@ -92,51 +92,14 @@ def test_banded_front_fills_the_whole_image_then_bands(size) -> None:
             assert e.shape == g.shape and torch.allclose(e, g, atol=1e-12, rtol=0)
 
 
-RESIDUAL = {**SMALL, "input_fill": "diffusion", "residual_to_fill": True}
-
-
-def test_untrained_residual_generator_outputs_the_fill() -> None:
-    """Zeroed last conv + the fill's logit before the sigmoid: the start is the classical fill."""
-    generator = build_generator(RESIDUAL).eval()
-    image, mask = random_case(7, (2, 3, 40, 48))
-    with torch.no_grad():
-        out = generator(torch.cat([image * (1 - mask), mask], dim=1))
-    expected = diffusion_fill(image, mask, 20).clamp(1e-3, 1 - 1e-3)
-    assert torch.allclose(out, expected, atol=1e-6)
-
-
-def test_residual_generator_keeps_lama_names_and_learns_through_every_layer() -> None:
-    generator = build_generator(RESIDUAL)
-    assert list(generator.state_dict()) == list(build_generator(SMALL).state_dict())
-    image, mask = random_case(8, (2, 3, 40, 48))
-    generator(torch.cat([image * (1 - mask), mask], dim=1)).mean().backward()
-    last_conv = generator.model[-2]
-    assert last_conv.weight.grad.abs().sum() > 0  # the correction can grow from zero
-
-
-def test_residual_rear_without_its_front_is_a_clear_error() -> None:
-    generator = build_generator(RESIDUAL).eval()
-    partition = EvenPartitioner().split(generator, [torch.device("cpu")])
-    features = partition.front(torch.rand(1, 4, 32, 32))
-    with pytest.raises(RuntimeError, match="run the generator's front"):
-        partition.run_rear(tuple(f[:, :, :4, :4] if torch.is_tensor(f) else f for f in features))
-
-
-def test_residual_option_needs_an_input_fill_and_a_sigmoid() -> None:
-    with pytest.raises(ValueError, match="residual_to_fill"):
-        build_generator({**SMALL, "residual_to_fill": True})
-    with pytest.raises(ValueError, match="residual_to_fill"):
-        build_generator({**RESIDUAL, "add_out_act": "tanh"})
-
-
 @pytest.mark.parametrize("overrides", [[], ["perf.tile_rows=16", "perf.lean_backward=false"]],
                          ids=["default", "tiled-faithful"])
-def test_refinement_runs_on_a_residual_generator(overrides: list[str]) -> None:
-    """Front once per scale, rear many times: the rear uses the current scale's fill."""
+def test_refinement_runs_on_an_input_fill_generator(overrides: list[str]) -> None:
+    """The fill is recomputed by the front at every scale; refinement and tiling run unchanged."""
     from lama_refine.api import make_inpainter
 
     torch.manual_seed(0)
-    generator = build_generator(RESIDUAL).eval()
+    generator = build_generator({**SMALL, "input_fill": "diffusion"}).eval()
     inpainter = make_inpainter(["refine=true", "refiner.n_iters=2", "pyramid.min_side=24", *overrides],
                                generator=generator)
     image = torch.rand(1, 3, 96, 120)

@@ -212,9 +212,8 @@ def test_resume_continues_bit_for_bit(tmp_path: Path) -> None:
     assert resumed == pytest.approx(straight, rel=1e-5)
 
 
-@pytest.mark.parametrize("options", [{"input_fill": None, "residual_to_fill": False},
-                                     {"input_fill": "diffusion", "residual_to_fill": True}],
-                         ids=["lama", "residual-to-fill"])
+@pytest.mark.parametrize("options", [{"input_fill": None}, {"input_fill": "diffusion"}],
+                         ids=["lama", "input-fill"])
 def test_export_writes_a_lama_section_unless_our_options_are_used(tmp_path: Path, options: dict) -> None:
     from omegaconf import OmegaConf
 

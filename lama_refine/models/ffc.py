@@ -13,7 +13,7 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor, nn
 
-from .fill import AddFillLogit, FillMemo, input_fill_layer
+from .fill import input_fill_layer
 
 Features = tuple[Tensor, Tensor | int]
 
@@ -230,25 +230,20 @@ class FFCResNetGenerator(nn.Module):
     """LaMa's `ffc_resnet` generator: front (pad, 7x7, downsampling), FFC resnet trunk, decoder.
 
     `input_fill` (not in LaMa; default None = LaMa): "diffusion" fills the input's hole with a
-    classical fill first (`models/fill.py`), inside slot 0 of `model`. `residual_to_fill` (not in
-    LaMa) adds the fill's logit before the output sigmoid: the network predicts a correction."""
+    classical fill first (`models/fill.py`), inside slot 0 of `model`."""
 
     def __init__(self, input_nc: int = 4, output_nc: int = 3, ngf: int = 64, n_downsampling: int = 3,
                  n_blocks: int = 9, padding_type: str = "reflect", add_out_act: bool | str = True,
                  max_features: int = 1024, init_conv_kwargs: Mapping[str, Any] | None = None,
                  downsample_conv_kwargs: Mapping[str, Any] | None = None,
-                 resnet_conv_kwargs: Mapping[str, Any] | None = None, input_fill: str | None = None,
-                 residual_to_fill: bool = False):
+                 resnet_conv_kwargs: Mapping[str, Any] | None = None, input_fill: str | None = None):
         super().__init__()
         init_conv_kwargs = dict(init_conv_kwargs or {})
         downsample_conv_kwargs = dict(downsample_conv_kwargs or {})
         resnet_conv_kwargs = dict(resnet_conv_kwargs or {})
         norm, act = nn.BatchNorm2d, nn.ReLU
 
-        if residual_to_fill and (input_fill is None or add_out_act != "sigmoid"):
-            raise ValueError("residual_to_fill needs an input_fill and add_out_act: sigmoid")
-        memo = FillMemo() if residual_to_fill else None
-        fill = input_fill_layer(input_fill, memo)
+        fill = input_fill_layer(input_fill)
         # The fill shares slot 0 with the padding so parameter names and indices stay LaMa's.
         model: list[nn.Module] = [
             nn.ReflectionPad2d(3) if fill is None else nn.Sequential(fill, nn.ReflectionPad2d(3)),
@@ -272,12 +267,6 @@ class FFCResNetGenerator(nn.Module):
         model.append(ConcatTupleLayer())
 
         model += decoder_layers(ngf, n_downsampling, output_nc, add_out_act, max_features)
-        if memo is not None:
-            # The fill's logit joins the activation's slot, so names and indices stay LaMa's; the
-            # zeroed last conv makes the untrained network output the fill itself.
-            model[-1] = nn.Sequential(AddFillLogit(memo), model[-1])
-            nn.init.zeros_(model[-2].weight)
-            nn.init.zeros_(model[-2].bias)
         self.model = nn.Sequential(*model)
 
     def forward(self, x: Tensor) -> Tensor:

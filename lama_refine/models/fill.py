@@ -43,73 +43,36 @@ def diffusion_fill(image: Tensor, mask: Tensor, iters: int = 60, min_side: int =
     return out
 
 
-class FillMemo:
-    """The last input fill, shared by a generator's first and last layers (`residual_to_fill`).
-
-    The refinement runs a generator as separate stages (front once per scale, the rear many
-    times), so the output layer cannot take the fill as an argument; the front leaves it here.
-    A plain object, not a module: it holds no parameters and does not appear in the module tree.
-    """
-
-    def __init__(self) -> None:
-        self.fill: Tensor | None = None  # (B, C, H, W) float32, the last front's fill
-
-
 class DiffusionInputFill(nn.Module):
     """(B, C + 1, H, W) generator input `cat(image * (1 - mask), mask)` -> the same with the
     hole of the image channels diffusion-filled (`diffusion_fill`; 20 rounds a level, within 3 % of
     the hole L1 of 60 at a third of the cost). No parameters, no gradient:
-    the fill is a fixed function of the input. With a `memo`, the fill is also left there for
-    `AddFillLogit`."""
+    the fill is a fixed function of the input."""
 
-    def __init__(self, iters: int = 20, min_side: int = 8, memo: FillMemo | None = None):
+    def __init__(self, iters: int = 20, min_side: int = 8):
         super().__init__()
-        self.iters, self.min_side, self.memo = iters, min_side, memo
+        self.iters, self.min_side = iters, min_side
 
     def forward(self, x: Tensor) -> Tensor:
         image, mask = x[:, :-1], x[:, -1:]
         with torch.no_grad():
             filled = diffusion_fill(image.float(), mask.float(), self.iters, self.min_side)
-        if self.memo is not None:
-            self.memo.fill = filled
         return torch.cat([filled.to(x.dtype), mask], dim=1)
 
     def extra_repr(self) -> str:
         return f"iters={self.iters}, min_side={self.min_side}"
 
 
-class AddFillLogit(nn.Module):
-    """(B, C, H, W) output logits -> logits + logit(fill), the fill the front left in `memo`: with
-    a sigmoid after it and a zero-initialised last conv, a generator starts as the classical fill
-    exactly and learns a correction to it (a residual in logit space, so outputs stay in (0, 1)).
-    """
-
-    def __init__(self, memo: FillMemo, eps: float = 1e-3):
-        super().__init__()
-        self.memo, self.eps = memo, eps
-
-    def forward(self, z: Tensor) -> Tensor:
-        if z.device.type == "meta":  # shape-only traces (memory estimates) run the rear alone
-            return z
-        fill = self.memo.fill
-        if fill is None or fill.shape[0] != z.shape[0] or fill.shape[-2:] != z.shape[-2:]:
-            raise RuntimeError("AddFillLogit needs the fill of this input: run the generator's front "
-                               f"on it first (have {None if fill is None else tuple(fill.shape)}, "
-                               f"output {tuple(z.shape)})")
-        fill = fill.to(z.device).clamp(self.eps, 1 - self.eps)
-        return z + torch.logit(fill).to(z.dtype)
-
-
 INPUT_FILLS: dict[str, type[nn.Module]] = {"diffusion": DiffusionInputFill}
 
 
-def input_fill_layer(kind: str | None, memo: FillMemo | None = None) -> nn.Module | None:
+def input_fill_layer(kind: str | None) -> nn.Module | None:
     """The `input_fill` option of a generator config: None (LaMa's zeros) or a key of INPUT_FILLS."""
     if kind is None:
         return None
     if kind not in INPUT_FILLS:
         raise ValueError(f"unknown input_fill {kind!r}; expected one of {sorted(INPUT_FILLS)} or null")
-    return INPUT_FILLS[kind](memo=memo)
+    return INPUT_FILLS[kind]()
 
 
-__all__ = ["AddFillLogit", "DiffusionInputFill", "FillMemo", "INPUT_FILLS", "diffusion_fill", "input_fill_layer"]
+__all__ = ["DiffusionInputFill", "INPUT_FILLS", "diffusion_fill", "input_fill_layer"]

@@ -19,8 +19,6 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from kornia.filters import gaussian_blur2d
 from PIL import Image
 from torch import Tensor, nn
 

@@ -209,7 +209,7 @@ def load_checkpoint(path: Path, models: Models, rng: np.random.Generator) -> int
     return int(state["step"])
 
 
-NON_LAMA_OPTIONS: dict[str, Any] = {"input_fill": None, "residual_to_fill": False}
+NON_LAMA_OPTIONS: dict[str, Any] = {"input_fill": None}
 
 
 def export_generator(generator: nn.Module, model_cfg: Mapping[str, Any] | DictConfig, stem: Path | str,
