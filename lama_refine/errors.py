@@ -1,0 +1,25 @@
+"""The errors that are the user's to fix, not the program's.
+
+The command-line tools print a `UserError` as its message alone (a few lines: what is wrong, the
+value given, what to do) and exit with `exit_code`; every other exception is a bug and keeps its
+traceback. Raise one wherever a user's input is checked, as low in the layers as the check is:
+the message must make sense without the stack that led to it.
+"""
+from __future__ import annotations
+
+
+class UserError(ValueError):
+    """A mistake in what the user asked for: a key, a value, a path, a model, a device.
+
+    `exit_code` 2 is a usage error (the command line itself is wrong); 1 is a problem met while
+    doing what was asked (an outdir that cannot be written, a full disk)."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, *, exit_code: int | None = None):
+        super().__init__(message)
+        if exit_code is not None:
+            self.exit_code = exit_code
+
+
+__all__ = ["UserError"]
