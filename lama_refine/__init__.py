@@ -3,12 +3,15 @@
 The five pluggable parts, their alternatives, and the pipeline that wires them
 (docs/extending.md shows how to add your own):
 
+    from lama_refine import inpaint
+    result = inpaint(Image.open("photo.jpg"), Image.open("photo_mask.png"))  # PIL or numpy in, same kind out
+
     from lama_refine import make_inpainter, inpaint_file, read_image, read_mask
     inpainter = make_inpainter(["model.path=big-lama.pt", "pyramid_mask=nearest"])  # config overrides
     inpaint_file(inpainter, "photo.png", "photo_mask.png", "out.png")
     result = inpainter.run(read_image("photo.png"), read_mask("photo_mask.png"))  # tensors in, Refinement out
 """
-from .api import inpaint_file, make_inpainter
+from .api import inpaint, inpaint_file, make_inpainter
 from .config import build_inpainter, build_parts, compose
 from .downsample import (AllPixelsMaskDownsampler, AntialiasedBilinearDownsampler, AreaDownsampler,
                          AreaMaskDownsampler, BlurMaskDownsampler, Downsampler, GaussianDownsampler,
@@ -59,6 +62,7 @@ __all__ = [
     "build_inpainter",
     "build_parts",
     "compose",
+    "inpaint",
     "inpaint_file",
     "load_generator",
     "make_inpainter",

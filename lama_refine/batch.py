@@ -30,7 +30,8 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from .io import InputError, Inputs, Job, MaskRule, load_inputs, stale_temporaries, write_result
+from .errors import describe_os_error
+from .io import InputError, Inputs, Job, MaskRule, load_inputs, output_is_intact, stale_temporaries, write_result
 from .pipeline import Inpainter
 from .refine import Refinement
 
@@ -38,7 +39,8 @@ log = logging.getLogger("lama_refine")
 
 MANIFEST = "manifest.jsonl"
 # Keys that do not change an output: left out of the config hash.
-UNHASHED_KEYS = ("indir", "outdir", "maskdir", "devices", "overwrite", "progress", "shard", "manifest")
+UNHASHED_KEYS = ("indir", "outdir", "maskdir", "devices", "overwrite", "progress", "shard", "manifest", "image",
+                 "out", "debug")
 
 
 @dataclass
@@ -47,9 +49,13 @@ class Summary:
     skipped: list[Path] = field(default_factory=list)
     failed: list[tuple[Path, str]] = field(default_factory=list)
     notes: list[tuple[Path, str]] = field(default_factory=list)  # done, but worth a look (empty mask, ...)
+    redone: list[Path] = field(default_factory=list)  # existed, made under another config: made again
+    unrecorded: list[Path] = field(default_factory=list)  # skipped, with no manifest line to judge them by
 
     def report(self) -> str:
-        lines = [f"{len(self.done)} done, {len(self.skipped)} skipped (output exists), {len(self.failed)} failed"]
+        redone = f"{len(self.redone)} redone (config changed), " if self.redone else ""
+        lines = [f"{len(self.done)} done, {redone}{len(self.skipped)} skipped (output exists), "
+                 f"{len(self.failed)} failed"]
         lines += [f"  failed: {reason}" for _, reason in self.failed]
         lines += [f"  note: {path}: {note}" for path, note in self.notes]
         return "\n".join(lines)
@@ -75,6 +81,7 @@ def config_hash(cfg: DictConfig) -> str:
     for key in UNHASHED_KEYS:
         data.pop(key, None)
     data.get("refiner", {}).pop("gpu_ids", None)
+    data.get("mask", {}).pop("file", None)
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
@@ -108,6 +115,36 @@ def read_manifest(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def output_hashes(path: Path) -> dict[str, str]:
+    """The config hash each output was last made under, by its path relative to outdir, from a
+    manifest file (a line that cannot be read is passed over: another run may be appending)."""
+    if not path.is_file():
+        return {}
+    made: dict[str, str] = {}
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and record.get("status") == "done" and record.get("output"):
+            made[str(record["output"])] = str(record.get("config_hash"))
+    return made
+
+
+OVERWRITE_MODES = (False, True, "never")
+"""`overwrite`: false redoes an output only if it was made under another config (or is damaged);
+true redoes every output; never keeps every existing output, whatever made it."""
+
+
+def overwrite_mode(value: Any) -> bool | str:
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        value = value.lower() == "true"
+    if value not in OVERWRITE_MODES or (isinstance(value, int) and not isinstance(value, bool)):
+        raise ValueError(f"overwrite={value!r}: expected false (redo outputs whose config changed), "
+                         "true (redo all) or never (keep every existing output)")
+    return value
 
 
 def finite_or_none(x: float | None) -> float | None:
@@ -269,15 +306,17 @@ class Batch:
     make_inpainter: Callable[[], Inpainter]
     out_ext: str = ".png"
     out_quality: int = 95
-    overwrite: bool = False
+    overwrite: bool | str = False  # see OVERWRITE_MODES
     rule: MaskRule = MaskRule()
     manifest: Manifest = field(default_factory=lambda: Manifest(None))
     config_hash: str = ""
     shard: Shard | None = None
     progress: bool = True
     on_image_end: Callable[[], None] = lambda: None  # e.g. close the per-scale progress bar
+    report: bool = True  # log the summary at the end (one image says it all in its own line)
     _inpainter: Inpainter | None = None
     _stale: dict[Path, list[Path]] = field(default_factory=dict)
+    _made: dict[str, str] = field(default_factory=dict)  # output -> config hash it was made under
 
     @property
     def inpainter(self) -> Inpainter:
@@ -314,11 +353,29 @@ class Batch:
             raise InputError(f"{job.image}: {e}") from e
         return refinement, attempts, notes
 
+    def existing(self, out: Path, summary: Summary) -> str | None:
+        """What to do with an output that exists: None = keep it (skip the job), else the reason
+        to make it again."""
+        mode = overwrite_mode(self.overwrite)
+        if mode is True:
+            return "overwrite=true"
+        if mode == "never":
+            return None
+        made_under = self._made.get(str(out.relative_to(self.outdir)))
+        if made_under is None:
+            summary.unrecorded.append(out)
+            return None
+        if made_under != self.config_hash:
+            return f"made under config {made_under}, this run is {self.config_hash}"
+        if not output_is_intact(out):
+            return "the existing output is damaged"
+        return None
+
     def write(self, out: Path, image, bits: int) -> None:
         try:
             write_result(out, image, bits=bits, quality=self.out_quality)
         except OSError as e:
-            raise InputError(f"{out}: cannot write the output ({e})") from e
+            raise InputError(f"{out}: cannot write the output ({describe_os_error(e)})") from e
 
     def process(self, job: Job, summary: Summary) -> None:
         """One job, start to finish. Any error with this file is recorded as its failure and the
@@ -328,9 +385,11 @@ class Batch:
             if job.problem:
                 raise InputError(job.problem)
             out = job.output(self.outdir, self.out_ext)
-            if out.exists() and not self.overwrite:
+            redo = self.existing(out, summary) if out.exists() else None
+            if out.exists() and redo is None:
                 summary.skipped.append(out)
                 return
+            changed = redo is not None and redo.startswith("made under")
             for stale in self._stale.pop(out, []):  # left by a killed run of this very job
                 stale.unlink(missing_ok=True)
             inputs = load_inputs(job, self.rule)
@@ -341,10 +400,11 @@ class Batch:
             with deferred_interrupts():  # an output and its manifest line are written together
                 self.write(out, refinement.image, inputs.bits)
                 total = time.perf_counter() - start
-                summary.done.append(out)
+                (summary.redone if changed else summary.done).append(out)
                 summary.notes += [(job.name, n) for n in notes]
                 losses = [loss for scale in refinement.losses for loss in scale]
-                self.record(job, "done", output=str(out.relative_to(self.outdir)),
+                replaced = {"replaced_config_hash": self._made.get(str(out.relative_to(self.outdir)))} if changed else {}
+                self.record(job, "done", output=str(out.relative_to(self.outdir)), **replaced,
                             size=list(inputs.image.shape[-2:]), bits=inputs.bits,
                             hole_fraction=round(inputs.hole_fraction, 6),
                             scales=[list(s.shape[-2:]) for s in refinement.scales],
@@ -364,25 +424,34 @@ class Batch:
             return
         finally:
             self.on_image_end()
-        log.info("%s -> %s (%.1f s)%s", job.name, out, total, "".join(f"; {n}" for n in notes))
+        log.info("%s -> %s (%.1f s)%s%s", job.name, out, total, f"; redone: {redo}" if redo else "",
+                 "".join(f"; {n}" for n in notes))
 
-    def run(self, jobs: Sequence[Job]) -> Summary:
-        """Every job in order; prints the summary even when interrupted (Ctrl-C, SIGTERM)."""
+    def run(self, jobs: Sequence[Job], resume: bool = True) -> Summary:
+        """Every job in order; prints the summary even when interrupted (Ctrl-C, SIGTERM).
+        `resume`: look under outdir for what earlier runs left (temporaries, the manifest); off
+        for one image, whose outdir is merely the folder its output goes to."""
         summary = Summary()
-        self._stale = stale_temporaries(self.outdir) if self.outdir.is_dir() else {}
+        self._stale = stale_temporaries(self.outdir) if resume and self.outdir.is_dir() else {}
+        self._made = output_hashes(self.outdir / MANIFEST) if resume else {}
         try:
             with logging_redirect_tqdm():
                 for job in tqdm(jobs, desc="images", disable=not self.progress, position=0, dynamic_ncols=True):
                     self.process(job, summary)
-        except BaseException:
+        except (KeyboardInterrupt, SystemExit):  # Ctrl-C, SIGTERM; a SetupError is no interruption
             log.warning("interrupted; so far: %s", summary.report())
             raise
-        log.info("%s", summary.report())
+        if summary.unrecorded:
+            summary.notes.append((self.outdir, f"{len(summary.unrecorded)} existing output(s) have no line in "
+                                  f"{MANIFEST} (made by an older run?) and were kept; overwrite=true redoes them"))
+        if self.report:
+            log.info("%s", summary.report())
         return summary
 
 
 __all__ = [
     "Attempts", "Batch", "BatchFailed", "SetupError", "deferred_interrupts", "MANIFEST", "Manifest", "Retry", "Shard", "Summary", "config_hash",
-    "halved_px_budget", "inpaint_with_retries", "is_out_of_memory", "oom_retry_plan", "read_manifest",
+    "halved_px_budget", "inpaint_with_retries", "is_out_of_memory", "oom_retry_plan", "output_hashes", "overwrite_mode",
+    "read_manifest",
     "release_memory",
 ]

@@ -1,4 +1,9 @@
-"""`lama-refine`: the Hydra app that inpaints a folder (LaMa's layout or images + masks)."""
+"""`lama-refine`: the Hydra app that inpaints a folder (LaMa's layout or images + masks), or one
+image (`image= mask= out=`).
+
+The console script checks the command line first (lama_refine.usage): a mistake is one message
+and exit status 2, before Hydra makes a log folder; `debug=true` or HYDRA_FULL_ERROR=1 show the
+traceback instead. One image runs without Hydra's run folder: nothing is written but `out`."""
 from __future__ import annotations
 
 import contextlib
@@ -20,10 +25,12 @@ import torch
 from tqdm import tqdm
 
 from .allocator import reexec_with_preload
-from .batch import MANIFEST, Batch, BatchFailed, Manifest, Shard, Summary, config_hash
+from .batch import MANIFEST, Batch, BatchFailed, Manifest, SetupError, Shard, Summary, config_hash
 from .config import build_inpainter, conf_dir
-from .io import OUTPUT_SUFFIXES, MaskRule, find_jobs
+from .errors import UserError
+from .io import OUTPUT_SUFFIXES, Job, MaskRule, find_jobs
 from .pipeline import Inpainter
+from .usage import USAGE, check_command_line, is_single_image, selectable_groups
 
 log = logging.getLogger("lama_refine")
 
@@ -116,32 +123,34 @@ def sigterm_as_exit() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
+def make_batch_inpainter(cfg: DictConfig, progress: ScaleProgress):
+    def make() -> Inpainter:
+        inpainter = build_inpainter(cfg)
+        inpainter.refiner.progress = progress
+        return inpainter
+    return make
+
+
 def run(cfg: DictConfig) -> Summary:
     """Inpaint every job of `cfg.indir` (this shard's) into the job's outdir; one bad file never
     stops the batch."""
     if cfg.out_ext.lower() not in OUTPUT_SUFFIXES:
-        raise ValueError(f"out_ext={cfg.out_ext!r} is not supported; use one of {OUTPUT_SUFFIXES}")
+        raise UserError(f"out_ext={cfg.out_ext}: use one of {', '.join(OUTPUT_SUFFIXES)}")
     indir, outdir = Path(to_absolute_path(cfg.indir)), job_outdir(cfg)
     maskdir = cfg.get("maskdir")
     maskdir = Path(to_absolute_path(maskdir)) if maskdir else None
     rule, shard = mask_rule(cfg), Shard.parse(cfg.get("shard"))
     base_outdir = Path(to_absolute_path(cfg.outdir))
     if indir.resolve().is_relative_to(base_outdir.resolve()):
-        raise ValueError(f"indir {indir} lies inside outdir {base_outdir}: outputs and inputs would mix; "
-                         "choose an outdir outside indir (an outdir inside indir is fine)")
+        raise UserError(f"indir={cfg.indir} lies inside outdir={cfg.outdir}: outputs and inputs would mix; "
+                        "choose an outdir outside indir (an outdir inside indir is fine)")
     everything = find_jobs(indir, maskdir, from_alpha=rule.from_alpha, exclude=[base_outdir])
     jobs = shard.select(everything) if shard else everything
     log.info("%d jobs under %s%s -> %s", len(everything), indir,
              f", shard {shard}: {len(jobs)} of them" if shard else "", outdir)
     progress = ScaleProgress(cfg.progress)
     cfg = shard_config(cfg, shard)
-
-    def make_inpainter() -> Inpainter:
-        inpainter = build_inpainter(cfg)
-        inpainter.refiner.progress = progress
-        return inpainter
-
-    batch = Batch(outdir=outdir, make_inpainter=make_inpainter, out_ext=cfg.out_ext,
+    batch = Batch(outdir=outdir, make_inpainter=make_batch_inpainter(cfg, progress), out_ext=cfg.out_ext,
                   out_quality=int(cfg.get("out_quality", 95)), overwrite=cfg.overwrite, rule=rule,
                   manifest=Manifest(outdir / MANIFEST if cfg.get("manifest", True) else None),
                   config_hash=config_hash(cfg), shard=shard, progress=cfg.progress, on_image_end=progress.close)
@@ -149,9 +158,47 @@ def run(cfg: DictConfig) -> Summary:
         return batch.run(jobs)
 
 
+def run_single(cfg: DictConfig) -> Summary:
+    """`image= mask= out=`: one image through the batch's machinery (mask rules, empty and full
+    masks, out-of-memory retry, atomic write), with `out`'s folder as the outdir and no manifest."""
+    out = Path(to_absolute_path(cfg.out))
+    mask = cfg.mask.get("file")
+    job = Job(Path(to_absolute_path(cfg.image)), Path(to_absolute_path(mask)) if mask else None, Path(out.name))
+    progress = ScaleProgress(cfg.progress)
+    batch = Batch(outdir=out.parent, make_inpainter=make_batch_inpainter(cfg, progress), out_ext=out.suffix,
+                  out_quality=int(cfg.get("out_quality", 95)), overwrite=True, rule=mask_rule(cfg),
+                  progress=False, on_image_end=progress.close, report=False)
+    with sigterm_as_exit():
+        return batch.run([job], resume=False)
+
+
+def failed(message: str, code: int, usage: bool = True) -> None:
+    """The end of a command that cannot go on: the message, the usage, the exit status."""
+    print(f"lama-refine: {message}", file=sys.stderr)
+    if usage:
+        print(USAGE, file=sys.stderr)
+    sys.exit(code)
+
+
+def wants_traceback(cfg_or_argv) -> bool:
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        return True
+    if isinstance(cfg_or_argv, DictConfig):
+        return bool(cfg_or_argv.get("debug"))
+    return any(a.replace(" ", "").lower() in ("debug=true", "debug=1", "debug=yes") for a in cfg_or_argv)
+
+
 @hydra.main(config_path=str(conf_dir()), config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    summary = run(cfg)
+    try:
+        summary = run(cfg)
+    except (UserError, SetupError) as e:
+        if wants_traceback(cfg):
+            raise
+        if HydraConfig.get().mode == RunMode.RUN:
+            log.error("%s", e)
+            sys.exit(getattr(e, "exit_code", 2))
+        raise BatchFailed(str(e)) from None
     if summary.failed:
         if HydraConfig.get().mode == RunMode.RUN:
             sys.exit(1)
@@ -160,9 +207,52 @@ def main(cfg: DictConfig) -> None:
         raise BatchFailed(f"{len(summary.failed)} file(s) failed in this job; see its summary above")
 
 
+def groups_help() -> str:
+    """--help's list of parts: each group chosen by `group=option`, with its options."""
+    groups = selectable_groups(conf_dir())
+    width = max(len(g) for g in groups)
+    lines = [f"  {g + '=':<{width + 1}} {' | '.join(options)}" for g, options in groups.items()]
+    lines.append("  (the mask downsampler is picked twice: pyramid_mask= for the pyramid, loss_mask= for the loss)")
+    return "\n".join(lines)
+
+
+OmegaConf.register_new_resolver("lama_refine_groups", groups_help, replace=True)
+
+
+def shorthand(overrides: list[str]) -> list[str]:
+    """`mask=FILE` means `mask.file=FILE` (the `mask` section holds the mask rules)."""
+    return [f"mask.file={o.split('=', 1)[1]}" if o.startswith("mask=") and not o[5:].lstrip().startswith("{")
+            else o for o in overrides]
+
+
 def entry() -> None:
-    """The console script: preload `perf.allocator`'s library if asked (a re-exec), then the app."""
+    """The console script: preload `perf.allocator`'s library if asked (a re-exec), check the
+    command line, then one image here or a folder through the Hydra app."""
     reexec_with_preload(sys.argv[1:])
+    argv = sys.argv[1:]
+    flags = [a for a in argv if a.startswith("-")]
+    if any(f not in ("-m", "--multirun") for f in flags):
+        main()  # --help, --cfg, --config-dir ...: Hydra's own flags, answered or checked by Hydra
+        return
+    multirun = bool(flags)
+    overrides = shorthand([a for a in argv if not a.startswith("-")])
+    try:
+        cfg = check_command_line(overrides, OUTPUT_SUFFIXES)
+        if is_single_image(cfg):
+            if multirun:
+                raise UserError("--multirun sweeps folders (indir= outdir=); one image runs without it")
+            logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(levelname)s] - %(message)s")
+            summary = run_single(cfg)
+            sys.exit(1 if summary.failed else 0)  # the failure is logged already, in one line
+    except SetupError as e:
+        if wants_traceback(argv):
+            raise
+        failed(str(e), 2, usage=False)
+    except UserError as e:
+        if wants_traceback(argv):
+            raise
+        failed(str(e), e.exit_code)
+    sys.argv = [sys.argv[0], *flags, *overrides]
     main()
 
 

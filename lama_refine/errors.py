@@ -7,6 +7,8 @@ the message must make sense without the stack that led to it.
 """
 from __future__ import annotations
 
+import errno
+
 
 class UserError(ValueError):
     """A mistake in what the user asked for: a key, a value, a path, a model, a device.
@@ -22,4 +24,27 @@ class UserError(ValueError):
             self.exit_code = exit_code
 
 
-__all__ = ["UserError"]
+# Plain words for the OS errors a user can meet while files are written; the rest keep strerror.
+_OS_WORDS = {
+    errno.ENOSPC: "no space left on device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.EROFS: "read-only file system",
+    errno.ENOTDIR: "a part of the path is a file, not a folder",
+    errno.EISDIR: "is a folder",
+    errno.ENOENT: "no such file or folder",
+    errno.ENAMETOOLONG: "file name too long",
+}
+
+
+def describe_os_error(error: OSError) -> str:
+    """An OSError in a few plain words ("no space left on device"), without Python's
+    `[Errno 28]` prefix; the path, where the error names one, is left to the caller."""
+    words = _OS_WORDS.get(error.errno or -1)
+    if words:
+        return words
+    return error.strerror or str(error) or type(error).__name__
+
+
+__all__ = ["UserError", "describe_os_error"]

@@ -456,6 +456,21 @@ def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
         raise
 
 
+def output_is_intact(path: Path) -> bool:
+    """Whether an existing output looks whole: a `.npy` whose data is all there, an image whose
+    header Pillow reads and whose structure it verifies (for PNG: every chunk's checksum, without
+    decoding, so checking a large batch of skipped outputs stays cheap)."""
+    try:
+        if path.suffix.lower() == ".npy":
+            np.load(path, mmap_mode="r")  # checks the header against the file's length
+            return True
+        with Image.open(path) as im:
+            im.verify()
+        return True
+    except Exception:  # noqa: BLE001 - whatever fails to read is not intact
+        return False
+
+
 def stale_temporaries(outdir: Path) -> dict[Path, list[Path]]:
     """The temporary files killed runs left under outdir (write_atomic's `.NAME.XXXX.tmp`), by
     the output they were for. Found in one pass at the start; each is removed when its output is
@@ -511,6 +526,13 @@ def tiff16_bytes(array: np.ndarray) -> bytes:
     return b"II*\x00" + struct.pack("<I", ifd_offset) + ifd + struct.pack("<3H", 16, 16, 16) + data
 
 
+class _PythonWriter:
+    """A file seen only through its write(), so numpy writes in chunks instead of tofile()."""
+
+    def __init__(self, f):
+        self.write = f.write
+
+
 def write_result(path: Path, image: Tensor, bits: int = 8, quality: int = 95) -> None:
     """(1, 3, H, W) in [0, 1] -> `path` by its suffix, atomically:
     `.png`/`.tif`: 8-bit RGB with LaMa's truncation, 16-bit when `bits` is 16; `.jpg`/`.webp`:
@@ -522,7 +544,9 @@ def write_result(path: Path, image: Tensor, bits: int = 8, quality: int = 95) ->
     if suffix == ".npy":
         def write(tmp: Path) -> None:
             with open(tmp, "wb") as f:
-                np.save(f, array)
+                # Through Python's write(), not numpy's tofile(): a full disk then raises
+                # OSError(ENOSPC) rather than "problem writing element N to file".
+                np.lib.format.write_array(_PythonWriter(f), array)
     elif bits == 16 and suffix in SIXTEEN_BIT_OUTPUTS:
         encode = png16_bytes if suffix == ".png" else tiff16_bytes
 

@@ -456,3 +456,68 @@ def test_launcher_presets_compose(tmp_path, preset, plugin, expected):
                        "hydra.launcher", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert all(line in proc.stdout for line in expected), proc.stdout
+
+
+# --- reruns under another config ------------------------------------------------------------------
+
+def test_a_rerun_redoes_only_outputs_made_under_another_config(tmp_path):
+    indir, outdir = tmp_path / "in", tmp_path / "out"
+    names = good_pairs(indir, 2)
+    plain = config(indir, outdir, "refine=false")
+    assert len(run(plain).done) == 2
+    again = run(plain)
+    assert len(again.skipped) == 2 and not again.done and not again.redone
+
+    dilated = config(indir, outdir, "refine=false", "mask.dilate=2")
+    before = {n: (outdir / n).read_bytes() for n in names}
+    changed = run(dilated)
+    assert len(changed.redone) == 2 and not changed.skipped and not changed.done
+    assert "2 redone (config changed)" in changed.report()
+    assert all((outdir / n).read_bytes() != before[n] for n in names)  # replaced, with the new config's result
+    records = [r for r in read_manifest(outdir / MANIFEST) if r["status"] == "done"]
+    assert [r["replaced_config_hash"] for r in records[-2:]] == [config_hash(plain)] * 2
+    assert {r["config_hash"] for r in records[-2:]} == {config_hash(dilated)}
+    assert not tmp_files(outdir)
+    assert len(run(dilated).skipped) == 2  # and now they are this config's
+
+
+def test_overwrite_never_keeps_outputs_whatever_made_them_and_true_redoes_all(tmp_path):
+    indir, outdir = tmp_path / "in", tmp_path / "out"
+    good_pairs(indir, 2)
+    run(config(indir, outdir, "refine=false"))
+    kept = run(config(indir, outdir, "refine=false", "mask.dilate=2", "overwrite=never"))
+    assert len(kept.skipped) == 2 and not kept.redone
+    redone = run(config(indir, outdir, "refine=false", "overwrite=true"))
+    assert len(redone.done) == 2 and not redone.skipped
+
+
+def test_outputs_without_a_manifest_line_are_kept_with_one_note(tmp_path):
+    indir, outdir = tmp_path / "in", tmp_path / "out"
+    good_pairs(indir, 3)
+    run(config(indir, outdir, "refine=false"))
+    (outdir / MANIFEST).unlink()  # as an older version left them
+    summary = run(config(indir, outdir, "refine=false", "mask.dilate=2"))
+    assert len(summary.skipped) == 3 and not summary.redone
+    notes = [n for _, n in summary.notes if "no line in" in n]
+    assert len(notes) == 1 and notes[0].startswith("3 existing output(s)") and "overwrite=true" in notes[0]
+
+
+def test_a_damaged_output_of_the_same_config_is_made_again(tmp_path):
+    indir, outdir = tmp_path / "in", tmp_path / "out"
+    names = good_pairs(indir, 2)
+    cfg = config(indir, outdir, "refine=false")
+    run(cfg)
+    whole = (outdir / names[0]).read_bytes()
+    (outdir / names[0]).write_bytes(whole[: len(whole) // 2])
+    summary = run(cfg)
+    assert [p.name for p in summary.done] == [names[0]] and len(summary.skipped) == 1
+    assert (outdir / names[0]).read_bytes() == whole
+
+
+@pytest.mark.parametrize("value, mode", [(False, False), (True, True), ("never", "never"), ("NEVER", None), (2, None)])
+def test_overwrite_modes(value, mode):
+    if mode is None:
+        with pytest.raises(ValueError, match="overwrite="):
+            batch.overwrite_mode(value)
+    else:
+        assert batch.overwrite_mode(value) == mode

@@ -181,3 +181,43 @@ def test_command_line_names_each_bad_file_and_exits_1(tmp_path):
     assert proc.returncode == 1
     assert "1 done, 0 skipped (output exists), 2 failed" in proc.stdout
     assert "ghost_mask.png: no image for this mask" in proc.stdout and "empty.png: empty file" in proc.stdout
+
+
+# --- one image, one command ---------------------------------------------------------------------------
+
+def one_image(tmp_path, size=(40, 56)):
+    good_folder(tmp_path / "in", 1, size=size)
+    return tmp_path / "in" / "p0.png", tmp_path / "in" / "p0_mask.png"
+
+
+@pytest.mark.parametrize("name", ["result.png", "deep/er/result.webp", "result.jpg", "result.tif", "result.npy"])
+def test_one_image_one_command(name, tmp_path, monkeypatch):
+    from lama_refine.cli import entry
+    image, mask = one_image(tmp_path)
+    out = tmp_path / "o" / name
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["lama-refine", f"image={image}", f"mask={mask}", f"out={out}",
+                                      f"model.path={Case(GOLDEN / 'three_scales').path / 'generator.safetensors'}",
+                                      "refiner.n_iters=2", "pyramid=fixed", "progress=false"])
+    with pytest.raises(SystemExit) as done:
+        entry()
+    assert done.value.code == 0
+    made = [p for p in (tmp_path / "o").rglob("*") if p.is_file()]
+    assert made == [out]  # nothing else: no log folder, no manifest, no temporary
+    result = np.load(out) if out.suffix == ".npy" else np.asarray(Image.open(out))
+    assert result.shape == (40, 56, 3)
+    if out.suffix in (".png", ".tif", ".npy"):
+        source = np.asarray(Image.open(image).convert("RGB"))
+        holes = np.asarray(Image.open(mask)) > 0
+        known = result[~holes] if out.suffix != ".npy" else np.clip(result[~holes] * 255, 0, 255).astype(np.uint8)
+        assert np.array_equal(known, source[~holes])
+
+
+def test_one_image_with_a_bad_file_is_one_line_and_exit_1(tmp_path):
+    image, mask = one_image(tmp_path)
+    mask.write_bytes(b"not a png")
+    proc = lama_refine(f"image={image}", f"mask={mask}", f"out={tmp_path / 'r.png'}", "refine=false",
+                       f"model.path={Case(GOLDEN / 'three_scales').path / 'generator.safetensors'}", cwd=tmp_path)
+    assert proc.returncode == 1
+    assert "p0_mask.png: not an image" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "r.png").exists()
