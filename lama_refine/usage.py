@@ -12,7 +12,9 @@ inputs that exist, an output folder that can be written, a model file, the devic
 """
 from __future__ import annotations
 
+import contextlib
 import difflib
+import importlib.resources
 import os
 import tempfile
 from pathlib import Path
@@ -50,16 +52,37 @@ _ABSENT = object()
 # Groups and keys
 # ---------------------------------------------------------------------------------------------
 
-def config_groups(conf: Path) -> dict[str, list[str]]:
-    """Every config group under `conf` (`refiner/optimizer` for nested ones) with its options,
-    Hydra's own groups left out."""
-    groups: dict[str, list[str]] = {}
-    for folder in sorted(p for p in conf.rglob("*") if p.is_dir()):
-        name = folder.relative_to(conf).as_posix()
-        options = sorted(p.stem for p in folder.glob("*.yaml"))
-        if options and not name.startswith("hydra"):
-            groups[name] = options
-    return groups
+def config_groups(*confs: Path) -> dict[str, list[str]]:
+    """Every config group under the config folders (`refiner/optimizer` for nested ones) with
+    its options, Hydra's own groups left out."""
+    groups: dict[str, set[str]] = {}
+    for conf in confs:
+        for folder in sorted(p for p in conf.rglob("*") if p.is_dir()):
+            name = folder.relative_to(conf).as_posix()
+            options = {p.stem for p in folder.glob("*.yaml")}
+            if options and not name.startswith("hydra"):
+                groups.setdefault(name, set()).update(options)
+    return {name: sorted(options) for name, options in sorted(groups.items())}
+
+
+def search_path(parsed: list[Override]) -> list[Path]:
+    """The config folders a command line composes from: the app's, then those it adds with
+    `hydra.searchpath=[file://DIR,pkg://package.conf]` (a user's own parts, docs/extending.md)."""
+    from .config import conf_dir
+
+    folders = [conf_dir()]
+    for o in parsed:
+        if o.key_or_group != "hydra.searchpath" or o.is_sweep_override():
+            continue
+        value = o.value()
+        for entry in value if isinstance(value, list) else [value]:
+            entry = str(entry)
+            if entry.startswith("file://"):
+                folders.append(absolute(entry[len("file://"):]))
+            elif entry.startswith("pkg://"):
+                with contextlib.suppress(ImportError, TypeError, ValueError):
+                    folders.append(Path(str(importlib.resources.files(entry[len("pkg://"):]))))
+    return [f for f in folders if f.is_dir()]
 
 
 def selectable_groups(conf: Path) -> dict[str, list[str]]:
@@ -235,7 +258,9 @@ def absolute(path: Any) -> Path:
 
 def is_single_image(cfg: DictConfig) -> bool:
     """`image=`/`mask=`/`out=`: one image, one command (else a folder: `indir`/`outdir`)."""
-    return any(cfg.get(k) is not None for k in ("image", "out")) or (cfg.get("mask") or {}).get("file") is not None
+    if any(cfg.get(k) is not None for k in ("image", "out")):
+        return True
+    return (cfg.get("mask") or {}).get("file") is not None and not given(cfg, "indir")
 
 
 def given(cfg: DictConfig, key: str) -> bool:
@@ -261,7 +286,6 @@ def check_single_image(cfg: DictConfig, output_suffixes: Sequence[str]) -> None:
         raise UserError(f"out={cfg.out}: the suffix names the format; use one of {', '.join(output_suffixes)}")
     if out.is_dir():
         raise UserError(f"out={cfg.out}: is a folder; name the output file, e.g. out={Path(str(cfg.out)) / 'result.png'}")
-    check_writable_folder("out", out.parent)
 
 
 def check_input_file(key: str, value: Any) -> None:
@@ -292,7 +316,6 @@ def check_folders(cfg: DictConfig) -> None:
     maskdir = cfg.get("maskdir")
     if maskdir and not absolute(maskdir).exists():
         raise UserError(f"maskdir={maskdir}: no such file or folder")
-    check_writable_folder("outdir", absolute(cfg.outdir), shown=cfg.outdir)
 
 
 def check_writable_folder(key: str, folder: Path, shown: Any = None) -> None:
@@ -320,16 +343,15 @@ def check_writable_folder(key: str, folder: Path, shown: Any = None) -> None:
 def compose_checked(overrides: Sequence[str]) -> tuple[DictConfig, DictConfig]:
     """The composed config and the defaults it is compared against (same group choices, no
     values changed); each mistake in the overrides as a UserError."""
-    from .config import compose, conf_dir
+    from .config import compose
 
-    groups = config_groups(conf_dir())
     parsed = parse_overrides(overrides)
+    groups = config_groups(*search_path(parsed))
     for o in parsed:
         if not o.is_hydra_override() and is_group_override(o, groups):
             check_group_choice(o, groups)
-    first = [_first_value(o) for o in parsed if not o.is_hydra_override()]
-    group_choices = [text for o, text in zip([o for o in parsed if not o.is_hydra_override()], first)
-                     if is_group_override(o, groups)]
+    first = [_first_value(o) for o in parsed]  # hydra.* too: hydra.searchpath adds config folders
+    group_choices = [text for o, text in zip(parsed, first) if o.is_hydra_override() or is_group_override(o, groups)]
     base = _compose(compose, group_choices)
     check_keys(parsed, base, groups)
     cfg = _compose(compose, first)
@@ -420,13 +442,19 @@ def check_command_line(overrides: Sequence[str], output_suffixes: Sequence[str])
     """The config `overrides` compose to, checked end to end (see the module's docstring)."""
     cfg, _ = compose_checked(overrides)
     check_parts(cfg)
-    if is_single_image(cfg):
+    single = is_single_image(cfg)
+    if single:
         check_single_image(cfg, output_suffixes)
     else:
         if cfg.out_ext.lower() not in output_suffixes:
             raise UserError(f"out_ext={cfg.out_ext}: use one of {', '.join(output_suffixes)}")
         check_folders(cfg)
     check_model_and_devices(cfg)
+    # last: it makes the output folder, which a command that fails on anything else must not leave
+    if single:
+        check_writable_folder("out", absolute(cfg.out).parent, shown=Path(str(cfg.out)).parent)
+    else:
+        check_writable_folder("outdir", absolute(cfg.outdir), shown=cfg.outdir)
     return cfg
 
 
