@@ -70,9 +70,23 @@ def resolve_devices(devices: Sequence[str] | None, gpu_ids: str | int | None = N
 
 
 def model_path(model_cfg: DictConfig | dict[str, Any]) -> Path:
-    """`model.path` as an absolute path; null means the built-in demo model."""
+    """`model.path` as an absolute path; null means the built-in demo model.
+
+    A bare name that is no file or folder here (`big-lama`, a name given to
+    `lama-refine-download`) is a named model in the cache folder (lama_refine.models.zoo); one
+    not downloaded yet is a UserError that prints the download command. A missing `x.ckpt` and
+    the like stays a path, so its error is about the file."""
+    from .models import zoo
+
     path = model_cfg.get("path")
-    return DEFAULT_MODEL if path in (None, "", "default") else Path(to_absolute_path(str(path)))
+    if path in (None, "", "default"):
+        return DEFAULT_MODEL
+    value = str(path)
+    resolved = Path(to_absolute_path(value))
+    if zoo.is_name(value) and not resolved.exists() and (
+            zoo.is_known_or_recorded(value) or Path(value).suffix.lower() not in zoo.CHECKPOINT_SUFFIXES):
+        return zoo.resolve(value)
+    return resolved
 
 
 def load_model(model_cfg: DictConfig | dict[str, Any]) -> nn.Module:

@@ -1,8 +1,9 @@
 """`lama-refine-eval`: inpaint ground-truth images with known masks and measure the result.
 
 A Hydra app on `conf/evaluate.yaml`, which pulls in the main app's config, so every part group
-and knob is an override here too. For each image of `gt_dir` it takes a mask (from `mask_dir`, or
-drawn from one of LaMa's evaluation families, seeded per image), runs the configured pipeline
+and knob is an override here too. For each image of `gt_dir` it takes a mask (from `mask_dir`; else
+the `photo_mask*.png` files beside the photos, LaMa's layout, when gt_dir holds any; else drawn
+from one of LaMa's evaluation families, seeded per image), runs the configured pipeline
 (`build_inpainter`) and records PSNR and SSIM over the image, the mean L1 error inside the hole,
 the time and the peak memory. It writes `metrics.csv`, `metrics.md`, `summary.json` and
 side-by-side PNGs (input with hole | plain | refined | ground truth) for the first `visuals`
@@ -42,7 +43,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from .config import build_inpainter, conf_dir
-from .io import IMAGE_SUFFIXES, read_image, read_mask, to_hwc, to_uint8, write_result
+from .io import IMAGE_SUFFIXES, find_jobs, read_image, read_mask, to_hwc, to_uint8, write_result
 from .pipeline import Inpainter
 
 log = logging.getLogger("lama_refine.evaluate")
@@ -65,12 +66,25 @@ class Sample:
     seed: int | None = None
 
 
-def find_images(gt_dir: Path) -> list[Path]:
-    """Image files under `gt_dir` (recursive, sorted), skipping LaMa-style `*mask*` files."""
+def find_images(gt_dir: Path, exclude: Sequence[Path] = ()) -> list[Path]:
+    """Image files under `gt_dir` (recursive, sorted), skipping LaMa-style `*mask*` files and
+    the trees in `exclude` (an outdir inside gt_dir)."""
     if not gt_dir.is_dir():
         raise FileNotFoundError(f"gt_dir {gt_dir} does not exist or is not a folder")
+    excluded = [p.resolve() for p in exclude]
     return sorted(p for p in gt_dir.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-                  and "mask" not in p.name)
+                  and "mask" not in p.name and not any(p.resolve().is_relative_to(e) for e in excluded))
+
+
+def masks_beside(gt_dir: Path, exclude: Sequence[Path] = ()) -> dict[Path, list[Path]]:
+    """LaMa's layout inside gt_dir itself (`photo.jpg` with `photo_mask*.png` beside it), found by
+    the main app's job finder: image -> its masks. A mask without its image is an error."""
+    beside: dict[Path, list[Path]] = {}
+    for job in find_jobs(gt_dir, exclude=exclude):
+        if job.problem is not None:
+            raise FileNotFoundError(job.problem)
+        beside.setdefault(job.image, []).append(job.mask)
+    return beside
 
 
 def masks_for(image: Path, gt_dir: Path, mask_dir: Path) -> list[Path]:
@@ -93,14 +107,25 @@ def mask_seed(base_seed: int, name: str) -> int:
     return zlib.crc32(f"{base_seed}:{name}".encode())
 
 
-def find_samples(gt_dir: Path, mask_dir: Path | None, seed: int, max_images: int | None = None) -> list[Sample]:
+def find_samples(gt_dir: Path, mask_dir: Path | None, seed: int, max_images: int | None = None,
+                 exclude: Sequence[Path] = ()) -> list[Sample]:
+    """The pairs to evaluate. Masks come from `mask_dir`; without it, from beside the photos
+    when gt_dir holds any (then only photos with masks are evaluated); else they are generated."""
+    images = find_images(gt_dir, exclude)
+    beside = masks_beside(gt_dir, exclude) if mask_dir is None else {}
+    if beside:
+        left_out = [p for p in images if p not in beside]
+        if left_out:
+            log.warning("%d image(s) of %s have no mask beside them and are not evaluated (e.g. %s)",
+                        len(left_out), gt_dir, left_out[0])
+        images = sorted(beside)
     samples = []
-    for image in find_images(gt_dir)[:max_images]:
+    for image in images[:max_images]:
         name = image.relative_to(gt_dir).with_suffix("").as_posix()
-        if mask_dir is None:
+        if mask_dir is None and not beside:
             samples.append(Sample(name, image, None, mask_seed(seed, name)))
             continue
-        masks = masks_for(image, gt_dir, mask_dir)
+        masks = beside[image] if beside else masks_for(image, gt_dir, mask_dir)
         for mask in masks:
             suffix = mask.stem[len(image.stem):] if len(masks) > 1 else ""
             samples.append(Sample(name + suffix, image, mask))
@@ -313,14 +338,16 @@ def evaluate(cfg: DictConfig) -> Evaluation:
     """Run the configured pipeline over `cfg.gt_dir` and write the tables and pictures."""
     gt_dir = Path(to_absolute_path(cfg.gt_dir))
     mask_dir = Path(to_absolute_path(cfg.mask_dir)) if cfg.mask_dir else None
-    samples = find_samples(gt_dir, mask_dir, cfg.masks.seed, cfg.max_images)
+    samples = find_samples(gt_dir, mask_dir, cfg.masks.seed, cfg.max_images,
+                           exclude=[Path(to_absolute_path(cfg.outdir))])
     if not samples:
         raise FileNotFoundError(f"no images under {gt_dir}")
     out = result_dir(cfg)
     out.mkdir(parents=True, exist_ok=True)
     setting = sweep_setting() or ("refined" if cfg.refine else "plain")
-    log.info("%d images from %s (masks: %s) -> %s", len(samples), gt_dir,
-             mask_dir or f"generated, {cfg.masks.family}, seed {cfg.masks.seed}", out)
+    masks = (mask_dir or ("beside the photos" if samples[0].mask is not None else
+                          f"generated, {cfg.masks.family}, seed {cfg.masks.seed}"))
+    log.info("%d images from %s (masks: %s) -> %s", len(samples), gt_dir, masks, out)
 
     inpainter = build_inpainter(cfg)
     if cfg.warmup:  # the first run pays for lazy initialisation (threads, kernels, the device split)
@@ -386,6 +413,17 @@ def plot_comparison(rows: Sequence[dict[str, Any]], path: Path, metrics: Sequenc
     except ImportError:
         log.warning("matplotlib is not installed (pip install 'lama-refine[eval]'): no plot written")
         return False
+    fig = comparison_figure(rows, metrics)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def comparison_figure(rows: Sequence[dict[str, Any]], metrics: Sequence[str] = METRICS):
+    """The comparison plot as a matplotlib figure (matplotlib must be installed)."""
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import ScalarFormatter
+
     labels = [r["setting"] for r in rows]
     fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 2.6 + 0.12 * max(map(len, labels))),
                              squeeze=False)
@@ -402,11 +440,11 @@ def plot_comparison(rows: Sequence[dict[str, Any]], path: Path, metrics: Sequenc
         arrow = "higher is better" if HIGHER_IS_BETTER[metric] else "lower is better"
         ax.set_title(f"{METRIC_TITLES[metric]}\n({arrow})", fontsize=9)
         ax.tick_params(axis="y", labelsize=7)
+        # plain numbers: settings close together would otherwise read "1e-5+9.574e-1"
+        ax.yaxis.set_major_formatter(ScalarFormatter(useOffset=False))
         ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
+    return fig
 
 
 def write_comparison(sweep_dir: Path) -> list[dict[str, Any]]:

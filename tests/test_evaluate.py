@@ -14,8 +14,8 @@ import torch
 from PIL import Image
 
 from lama_refine.config import compose
-from lama_refine.evaluate import (PeakMemory, find_samples, image_metrics, load_sample, markdown_table,
-                                  write_comparison)
+from lama_refine.evaluate import (PeakMemory, comparison_figure, find_samples, image_metrics, load_sample,
+                                  markdown_table, write_comparison)
 from lama_refine.evaluate import evaluate as run_evaluation
 
 from conftest import GOLDEN, Case
@@ -59,6 +59,44 @@ def test_masks_come_from_a_folder_in_either_naming(tmp_path):
     (masks / "sub/b.png").unlink()
     with pytest.raises(FileNotFoundError, match="no mask for"):
         find_samples(gt, masks, seed=0)
+
+
+def test_masks_beside_the_photos_are_used_when_there_are_any(tmp_path, caplog):
+    gt = tmp_path / "gt"
+    rgb = np.zeros((20, 24, 3), np.uint8)
+    hole = np.zeros((20, 24), np.uint8)
+    hole[5:9, 6:12] = 255
+    for name in ("a.png", "sub/b.jpg", "c.png"):
+        write_png(gt / name, rgb)
+    write_png(gt / "a_mask.png", hole)
+    write_png(gt / "sub/b_mask001.png", hole)
+    write_png(gt / "sub/b_mask002.png", 255 - hole)
+    write_png(gt / "out/crop.png", rgb)  # an earlier run's outdir inside gt_dir: not an input
+    write_png(gt / "out/masks/crop_mask.png", hole)
+    samples = find_samples(gt, None, seed=0, exclude=[gt / "out"])
+    assert [(s.name, s.mask.relative_to(gt).as_posix()) for s in samples] == [
+        ("a", "a_mask.png"), ("sub/b_mask001", "sub/b_mask001.png"), ("sub/b_mask002", "sub/b_mask002.png")]
+    assert "1 image(s)" in caplog.text and "c.png" in caplog.text  # c has no mask: said, not evaluated
+    image, mask = load_sample(samples[2], "thick")
+    assert torch.equal(mask[0, 0], torch.from_numpy(255 - hole > 0).float())
+    assert [s.name for s in find_samples(gt, None, seed=0, max_images=1, exclude=[gt / "out"])] == ["a"]
+    (gt / "sub/b.jpg").unlink()
+    with pytest.raises(FileNotFoundError, match="no image for this mask"):
+        find_samples(gt, None, seed=0, exclude=[gt / "out"])
+
+
+def test_comparison_plot_axes_have_no_offset_notation():
+    pytest.importorskip("matplotlib")
+    rows = [{"setting": f"s{i}", "psnr": 30.0001 + i * 1e-4, "ssim": 0.957412 + i * 3e-6, "hole_l1": 0.05,
+             "time_s": 1000.0 + i * 0.01, "peak_mem_mb": 512.0} for i in range(3)]
+    fig = comparison_figure(rows)
+    fig.canvas.draw()
+    for ax in fig.axes:
+        assert ax.yaxis.get_offset_text().get_text() == ""
+        labels = [t.get_text() for t in ax.get_yticklabels() if t.get_text()]
+        assert labels and not any("e" in t or "+" in t for t in labels), labels
+    ssim_labels = [float(t.get_text().replace("−", "-")) for t in fig.axes[1].get_yticklabels() if t.get_text()]
+    assert all(0.9574 < v < 0.9575 for v in ssim_labels)
 
 
 def test_generated_masks_are_fixed_by_seed_and_name_only(tmp_path):
