@@ -58,12 +58,7 @@ def test_shipped_files_are_small_and_describe_an_ffc_generator() -> None:
 
 def test_loads_through_the_project_loader(generator: torch.nn.Module) -> None:
     """`load_generator` (the CLI's path) reads the .safetensors + same-stem .yaml pair."""
-    try:
-        from lama_refine.models import load_generator
-        loaded = load_generator(DEFAULT_MODEL_PATH)
-    except NotImplementedError:  # pragma: no cover - before the loader lands
-        pytest.skip("load_generator is not available yet")
-    model = getattr(loaded, "generator", loaded)
+    model = load_generator(DEFAULT_MODEL_PATH).generator
     reference = generator.state_dict()
     for key, value in model.state_dict().items():
         assert torch.equal(value.float(), reference[key].float()), key

@@ -64,10 +64,10 @@ def test_band_height_must_exceed_the_padding():
 
 
 def _front(generator: nn.Module) -> nn.Sequential:
-    from lama_refine.models import is_resnet_block
+    from lama_refine.models import is_block
 
     modules = list(generator.model)
-    first = next(i for i, m in enumerate(modules) if is_resnet_block(m))
+    first = next(i for i, m in enumerate(modules) if is_block(m))
     return nn.Sequential(*modules[:first]).eval().requires_grad_(False).double()
 
 
