@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import signal
 import sys
 import threading
@@ -12,10 +11,9 @@ from typing import Iterator
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
 from hydra.utils import to_absolute_path
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 import torch
 from tqdm import tqdm
 
@@ -24,35 +22,17 @@ from .batch import MANIFEST, Batch, BatchFailed, Manifest, Shard, Summary, confi
 from .config import build_inpainter, conf_dir
 from .io import OUTPUT_SUFFIXES, MaskRule, find_jobs
 from .pipeline import Inpainter
+from .sweep import sweep_job_dir
 
 log = logging.getLogger("lama_refine")
 
 
-def swept_keys(sweep_dir: Path) -> list[str]:
-    """The keys a --multirun command line sweeps (`refine=true,false` -> `refine`), read from the
-    `multirun.yaml` Hydra writes to the sweep folder before it launches the jobs."""
-    saved = sweep_dir / "multirun.yaml"
-    if not saved.is_file():
-        return []
-    overrides = OmegaConf.load(saved).hydra.overrides.task
-    return [o.get_key_element() for o in OverridesParser.create().parse_overrides(list(overrides))
-            if o.is_sweep_override()]
-
-
 def job_outdir(cfg: DictConfig) -> Path:
     """`outdir`; in a --multirun sweep, `outdir/<this job's swept settings>` (e.g.
-    `outdir/refine=false`), so the jobs of a sweep neither overwrite nor skip each other's
-    outputs. Keys that do not change results (`hydra.job.config.override_dirname.exclude_keys`,
-    e.g. a `shard` sweep) share one folder."""
-    outdir = Path(to_absolute_path(cfg.outdir))
-    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
-        return outdir
-    hc = HydraConfig.get()
-    excluded = set(hc.job.config.override_dirname.exclude_keys)
-    swept = [k for k in swept_keys(Path(hc.sweep.dir)) if k not in excluded]
-    own = dict(o.split("=", 1) for o in hc.overrides.task if "=" in o)
-    parts = [f"{k}={own[k]}".replace(os.sep, "_") for k in swept if k in own]
-    return outdir / ",".join(parts) if parts else outdir
+    `outdir/refine=False`, `lama_refine.sweep`), so the jobs of a sweep neither overwrite nor skip
+    each other's outputs. Keys that cannot change an output (`RESULT_NEUTRAL_KEYS`, e.g. a `shard`
+    sweep) share one folder."""
+    return sweep_job_dir(Path(to_absolute_path(cfg.outdir)))
 
 
 class ScaleProgress:

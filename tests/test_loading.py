@@ -427,6 +427,20 @@ def test_convert_round_trip(tmp_path: Path, fmt: str) -> None:
         assert json.loads(file.metadata()["lama_refine.generator"]) == original.config
 
 
+def test_convert_writes_files_with_the_usual_mode_not_0600(tmp_path: Path) -> None:
+    """lama-refine-convert writes through io.write_atomic: 0o666 less the umask, as a plainly
+    created file (its own writer used to leave mkstemp's 0o600)."""
+    previous = os.umask(0o022)
+    try:
+        dst = convert(FIXTURES / "golden-pix2pixhd" / "odd_nonsquare_refine_fails" / "checkpoint",
+                      tmp_path / "p.safetensors")
+    finally:
+        os.umask(previous)
+    assert oct(dst.stat().st_mode & 0o777) == oct(0o644)
+    assert oct(dst.with_suffix(".yaml").stat().st_mode & 0o777) == oct(0o644)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.safetensors", "p.yaml"]  # no temporaries left
+
+
 def test_convert_pix2pixhd_and_metadata_alone_is_enough(tmp_path: Path) -> None:
     case = FIXTURES / "golden-pix2pixhd" / "odd_nonsquare_refine_fails"
     dst = convert(case / "checkpoint", tmp_path / "p.safetensors")
