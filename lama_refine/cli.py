@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from .allocator import reexec_with_preload
 from .batch import MANIFEST, Batch, BatchFailed, Manifest, Shard, Summary, config_hash
-from .config import build_inpainter, conf_dir
+from .config import build_inpainter, conf_dir, resolve_gpu_ids
 from .io import OUTPUT_SUFFIXES, MaskRule, find_jobs
 from .pipeline import Inpainter
 from .sweep import sweep_job_dir
@@ -68,7 +68,7 @@ def mask_rule(cfg: DictConfig) -> MaskRule:
 def shard_config(cfg: DictConfig, shard: Shard | None) -> DictConfig:
     """With `shard` and no `devices`, each shard takes its own GPUs (Shard.devices), so
     `--multirun shard=0/4,...,3/4` on a 4-GPU machine runs one shard per GPU."""
-    if shard is None or cfg.devices is not None or cfg.refiner.get("gpu_ids") is not None:
+    if shard is None or cfg.devices is not None:
         return cfg
     if not torch.cuda.is_available():
         return cfg
@@ -99,6 +99,7 @@ def sigterm_as_exit() -> Iterator[None]:
 def run(cfg: DictConfig) -> Summary:
     """Inpaint every job of `cfg.indir` (this shard's) into the job's outdir; one bad file never
     stops the batch."""
+    cfg = resolve_gpu_ids(cfg)  # from here on `devices` alone says where to run
     if cfg.out_ext.lower() not in OUTPUT_SUFFIXES:
         raise ValueError(f"out_ext={cfg.out_ext!r} is not supported; use one of {OUTPUT_SUFFIXES}")
     indir, outdir = Path(to_absolute_path(cfg.indir)), job_outdir(cfg)

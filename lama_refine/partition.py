@@ -6,6 +6,7 @@ first trunk block.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -88,13 +89,19 @@ def split_by_block_counts(generator: nn.Module, devices: Sequence[torch.device],
         raise ValueError(f"need {len(devices) - 1} block counts for {len(devices)} devices, got {list(counts)}")
     first, _ = trunk_bounds(generator)
     model = layers(generator)
-    front = Stage(model[:first].to(devices[0]), devices[0])
+    front = Stage(_slice(model, 0, first).to(devices[0]), devices[0])
     rear, start = [], first
     for count, device in zip(counts, devices[:-1]):
-        rear.append(Stage(model[start:start + count].to(device), device))
+        rear.append(Stage(_slice(model, start, start + count).to(device), device))
         start += count
-    rear.append(Stage(model[start:].to(devices[-1]), devices[-1]))
+    rear.append(Stage(_slice(model, start, len(model)).to(devices[-1]), devices[-1]))
     return Partition(front, rear)
+
+
+def _slice(model: nn.Sequential, start: int, stop: int) -> nn.Sequential:
+    """model[start:stop] as a plain `nn.Sequential` with the same module names (slicing a
+    subclass of nn.Sequential would call the subclass's own constructor)."""
+    return nn.Sequential(OrderedDict(list(model._modules.items())[start:stop]))  # keeps shared modules twice
 
 
 class EvenPartitioner(DevicePartitioner):
@@ -172,11 +179,11 @@ def saved_activation_bytes(generator: nn.Module, probe_size: int = 64) -> list[f
 
     try:
         with torch.no_grad():
-            features = model[:first](_probe_input(generator, probe_size))
+            features = _slice(model, 0, first)(_probe_input(generator, probe_size))
         features = tuple(f.detach().requires_grad_(True) if torch.is_tensor(f) else f for f in features) \
             if isinstance(features, tuple) else features.detach().requires_grad_(True)
         with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            for module in model[first:]:
+            for module in list(model)[first:]:
                 current[0] = 0
                 features = module(features)
                 costs.append(current[0] / probe_size**2)
