@@ -87,13 +87,6 @@ def first_existing(candidates: list[Path]) -> Path | None:
     return next((c for c in candidates if c.is_file()), None) or next((c for c in candidates if c.exists()), None)
 
 
-def image_for_mask(mask: Path) -> Path:
-    """LaMa's rule: `photo_mask001.png` -> `photo.png` (cut at the last `_mask`); other image
-    suffixes are tried after `.png`. Returns the `.png` name when none exists."""
-    candidates = sibling_candidates(mask.parent, mask.name.rsplit("_mask", 1)[0])
-    return first_existing(candidates) or candidates[0]
-
-
 def _missing(what: str, name: Path, candidates: list[Path]) -> str:
     others = "/".join(dict.fromkeys(c.suffix.lower() for c in candidates[1:] if c.suffix.lower() != candidates[0].suffix))
     return f"{name}: no {what} (looked for {candidates[0]}, also as {others})"
