@@ -29,7 +29,7 @@ log = logging.getLogger("lama_refine")
 
 def job_outdir(cfg: DictConfig) -> Path:
     """`outdir`; in a --multirun sweep, `outdir/<this job's swept settings>` (e.g.
-    `outdir/refine=False`, `lama_refine.sweep`), so the jobs of a sweep neither overwrite nor skip
+    `outdir/refine=false`, `lama_refine.sweep`), so the jobs of a sweep neither overwrite nor skip
     each other's outputs. Keys that cannot change an output (`RESULT_NEUTRAL_KEYS`, e.g. a `shard`
     sweep) share one folder."""
     return sweep_job_dir(Path(to_absolute_path(cfg.outdir)))

@@ -3,6 +3,8 @@ import importlib.util
 import sys
 from pathlib import Path
 
+import pytest
+
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench.py"
 
 
@@ -19,6 +21,7 @@ def test_perf_overrides_parse():
     assert (perf.amp, perf.threads, perf.checkpointing, perf.lean_backward) == ("bf16", 1, True, True)
 
 
+@pytest.mark.slow  # seconds: full suite only
 def test_predicted_peak_grows_with_the_size_and_shrinks_with_the_lean_backward():
     bench = _bench()
     tiny, large = (bench.predicted_peak(bench.Spec(size=size, config="lean")) for size in ("tiny", "1mp"))

@@ -23,6 +23,7 @@ def test_every_group_of_conf_is_known_here():
     assert groups - {"train", "hydra"} <= set(PART_GROUPS), "a new config group needs a line in PART_GROUPS"
 
 
+@pytest.mark.slow  # seconds: full suite only
 @pytest.mark.parametrize("group,option", OPTIONS)
 def test_every_config_instantiates_to_its_part(group, option):
     if group == "mask_downsampler":  # the shared options behind pyramid_mask/ and loss_mask/

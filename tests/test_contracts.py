@@ -51,6 +51,7 @@ class UnbudgetedPyramid(BudgetedPyramid):
         return None
 
 
+@pytest.mark.slow  # seconds: full suite only
 @pytest.mark.parametrize("group,option", [o for o in OPTIONS if o[0] in PART_CONTRACTS])
 def test_every_built_in_option_keeps_its_contract_and_declares_what_it_receives(group, option):
     parts = build_parts(compose(["indir=x", "outdir=y", f"{group}={option}", *REQUIRED.get((group, option), [])]))

@@ -64,12 +64,14 @@ def test_loads_through_the_project_loader(generator: torch.nn.Module) -> None:
         assert torch.equal(value.float(), reference[key].float()), key
 
 
+@pytest.mark.slow  # seconds: full suite only
 def test_plain_output_matches_the_stored_reference(generator, case) -> None:
     image, mask, expected = case
     out = plain_inpaint(generator, image, mask)[0].permute(1, 2, 0).numpy()
     np.testing.assert_allclose(out, expected, atol=1e-4, rtol=0)
 
 
+@pytest.mark.slow  # seconds: full suite only
 def test_is_a_trained_network(generator, case) -> None:
     """Clearly better than the same network freshly initialised, on the held-out crop."""
     image, mask, _ = case

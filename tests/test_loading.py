@@ -70,6 +70,7 @@ def golden_config(case: Path) -> dict:
 # --------------------------------------------------------------------------- golden formats
 
 
+@pytest.mark.slow  # seconds: full suite only
 @pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:DeprecationWarning")
 @pytest.mark.parametrize("case", CASES, ids=lambda p: p.name)
 def test_every_format_gives_the_same_generator(case: Path) -> None:
@@ -301,6 +302,7 @@ class _Wrapper(nn.Module):
         return self.generator(x)
 
 
+@pytest.mark.slow  # seconds: full suite only
 @pytest.mark.filterwarnings("ignore:`torch.jit.trace:DeprecationWarning")
 def test_big_lama_in_three_formats(tmp_path: Path) -> None:
     generator = randomised_big_lama()

@@ -36,6 +36,7 @@ def test_lean_backward_keeps_an_order_of_magnitude_less(big_lama):
     assert largest == 64 * (256 + 6) * (384 + 6) * 4  # the last 64-channel activation, padded for the 7x7
 
 
+@pytest.mark.slow  # seconds: full suite only
 def test_estimate_grows_with_the_image_and_shrinks_with_the_switches(big_lama):
     small = estimate_peak(big_lama, (384, 512), PerfConfig(lean_backward=False)).total
     large = estimate_peak(big_lama, (768, 1024), PerfConfig(lean_backward=False)).total
@@ -46,6 +47,7 @@ def test_estimate_grows_with_the_image_and_shrinks_with_the_switches(big_lama):
     assert lean < heap < large
 
 
+@pytest.mark.slow  # seconds: full suite only
 def test_auto_budget_fits_the_free_memory(big_lama):
     free = 6 * 2**30
     budget = auto_px_budget(big_lama, PerfConfig(), "cpu", free_bytes=free)

@@ -155,6 +155,7 @@ def plain_inference(generator: nn.Module, case: Path) -> np.ndarray:
     return result[0].permute(1, 2, 0)[:height, :width].numpy()
 
 
+@pytest.mark.slow  # seconds: full suite only
 @pytest.mark.parametrize("case", GOLDEN_CASES, ids=lambda p: p.name)
 def test_plain_inference_matches_golden(case: Path) -> None:
     generator = build_generator(OmegaConf.load(case / "generator.yaml"))
