@@ -283,14 +283,42 @@ def rss_of(pid: int) -> int:
     return 0
 
 
+def perf_from_overrides(overrides: list[str]):
+    """A PerfConfig from `perf.key=value` command-line overrides (others ignored)."""
+    from lama_refine.perf import PerfConfig
+
+    values: dict = {}
+    for o in overrides:
+        key, _, value = o.partition("=")
+        if key.startswith("perf."):
+            name = key[len("perf."):]
+            values[name] = {"true": True, "false": False, "null": None}.get(value.lower(), value)
+            if isinstance(values[name], str) and values[name].isdigit():  # threads, tile_rows, mmap_threshold_kb
+                values[name] = int(values[name])
+    return PerfConfig(**values)
+
+
 def predicted_peak(spec: Spec) -> float | None:
-    """Predicted peak RSS (bytes) from the memory model, or None if it cannot say."""
-    try:
-        from lama_refine.memory import estimate_for_benchmark
-    except ImportError:
-        return None
+    """Predicted peak RSS (bytes) of one run from the memory model (`lama_refine.memory`), after the
+    pixel budget; crops are estimated as the whole photo, an upper bound."""
+    import torch
+
+    from lama_refine.config import load_model
+    from lama_refine.memory import estimate_peak
+    from lama_refine.models import BIG_LAMA, build_generator
+
+    overrides = CONFIGS[spec.config] + spec.extra
+    if spec.model == "big-lama":
+        with torch.device("meta"):
+            generator = build_generator(BIG_LAMA)
+    else:
+        generator = load_model({"path": None})
+    budget = next((int(o.split("=", 1)[1]) for o in overrides if o.startswith("pyramid.px_budget=")), 1_800_000)
     h, w = SIZES[spec.size]
-    return estimate_for_benchmark(spec.model, (h, w), CONFIGS[spec.config] + spec.extra)
+    if h * w > budget:
+        r = math.sqrt(budget / (h * w))
+        h, w = int(h * r), int(w * r)
+    return estimate_peak(generator, (h, w), perf_from_overrides(overrides), "cpu", input_size=SIZES[spec.size]).total
 
 
 def launch(spec: Spec, out_dir: Path, cap_bytes: int, timeout_s: float) -> dict:

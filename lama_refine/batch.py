@@ -219,18 +219,23 @@ def release_memory() -> None:
 
 @contextlib.contextmanager
 def halved_px_budget(inpainter: Inpainter) -> Iterator[str | None]:
-    """Refine a smaller working image (the pyramid's `px_budget` halved); the output keeps the
-    input's size (`output.match_input_size`). Does not apply to plain inference."""
+    """Refine a smaller working image (the pyramid's pixel budget halved, through the
+    `PyramidBuilder.pixel_budget` / `with_pixel_budget` contract); the output keeps the input's
+    size (`output.match_input_size`). Does not apply to plain inference, nor to a pyramid without
+    a budget (said in the log)."""
     pyramid = inpainter.pyramid
-    if not inpainter.refine or not hasattr(pyramid, "px_budget"):
+    budget = pyramid.pixel_budget() if inpainter.refine else None
+    if budget is None:
+        if inpainter.refine:
+            log.warning("pyramid %s has no pixel budget (PyramidBuilder.pixel_budget() is None): no retry at a "
+                        "smaller size", type(pyramid).__name__)
         yield None
         return
-    old = pyramid.px_budget
-    pyramid.px_budget = max(1, old // 2)
+    inpainter.pyramid = pyramid.with_pixel_budget(max(1, budget // 2))
     try:
-        yield f"px_budget {old} -> {pyramid.px_budget}"
+        yield f"px_budget {budget} -> {inpainter.pyramid.pixel_budget()}"
     finally:
-        pyramid.px_budget = old
+        inpainter.pyramid = pyramid
 
 
 def oom_retry_plan(inpainter: Inpainter) -> list[Retry]:

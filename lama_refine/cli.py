@@ -17,7 +17,6 @@ from typing import Iterator
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
 from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf
@@ -26,40 +25,22 @@ from tqdm import tqdm
 
 from .allocator import reexec_with_preload
 from .batch import MANIFEST, Batch, BatchFailed, Manifest, SetupError, Shard, Summary, config_hash
-from .config import build_inpainter, conf_dir
+from .config import build_inpainter, conf_dir, resolve_gpu_ids
 from .errors import UserError
 from .io import OUTPUT_SUFFIXES, Job, MaskRule, find_jobs
 from .pipeline import Inpainter
+from .sweep import sweep_job_dir
 from .usage import USAGE, check_command_line, is_single_image, selectable_groups
 
 log = logging.getLogger("lama_refine")
 
 
-def swept_keys(sweep_dir: Path) -> list[str]:
-    """The keys a --multirun command line sweeps (`refine=true,false` -> `refine`), read from the
-    `multirun.yaml` Hydra writes to the sweep folder before it launches the jobs."""
-    saved = sweep_dir / "multirun.yaml"
-    if not saved.is_file():
-        return []
-    overrides = OmegaConf.load(saved).hydra.overrides.task
-    return [o.get_key_element() for o in OverridesParser.create().parse_overrides(list(overrides))
-            if o.is_sweep_override()]
-
-
 def job_outdir(cfg: DictConfig) -> Path:
     """`outdir`; in a --multirun sweep, `outdir/<this job's swept settings>` (e.g.
-    `outdir/refine=false`), so the jobs of a sweep neither overwrite nor skip each other's
-    outputs. Keys that do not change results (`hydra.job.config.override_dirname.exclude_keys`,
-    e.g. a `shard` sweep) share one folder."""
-    outdir = Path(to_absolute_path(cfg.outdir))
-    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
-        return outdir
-    hc = HydraConfig.get()
-    excluded = set(hc.job.config.override_dirname.exclude_keys)
-    swept = [k for k in swept_keys(Path(hc.sweep.dir)) if k not in excluded]
-    own = dict(o.split("=", 1) for o in hc.overrides.task if "=" in o)
-    parts = [f"{k}={own[k]}".replace(os.sep, "_") for k in swept if k in own]
-    return outdir / ",".join(parts) if parts else outdir
+    `outdir/refine=false`, `lama_refine.sweep`), so the jobs of a sweep neither overwrite nor skip
+    each other's outputs. Keys that cannot change an output (`RESULT_NEUTRAL_KEYS`, e.g. a `shard`
+    sweep) share one folder."""
+    return sweep_job_dir(Path(to_absolute_path(cfg.outdir)))
 
 
 class ScaleProgress:
@@ -95,7 +76,7 @@ def mask_rule(cfg: DictConfig) -> MaskRule:
 def shard_config(cfg: DictConfig, shard: Shard | None) -> DictConfig:
     """With `shard` and no `devices`, each shard takes its own GPUs (Shard.devices), so
     `--multirun shard=0/4,...,3/4` on a 4-GPU machine runs one shard per GPU."""
-    if shard is None or cfg.devices is not None or cfg.refiner.get("gpu_ids") is not None:
+    if shard is None or cfg.devices is not None:
         return cfg
     if not torch.cuda.is_available():
         return cfg
@@ -134,6 +115,7 @@ def make_batch_inpainter(cfg: DictConfig, progress: ScaleProgress):
 def run(cfg: DictConfig) -> Summary:
     """Inpaint every job of `cfg.indir` (this shard's) into the job's outdir; one bad file never
     stops the batch."""
+    cfg = resolve_gpu_ids(cfg)  # from here on `devices` alone says where to run
     if cfg.out_ext.lower() not in OUTPUT_SUFFIXES:
         raise UserError(f"out_ext={cfg.out_ext}: use one of {', '.join(OUTPUT_SUFFIXES)}")
     indir, outdir = Path(to_absolute_path(cfg.indir)), job_outdir(cfg)

@@ -1,6 +1,7 @@
 """From a Hydra config to objects: the parts, the generator, the devices, the Inpainter."""
 from __future__ import annotations
 
+import inspect
 import logging
 from pathlib import Path
 from typing import Any, Sequence
@@ -8,12 +9,17 @@ from typing import Any, Sequence
 import torch
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
-from hydra.utils import instantiate, to_absolute_path
-from omegaconf import DictConfig, open_dict
+from hydra.utils import get_object, instantiate, to_absolute_path
+from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
+from .downsample import Downsampler, MaskDownsampler
+from .errors import UserError
+from .partition import DevicePartitioner
 from .perf import PerfConfig
 from .pipeline import Inpainter
+from .pyramid import PyramidBuilder
+from .refine import Refiner
 from .region import CropConfig
 from .weights import DEFAULT_MODEL_PATH as DEFAULT_MODEL
 
@@ -45,8 +51,24 @@ def parse_gpu_ids(gpu_ids: str | int) -> list[torch.device]:
     tokens = str(gpu_ids).replace(" ", "").split(",")
     devices = [torch.device(f"cuda:{t}") for t in tokens if t.isdigit()]
     if not devices:
-        raise ValueError(f"gpu_ids={gpu_ids!r} names no GPU (expected e.g. '0' or '0,1')")
+        raise UserError(f"refiner.gpu_ids={gpu_ids!r} names no GPU; give GPU numbers, e.g. "
+                        "refiner.gpu_ids='0' or '0,1' (or devices=[cuda:0,cuda:1])")
     return devices
+
+
+def resolve_gpu_ids(cfg: DictConfig) -> DictConfig:
+    """The one place LaMa's `refiner.gpu_ids` is read: a copy of `cfg` without it, its GPUs
+    moved to `devices` (`"0,1"` -> `[cuda:0, cuda:1]`; it wins over `devices`). Idempotent, so
+    every entry point may call it; after it, `devices` alone says where to run."""
+    if "refiner" not in cfg or "gpu_ids" not in cfg.refiner:
+        return cfg
+    gpu_ids = cfg.refiner.gpu_ids
+    cfg = cfg.copy()
+    with open_dict(cfg):
+        del cfg.refiner["gpu_ids"]
+        if gpu_ids is not None:
+            cfg.devices = [str(d) for d in parse_gpu_ids(gpu_ids)]
+    return cfg
 
 
 def resolve_devices(devices: Sequence[str] | None, gpu_ids: str | int | None = None) -> list[torch.device]:
@@ -90,24 +112,107 @@ def model_path(model_cfg: DictConfig | dict[str, Any]) -> Path:
 
 
 def load_model(model_cfg: DictConfig | dict[str, Any]) -> nn.Module:
-    """The generator named by the `model` config section, frozen, in eval mode, on the CPU."""
-    from .models.loading import load_generator
+    """The generator named by the `model` config section, frozen, in eval mode, on the CPU.
 
+    With `model._target_`, a generator class of your own (any refinable `nn.Module`,
+    `models/protocol.py`) built with the section's other keys as arguments, its weights from
+    `model.path` when given; else a LaMa checkpoint (`models.load_generator`)."""
+    from .models.loading import load_generator, load_weights
+
+    if model_cfg.get("_target_"):
+        plain = OmegaConf.to_container(model_cfg, resolve=True) if isinstance(model_cfg, DictConfig) else dict(model_cfg)
+        generator = instantiate({k: v for k, v in plain.items() if k not in ("path", "checkpoint")})
+        if not isinstance(generator, nn.Module):
+            raise UserError(f"model._target_={model_cfg['_target_']} made a {type(generator).__name__}, not an "
+                            "nn.Module; name your generator class")
+        path = model_cfg.get("path")
+        return load_weights(generator, to_absolute_path(str(path))) if path else generator.eval().requires_grad_(False)
     return load_generator(model_path(model_cfg), checkpoint=model_cfg.get("checkpoint", "best.ckpt")).generator
+
+
+# Each part's contract: the base class it must be an instance of and the method it must have.
+PART_CONTRACTS: dict[str, tuple[type, str]] = {
+    "downsampler": (Downsampler, "forward"),
+    "pyramid_mask": (MaskDownsampler, "forward"),
+    "loss_mask": (MaskDownsampler, "forward"),
+    "pyramid": (PyramidBuilder, "build"),
+    "refiner": (Refiner, "refine"),
+    "partitioner": (DevicePartitioner, "split"),
+}
+
+
+def declared(target: Any, available: dict[str, Any]) -> dict[str, Any]:
+    """The shared objects of `available` that `target`'s constructor declares by name: a part
+    gets only what it asks for. A subclass whose `__init__` forwards `**kwargs` declares what
+    the constructors it forwards to declare."""
+    names: set[str] = set()
+    for cls in target.__mro__ if isinstance(target, type) else ():
+        if cls in (object, nn.Module) or "__init__" not in vars(cls):
+            continue
+        params = _parameters(vars(cls)["__init__"])
+        names |= set(params)
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            break
+    if not isinstance(target, type):  # a factory function
+        names = set(_parameters(target))
+    return {k: v for k, v in available.items() if k in names}
+
+
+def build_part(group: str, node: DictConfig, **available: Any) -> Any:
+    """Instantiate the part of `group` from its config node, injecting the shared objects of
+    `available` its class declares, and check it against `PART_CONTRACTS`: a part that breaks
+    its contract fails here, naming its class and what is missing."""
+    base, method = PART_CONTRACTS[group]
+    target_name = node.get("_target_")
+    if target_name is None:
+        raise UserError(f"{group}: the config has no `_target_`; name the class, e.g. {group}._target_=my_module.MyPart")
+    try:
+        target = get_object(str(target_name))
+    except Exception as error:  # noqa: BLE001 - hydra raises ImportError or its own wrapper
+        raise UserError(f"{group}: cannot import `_target_` {target_name} ({error}); check the module is on "
+                        "PYTHONPATH and the name is spelt as defined") from error
+    kwargs = declared(target, available)
+    required = [n for n, p in _parameters(target).items() if p.default is inspect.Parameter.empty
+                and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and n not in node.keys() and n not in kwargs]
+    if required:
+        raise UserError(f"{group}: {target_name} needs {', '.join(required)}, which neither its config gives nor "
+                        f"lama-refine injects (it injects {', '.join(available) or 'nothing'} here); set "
+                        f"{group}.{required[0]}=... or give it a default")
+    part = instantiate(node, **kwargs)
+    check_part(group, part)
+    return part
+
+
+def _parameters(target: Any) -> dict[str, inspect.Parameter]:
+    try:
+        return dict(inspect.signature(target).parameters)
+    except (TypeError, ValueError):  # no signature to read (a builtin): nothing declared
+        return {}
+
+
+def check_part(group: str, part: Any) -> None:
+    """`part` is an instance of its group's base class and has the group's method."""
+    base, method = PART_CONTRACTS[group]
+    if not isinstance(part, base) or not callable(getattr(part, method, None)):
+        raise UserError(f"{group}: {type(part).__module__}.{type(part).__qualname__} is not a {base.__name__}; "
+                        f"subclass {base.__module__}.{base.__name__} and implement `{method}` "
+                        "(docs/extending.md)")
 
 
 def build_parts(cfg: DictConfig) -> dict[str, Any]:
     """Instantiate the pluggable parts: downsampler, pyramid (with its mask downsampler),
-    refiner (with its loss-mask downsampler) and partitioner."""
-    downsampler = instantiate(cfg.downsampler)
-    refiner_cfg = cfg.refiner.copy()
-    with open_dict(refiner_cfg):
-        refiner_cfg.pop("gpu_ids", None)  # LaMa's spelling of devices, not a refiner argument
+    refiner (with its loss-mask downsampler) and partitioner. Each part gets the shared
+    downsamplers only where its constructor declares them (`downsampler`, `mask_downsampler`,
+    `loss_mask_downsampler`)."""
+    cfg = resolve_gpu_ids(cfg)
+    downsampler = build_part("downsampler", cfg.downsampler)
     return {
         "downsampler": downsampler,
-        "pyramid": instantiate(cfg.pyramid, downsampler=downsampler, mask_downsampler=instantiate(cfg.pyramid_mask)),
-        "refiner": instantiate(refiner_cfg, downsampler=downsampler, loss_mask_downsampler=instantiate(cfg.loss_mask)),
-        "partitioner": instantiate(cfg.partitioner),
+        "pyramid": build_part("pyramid", cfg.pyramid, downsampler=downsampler,
+                              mask_downsampler=build_part("pyramid_mask", cfg.pyramid_mask)),
+        "refiner": build_part("refiner", cfg.refiner, downsampler=downsampler,
+                              loss_mask_downsampler=build_part("loss_mask", cfg.loss_mask)),
+        "partitioner": build_part("partitioner", cfg.partitioner),
     }
 
 
@@ -133,9 +238,10 @@ def resolve_px_budget(cfg: DictConfig, generator: nn.Module, devices: Sequence[t
 
 def build_inpainter(cfg: DictConfig, generator: nn.Module | None = None) -> Inpainter:
     """The whole pipeline from the app config; `generator` replaces the one `model` names."""
+    cfg = resolve_gpu_ids(cfg)
     if generator is None:
         generator = load_model(cfg.model)
-    devices = resolve_devices(cfg.devices, cfg.refiner.get("gpu_ids"))
+    devices = resolve_devices(cfg.devices)
     cfg = resolve_px_budget(cfg, generator, devices)
     parts = build_parts(cfg)
     return Inpainter(
@@ -156,7 +262,10 @@ def build_inpainter(cfg: DictConfig, generator: nn.Module | None = None) -> Inpa
 __all__ = [
     "DEFAULT_MODEL",
     "build_inpainter",
+    "PART_CONTRACTS",
+    "build_part",
     "build_parts",
+    "check_part",
     "compose",
     "conf_dir",
     "load_model",
@@ -164,5 +273,6 @@ __all__ = [
     "parse_gpu_ids",
     "perf_config",
     "resolve_devices",
+    "resolve_gpu_ids",
     "resolve_px_budget",
 ]

@@ -1,4 +1,4 @@
-"""Halving an image or a mask: the pyramid's and the loss's downsamplers (SPEC 4.4).
+"""Halving an image or a mask: the pyramid's and the loss's downsamplers.
 
 Functional ops first, thin `nn.Module` parts around them (kornia's split), so a researcher can
 use an op directly or swap a part by config (`downsampler=...`, `pyramid_mask=...`,

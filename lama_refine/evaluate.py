@@ -32,9 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from hydra.core.hydra_config import HydraConfig
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
-from hydra.types import RunMode
 from hydra.utils import to_absolute_path
 from kornia.metrics import psnr, ssim
 from omegaconf import DictConfig, OmegaConf
@@ -45,6 +43,7 @@ from tqdm import tqdm
 from .config import build_inpainter, conf_dir
 from .io import IMAGE_SUFFIXES, find_jobs, read_image, read_mask, to_hwc, to_uint8, write_result
 from .pipeline import Inpainter
+from .sweep import in_sweep, sweep_job_dir
 
 log = logging.getLogger("lama_refine.evaluate")
 
@@ -299,31 +298,13 @@ def means(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
 
 # --- the app ------------------------------------------------------------------------------------
 
-def sweep_setting() -> str:
-    """This job's swept settings (`refine=false,pyramid=fixed`), '' outside a --multirun sweep.
-
-    Swept keys are those with several values on the sweep's command line (read from the
-    `multirun.yaml` Hydra writes first); keys in `hydra.job.config.override_dirname.exclude_keys`
-    are left out."""
-    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
-        return ""
-    hc = HydraConfig.get()
-    saved = Path(hc.sweep.dir) / "multirun.yaml"
-    overrides = list(OmegaConf.load(saved).hydra.overrides.task) if saved.is_file() else []
-    excluded = set(hc.job.config.override_dirname.exclude_keys)
-    swept = [o.get_key_element() for o in OverridesParser.create().parse_overrides(overrides)
-             if o.is_sweep_override() and o.get_key_element() not in excluded]
-    own = dict(o.split("=", 1) for o in hc.overrides.task if "=" in o)
-    parts = [f"{k}={own[k]}".replace(os.sep, "_") for k in swept if k in own]
-    return ",".join(parts) or f"job{hc.job.num}"
-
-
 def result_dir(cfg: DictConfig) -> Path:
-    """`outdir`; in a --multirun sweep, `<sweep dir>/<this job's setting>`."""
-    setting = sweep_setting()
-    if not setting:
+    """`outdir`; in a --multirun sweep, `<sweep dir>/<this job's setting>` (`lama_refine.sweep`;
+    `job<N>` where the sweep changes only result-neutral keys)."""
+    if not in_sweep():
         return Path(to_absolute_path(cfg.outdir))
-    return Path(to_absolute_path(HydraConfig.get().sweep.dir)) / setting
+    hc = HydraConfig.get()
+    return sweep_job_dir(Path(to_absolute_path(hc.sweep.dir)), f"job{hc.job.num}")
 
 
 @dataclass
@@ -344,7 +325,7 @@ def evaluate(cfg: DictConfig) -> Evaluation:
         raise FileNotFoundError(f"no images under {gt_dir}")
     out = result_dir(cfg)
     out.mkdir(parents=True, exist_ok=True)
-    setting = sweep_setting() or ("refined" if cfg.refine else "plain")
+    setting = out.name if in_sweep() else ("refined" if cfg.refine else "plain")
     masks = (mask_dir or ("beside the photos" if samples[0].mask is not None else
                           f"generated, {cfg.masks.family}, seed {cfg.masks.seed}"))
     log.info("%d images from %s (masks: %s) -> %s", len(samples), gt_dir, masks, out)

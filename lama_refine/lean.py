@@ -15,8 +15,10 @@ exactly that. The forward runs the original modules' own ops, so outputs are bit
 backward calls the kernels autograd would call (`convolution_backward`, the padding's backward),
 so gradients agree with autograd's to float rounding. Modules it does not know (or knows but
 cannot make lean, e.g. gated FFCs, training-mode norms) are kept as they are and go through
-plain autograd, so any generator stays correct. The new modules share the original parameters;
-the original module tree is not modified.
+plain autograd, so any generator stays correct (one INFO line names the generator-specific module
+classes left so). Which module gets which lean version is asked of the generator protocol
+(`models.protocol.handler("lean", module)`); LaMa's blocks are registered at the end of this
+module. The new modules share the original parameters; the original module tree is not modified.
 """
 from __future__ import annotations
 
@@ -38,6 +40,7 @@ from .models.ffc import (
     stack_quadrants,
 )
 from .models.pix2pixhd import ResnetBlock
+from .models.protocol import handler, register_block, register_handler
 
 log = logging.getLogger(__name__)
 
@@ -452,7 +455,7 @@ class LeanResidual(nn.Module):
 _PADS = (nn.ReflectionPad2d, nn.ReplicationPad2d, nn.ZeroPad2d)
 
 
-def lean_sequence(modules: list[nn.Module]) -> nn.Sequential:
+def lean_sequence(modules: list[nn.Module], unknown: set[str] | None = None) -> nn.Sequential:
     """Fuse runs of [pad] conv [BatchNorm] [ReLU] into `LeanConvNormAct`; make the rest lean."""
     out: list[nn.Module] = []
     i = 0
@@ -475,30 +478,27 @@ def lean_sequence(modules: list[nn.Module]) -> nn.Sequential:
             continue
         if pad is not None:  # a pad whose conv is not supported: keep both
             out.append(pad)
-        out.append(lean_module(m))
+        out.append(lean_module(m, unknown))
         i += 1
     return nn.Sequential(*out)
 
 
-def lean_module(module: nn.Module) -> nn.Module:
-    """The lean version of one module; unknown modules are returned unchanged (plain autograd)."""
+def lean_module(module: nn.Module, unknown: set[str] | None = None) -> nn.Module:
+    """The lean version of one module; modules nobody registered a lean version for are returned
+    unchanged (plain autograd), their class names added to `unknown` when it is given."""
     if isinstance(module, nn.Sequential):
-        return lean_sequence(list(module))
-    if isinstance(module, FFCResnetBlock):
-        return LeanFFCResnetBlock(module)
-    if isinstance(module, FFC_BN_ACT):
-        return LeanFFCBNAct(module) if ffc_supported(module) else module
-    if isinstance(module, ResnetBlock):
-        return LeanResidual(module)
+        return lean_sequence(list(module), unknown)
+    make_lean = handler("lean", module)
+    if make_lean is not None:
+        return make_lean(module)
     if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)) and ConvSpec.supported(module):
         return LeanConvNormAct(module)
     if isinstance(module, nn.BatchNorm2d) and bn_supported(module):
         return LeanNormAct(module, relu=False)
     if isinstance(module, nn.ReLU):
         return LeanNormAct(None, relu=True)
-    if isinstance(module, ConcatTupleLayer) or not list(module.children()):
-        return module
-    log.debug("lean backward: %s kept as is (plain autograd)", type(module).__name__)
+    if unknown is not None and not type(module).__module__.startswith("torch."):
+        unknown.add(type(module).__name__)
     return module
 
 
@@ -515,12 +515,32 @@ class LeanNormAct(nn.Module):
 
 
 def lean_rear(stage: nn.Sequential) -> nn.Sequential:
-    """A rear stage (top-level modules, first resnet block onwards) with the lean backward.
+    """A rear stage (top-level modules, first trunk block onwards) with the lean backward.
 
     Returns a new `nn.Sequential` sharing the stage's parameters. Runs of conv/BN/ReLU are fused
     into one module each, so it is shorter than `stage` and its indices differ.
     """
-    return lean_sequence(list(stage))
+    unknown: set[str] = set()
+    lean = lean_sequence(list(stage), unknown)
+    if unknown and frozenset(unknown) not in _REPORTED:
+        _REPORTED.add(frozenset(unknown))
+        log.info("lean backward: %s run under plain autograd (no lean version registered: "
+                 "lama_refine.models.register_handler('lean', ...))", ", ".join(sorted(unknown)))
+    return lean
+
+
+_REPORTED: set[frozenset[str]] = set()  # one INFO line per set of unknown modules, not one per stage or trace
+
+
+def _lean_ffc_bn_act(block: FFC_BN_ACT) -> nn.Module:
+    return LeanFFCBNAct(block) if ffc_supported(block) else block
+
+
+register_handler("lean", FFCResnetBlock, LeanFFCResnetBlock)
+register_handler("lean", FFC_BN_ACT, _lean_ffc_bn_act)
+register_handler("lean", ResnetBlock, LeanResidual)
+register_handler("lean", ConcatTupleLayer, lambda module: module)  # no parameters, nothing saved
+register_block(LeanFFCResnetBlock, LeanResidual)  # still one trunk block each (perf.checkpointing)
 
 
 __all__ = [

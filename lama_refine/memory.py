@@ -22,16 +22,15 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from .lean import LeanFFCResnetBlock, LeanResidual, lean_rear
-from .models import is_resnet_block
-from .partition import EvenPartitioner
+from .models.protocol import input_channels, is_block
+from .partition import EvenPartitioner, Features, Partition, as_tuple
 from .perf import PerfConfig, tune_partition
 
 CPU_PROCESS_BYTES = 400 * 2**20  # python + torch + oneDNN resident before any work
@@ -84,6 +83,20 @@ def meta_copy(module: nn.Module) -> nn.Module:
     return copy.deepcopy(module, memo)
 
 
+def meta_trace(generator: nn.Module, size: tuple[int, int], perf: PerfConfig,
+               dtype: torch.dtype = torch.float32) -> tuple[Partition, Features]:
+    """The generator's rear tuned as `perf` says (lean or not; no checkpointing) and the front's
+    output at padded size (h, w) as leaves requiring grad, all on the meta device: what every
+    trace of the memory model starts from."""
+    meta = meta_copy(generator).to(dtype).eval().requires_grad_(False)
+    partition = EvenPartitioner().split(meta, [torch.device("meta")])
+    tuned = tune_partition(partition, PerfConfig(lean_backward=perf.lean_backward))
+    with torch.no_grad():
+        features = partition.front(torch.zeros(1, input_channels(meta), *size, device="meta", dtype=dtype))
+    leaves = tuple(f.detach().requires_grad_(True) if torch.is_tensor(f) else f for f in as_tuple(features))
+    return tuned, leaves if isinstance(features, tuple) else leaves[0]
+
+
 def trace_rear(generator: nn.Module, size: tuple[int, int], perf: PerfConfig,
                dtype: torch.dtype = torch.float32) -> tuple[int, int]:
     """(bytes saved for backward, largest activation in bytes) of one forward of the rear,
@@ -91,16 +104,11 @@ def trace_rear(generator: nn.Module, size: tuple[int, int], perf: PerfConfig,
 
     Checkpointing is accounted for by the caller (`checkpointed_saved`): traced here without it.
     """
-    meta = meta_copy(generator).to(dtype).eval().requires_grad_(False)
-    partition = EvenPartitioner().split(meta, [torch.device("meta")])
-    tuned = tune_partition(partition, PerfConfig(lean_backward=perf.lean_backward))
-    with torch.no_grad():
-        features = partition.front(torch.zeros(1, _input_channels(meta), *size, device="meta", dtype=dtype))
-    inputs = _leaves(features)
+    tuned, features = meta_trace(generator, size, perf, dtype)
     saved = _SavedBytes()
     largest = _LargestOutput()
     with torch.autograd.graph.saved_tensors_hooks(saved.pack, lambda t: t), largest:
-        tuned.run_rear(inputs)
+        tuned.run_rear(features)
     return saved.bytes, largest.largest
 
 
@@ -116,85 +124,17 @@ class _SavedBytes:
         return t
 
 
-def _leaves(features: Any) -> Any:
-    """The front's output as fresh leaves that require grad (the refiner's optimised variable)."""
-    if isinstance(features, tuple):
-        return tuple(f.detach().requires_grad_(True) if torch.is_tensor(f) else f for f in features)
-    return features.detach().requires_grad_(True)
-
-
 def checkpointed_saved(generator: nn.Module, size: tuple[int, int], perf: PerfConfig, saved: int) -> int:
     """Saved bytes with per-block checkpointing: outside the blocks as traced, plus each block's
     input, plus one block's own saved tensors while it is recomputed in backward."""
-    meta = meta_copy(generator).eval().requires_grad_(False)
-    partition = EvenPartitioner().split(meta, [torch.device("meta")])
-    tuned = tune_partition(partition, PerfConfig(lean_backward=perf.lean_backward))
-    with torch.no_grad():
-        features = partition.front(torch.zeros(1, _input_channels(meta), *size, device="meta"))
-    blocks = [m for m in tuned.rear[0].module if _is_block(m)]
+    tuned, features = meta_trace(generator, size, perf)
+    blocks = [m for m in tuned.rear[0].module if is_block(m)]
     block_saved = _SavedBytes()
     with torch.autograd.graph.saved_tensors_hooks(block_saved.pack, lambda t: t):
-        blocks[0](_leaves(features))
-    block_input = sum(f.numel() * f.element_size() for f in _as_tuple(features) if torch.is_tensor(f))
+        blocks[0](features)
+    block_input = sum(f.numel() * f.element_size() for f in as_tuple(features) if torch.is_tensor(f))
     n = len(blocks)
     return saved - n * block_saved.bytes + n * block_input + block_saved.bytes
-
-
-def rear_module_costs(generator: nn.Module, size: tuple[int, int], perf: PerfConfig | None = None) -> list[int]:
-    """Bytes kept for backward by each top-level rear module (first resnet block onwards) at
-    padded size (h, w), from one meta trace: what a memory-balanced device split needs.
-
-    The lean backward is applied per module, so the list lines up with `generator.model`'s rear
-    indices (unlike `lean_rear` on the whole stage, which fuses conv/BN/ReLU runs).
-    """
-    perf = perf or PerfConfig()
-    meta = meta_copy(generator).eval().requires_grad_(False)
-    partition = EvenPartitioner().split(meta, [torch.device("meta")])
-    with torch.no_grad():
-        features = partition.front(torch.zeros(1, _input_channels(meta), *size, device="meta"))
-    features = _leaves(features)
-    modules = list(partition.rear[0].module)
-    costs: list[int] = []
-    i = 0
-    while i < len(modules):
-        # [pad] conv [BN] [ReLU] runs are made lean together, as tune_partition does.
-        run = _fusable_run(modules, i)
-        stage = lean_rear(nn.Sequential(*run)) if perf.lean_backward else nn.Sequential(*run)
-        saved = _SavedBytes()
-        with torch.autograd.graph.saved_tensors_hooks(saved.pack, lambda t: t):
-            features = stage(features)
-        costs += [saved.bytes] + [0] * (len(run) - 1)  # a fused run's cost is booked on its first module
-        i += len(run)
-    return costs
-
-
-def _fusable_run(modules: list[nn.Module], start: int) -> list[nn.Module]:
-    """modules[start:] up to the end of a [pad] conv [BN] [ReLU] run (just modules[start] if
-    it does not start one)."""
-    run = [modules[start]]
-    followers: list[tuple[type, ...]] = [(nn.BatchNorm2d,), (nn.ReLU,)]
-    if isinstance(modules[start], nn.ReflectionPad2d):
-        followers.insert(0, (nn.Conv2d,))
-    elif not isinstance(modules[start], (nn.Conv2d, nn.ConvTranspose2d)):
-        return run
-    for kinds in followers:
-        j = start + len(run)
-        if j < len(modules) and isinstance(modules[j], kinds):
-            run.append(modules[j])
-    return run
-
-
-def _is_block(module: nn.Module) -> bool:
-    return is_resnet_block(module) or isinstance(module, (LeanFFCResnetBlock, LeanResidual))
-
-
-def _as_tuple(features: Any) -> tuple:
-    return features if isinstance(features, tuple) else (features,)
-
-
-def _input_channels(generator: nn.Module) -> int:
-    first_conv = next(m for m in generator.modules() if isinstance(m, nn.Conv2d))
-    return first_conv.in_channels
 
 
 def _padded(h: int, w: int, modulo: int = 8) -> tuple[int, int]:
@@ -269,56 +209,15 @@ def auto_px_budget(generator: nn.Module, perf: PerfConfig | None, device: torch.
     return budget // 10_000 * 10_000
 
 
-def perf_from_overrides(overrides: Sequence[str]) -> PerfConfig:
-    """A PerfConfig from `perf.key=value` command-line overrides (others ignored)."""
-    values: dict[str, Any] = {}
-    for o in overrides:
-        key, _, value = o.partition("=")
-        if key.startswith("perf."):
-            name = key[len("perf."):]
-            values[name] = {"true": True, "false": False, "null": None}.get(value.lower(), value)
-            if isinstance(values[name], str) and values[name].isdigit():  # threads, tile_rows, mmap_threshold_kb
-                values[name] = int(values[name])
-    return PerfConfig(**values)
-
-
-def estimate_for_benchmark(model: str, size: tuple[int, int], overrides: Sequence[str]) -> float:
-    """benchmarks/bench.py's prediction: peak RSS of one run (after the pixel budget; crops are
-    estimated as the whole photo, an upper bound)."""
-    from .models import BIG_LAMA, build_generator
-    from .pyramid import fit_pixel_budget  # noqa: F401  (the same budget rule, applied below)
-
-    with torch.device("meta"):
-        generator = build_generator(BIG_LAMA) if model == "big-lama" else None
-    if generator is None:
-        from .config import load_model
-
-        generator = load_model({"path": None})
-    budget = 1_800_000
-    for o in overrides:
-        if o.startswith("pyramid.px_budget="):
-            budget = int(o.split("=", 1)[1])
-    h, w = size
-    if h * w > budget:
-        r = math.sqrt(budget / (h * w))
-        h, w = int(h * r), int(w * r)
-    perf = perf_from_overrides(overrides)
-    if "region=crop" in overrides:
-        pass  # a crop is never larger than the photo: the whole-photo estimate bounds it
-    return estimate_peak(generator, (h, w), perf, "cpu", input_size=size).total
-
-
 __all__ = [
     "CPU_PROCESS_BYTES",
     "MemoryEstimate",
     "auto_px_budget",
     "available_memory",
-    "estimate_for_benchmark",
     "estimate_peak",
     "checkpointed_saved",
     "meta_copy",
-    "perf_from_overrides",
-    "rear_module_costs",
+    "meta_trace",
     "trace_rear",
     "weight_bytes",
 ]

@@ -1,16 +1,26 @@
-"""Splitting the generator into a frozen front and differentiated rear stages over devices (SPEC 4.1)."""
+"""Splitting the generator into a frozen front and differentiated rear stages over devices.
+
+Where to cut is the generator protocol's answer (`models/protocol.py`): its layers, cut at the
+first trunk block.
+"""
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor, nn
 
-from .models import is_resnet_block
+from .models.protocol import input_channels, layers, trunk_bounds
 
 Features = Any  # a tensor or a tuple of tensors (FFC: (local, global)); ints stand for empty branches
+
+
+def as_tuple(features: Features) -> tuple:
+    """The front's output as a tuple (a single tensor becomes a 1-tuple)."""
+    return features if isinstance(features, tuple) else (features,)
 
 
 def move_features(features: Features, device: torch.device) -> Features:
@@ -33,7 +43,7 @@ class Stage:
 
 @dataclass
 class Partition:
-    """The generator cut at its first resnet block: `front` (no gradients) and `rear` stages."""
+    """The generator cut at its first trunk block: `front` (no gradients) and `rear` stages."""
 
     front: Stage
     rear: list[Stage]
@@ -64,25 +74,11 @@ class DevicePartitioner(ABC):
 
     @abstractmethod
     def split(self, generator: nn.Module, devices: Sequence[torch.device]) -> Partition:
-        """generator (with a top-level `model` nn.Sequential), devices (>= 1) -> Partition.
+        """generator (its layers: `models.protocol.layers`), devices (>= 1) -> Partition.
 
         The front runs on devices[0]; rear stage i on devices[i]; the stages together hold every
-        module from the first resnet block to the end, in order. Modules are moved in place.
+        module from the first trunk block to the end, in order. Modules are moved in place.
         """
-
-
-def trunk_bounds(generator: nn.Module) -> tuple[int, int]:
-    """(index of the first resnet block, number of resnet blocks) in `generator.model`."""
-    first, n_blocks, found = 0, 0, False
-    for module in generator.model:
-        if is_resnet_block(module):
-            n_blocks += 1
-            found = True
-        elif not found:
-            first += 1
-    if not found:
-        raise ValueError(f"{type(generator).__name__} has no resnet blocks to split at")
-    return first, n_blocks
 
 
 def split_by_block_counts(generator: nn.Module, devices: Sequence[torch.device],
@@ -92,14 +88,20 @@ def split_by_block_counts(generator: nn.Module, devices: Sequence[torch.device],
     if len(counts) != len(devices) - 1:
         raise ValueError(f"need {len(devices) - 1} block counts for {len(devices)} devices, got {list(counts)}")
     first, _ = trunk_bounds(generator)
-    model = generator.model
-    front = Stage(model[:first].to(devices[0]), devices[0])
+    model = layers(generator)
+    front = Stage(_slice(model, 0, first).to(devices[0]), devices[0])
     rear, start = [], first
     for count, device in zip(counts, devices[:-1]):
-        rear.append(Stage(model[start:start + count].to(device), device))
+        rear.append(Stage(_slice(model, start, start + count).to(device), device))
         start += count
-    rear.append(Stage(model[start:].to(devices[-1]), devices[-1]))
+    rear.append(Stage(_slice(model, start, len(model)).to(devices[-1]), devices[-1]))
     return Partition(front, rear)
+
+
+def _slice(model: nn.Sequential, start: int, stop: int) -> nn.Sequential:
+    """model[start:stop] as a plain `nn.Sequential` with the same module names (slicing a
+    subclass of nn.Sequential would call the subclass's own constructor)."""
+    return nn.Sequential(OrderedDict(list(model._modules.items())[start:stop]))  # keeps shared modules twice
 
 
 class EvenPartitioner(DevicePartitioner):
@@ -137,14 +139,13 @@ class ExplicitPartitioner(DevicePartitioner):
         return split_by_block_counts(generator, devices, self.blocks[:-1])
 
 
-# (generator) -> estimated memory cost of each rear top-level module (first resnet block .. end), any unit.
-MemoryEstimate = Callable[[nn.Module], Sequence[float]]
+# (generator) -> estimated memory cost of each rear top-level module (first trunk block .. end), any unit.
+ModuleCosts = Callable[[nn.Module], Sequence[float]]
 
 
 def _probe_input(generator: nn.Module, probe_size: int) -> Tensor:
-    first_conv = next(m for m in generator.modules() if isinstance(m, nn.Conv2d))
-    weight = first_conv.weight
-    return torch.zeros(1, first_conv.in_channels, probe_size, probe_size, device=weight.device, dtype=weight.dtype)
+    weight = next(generator.parameters())
+    return torch.zeros(1, input_channels(generator), probe_size, probe_size, device=weight.device, dtype=weight.dtype)
 
 
 def saved_activation_bytes(generator: nn.Module, probe_size: int = 64) -> list[float]:
@@ -160,7 +161,7 @@ def saved_activation_bytes(generator: nn.Module, probe_size: int = 64) -> list[f
     `meta` device it runs without memory and counts every saved tensor (storages cannot be told apart).
     """
     first, _ = trunk_bounds(generator)
-    model = generator.model
+    model = layers(generator)
     weights = list(generator.parameters()) + list(generator.buffers())
     weight_ids = {id(w) for w in weights}
     seen = {w.untyped_storage().data_ptr() for w in weights} - {0}
@@ -178,11 +179,11 @@ def saved_activation_bytes(generator: nn.Module, probe_size: int = 64) -> list[f
 
     try:
         with torch.no_grad():
-            features = model[:first](_probe_input(generator, probe_size))
+            features = _slice(model, 0, first)(_probe_input(generator, probe_size))
         features = tuple(f.detach().requires_grad_(True) if torch.is_tensor(f) else f for f in features) \
             if isinstance(features, tuple) else features.detach().requires_grad_(True)
         with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            for module in model[first:]:
+            for module in list(model)[first:]:
                 current[0] = 0
                 features = module(features)
                 costs.append(current[0] / probe_size**2)
@@ -226,10 +227,10 @@ class BalancedPartitioner(DevicePartitioner):
     resolution the decoder keeps more activations than several resnet blocks).
 
     `estimate(generator)` gives each rear module's cost (default: `saved_activation_bytes`, a probe
-    forward; replace it with any `MemoryEstimate`, e.g. from config with `_partial_: true`).
+    forward; replace it with any `ModuleCosts`, e.g. from config with `_partial_: true`).
     """
 
-    def __init__(self, estimate: MemoryEstimate | None = None):
+    def __init__(self, estimate: ModuleCosts | None = None):
         self.estimate = estimate or saved_activation_bytes
 
     def split(self, generator: nn.Module, devices: Sequence[torch.device]) -> Partition:
@@ -244,7 +245,8 @@ __all__ = [
     "DevicePartitioner",
     "EvenPartitioner",
     "ExplicitPartitioner",
-    "MemoryEstimate",
+    "ModuleCosts",
+    "as_tuple",
     "Partition",
     "SinglePartitioner",
     "Stage",

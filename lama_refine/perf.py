@@ -20,8 +20,8 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from .allocator import check as check_allocator, normalise as normalise_allocator
-from .lean import LeanFFCResnetBlock, LeanResidual, lean_rear
-from .models import is_resnet_block
+from .lean import lean_rear
+from .models.protocol import is_block
 from .partition import Features, Partition, Stage
 from .tiling import band_front, tile_tail
 
@@ -137,10 +137,6 @@ class Checkpointed(nn.Module):
         return checkpoint(self.module, x, use_reentrant=False)
 
 
-def _is_block(module: nn.Module) -> bool:
-    return is_resnet_block(module) or isinstance(module, (LeanFFCResnetBlock, LeanResidual))
-
-
 class RearStage(nn.Sequential):
     """A rear stage's modules, run under the switches: features to the chosen layout, autocast,
     and, on the last stage, the output back to float32 so the loss is computed in float32."""
@@ -173,7 +169,7 @@ def tune_stage(stage: Stage, perf: PerfConfig, last: bool) -> Stage:
     if perf.lean_backward:
         modules = list(lean_rear(nn.Sequential(*modules)))
     if perf.checkpointing:
-        modules = [Checkpointed(m) if _is_block(m) else m for m in modules]
+        modules = [Checkpointed(m) if is_block(m) else m for m in modules]
     if perf.channels_last:
         for m in modules:
             m.to(memory_format=torch.channels_last)

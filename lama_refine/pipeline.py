@@ -1,4 +1,4 @@
-"""The inpainting pipeline: plain LaMa (SPEC 3) or pyramid + partition + refiner (SPEC 4)."""
+"""The inpainting pipeline: plain LaMa (one forward) or pyramid + partition + refiner (feature refinement)."""
 from __future__ import annotations
 
 import logging

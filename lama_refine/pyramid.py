@@ -1,6 +1,7 @@
-"""Image-mask pyramids: how many scales, at what resolution (SPEC 4.2)."""
+"""Image-mask pyramids: how many scales, at what resolution."""
 from __future__ import annotations
 
+import copy
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -34,6 +35,16 @@ class PyramidBuilder(ABC):
         The last level is the working resolution: (H, W), or smaller where a pixel budget
         applies. Every level's size is the floor-half of the next one's.
         """
+
+    def pixel_budget(self) -> int | None:
+        """The most pixels the finest level may have, or None where this pyramid has no budget.
+        The out-of-memory retry halves it (`with_pixel_budget`); None means no such retry."""
+        return None
+
+    def with_pixel_budget(self, px_budget: int) -> "PyramidBuilder":
+        """A pyramid like this one whose finest level has at most `px_budget` pixels. Override
+        it together with `pixel_budget`."""
+        raise NotImplementedError(f"{type(self).__name__} declares no pixel budget to change")
 
 
 def fit_pixel_budget(image: Tensor, mask: Tensor, px_budget: int, eps: float = EPS) -> tuple[Tensor, Tensor]:
@@ -96,6 +107,14 @@ class HalvingPyramid(PyramidBuilder):
         self.downsampler = downsampler
         self.mask_downsampler = mask_downsampler
         self.px_budget = px_budget
+
+    def pixel_budget(self) -> int | None:
+        return self.px_budget
+
+    def with_pixel_budget(self, px_budget: int) -> "HalvingPyramid":
+        changed = copy.copy(self)
+        changed.px_budget = px_budget
+        return changed
 
     @abstractmethod
     def scale_count(self, h: int, w: int) -> int:

@@ -1,4 +1,4 @@
-"""Refiners: walk the pyramid coarsest first and produce the finest scale's result (SPEC 4.3)."""
+"""Refiners: walk the pyramid coarsest first and produce the finest scale's result."""
 from __future__ import annotations
 
 import logging
@@ -303,11 +303,7 @@ class PlainRefiner(Refiner):
     skip building them). A baseline for sweeps: `refiner=l1,plain`.
     """
 
-    def __init__(self, modulo: int = 8, eps: float = EPS, downsampler: Downsampler | None = None,
-                 loss_mask_downsampler: MaskDownsampler | None = None):
-        # The downsamplers are accepted (kept, unused) so that every refiner config builds alike.
-        self.downsampler = downsampler
-        self.loss_mask_downsampler = loss_mask_downsampler
+    def __init__(self, modulo: int = 8, eps: float = EPS):
         self.modulo = modulo
         self.eps = eps
 

@@ -23,6 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .models.protocol import handler
+from .partition import as_tuple
+
 _ACTS = (nn.Sigmoid, nn.Tanh, nn.Identity)
 
 
@@ -174,9 +177,8 @@ def _conv_geometry(conv: nn.Conv2d) -> tuple[int, int] | None:
 def local_geometry(modules: list[nn.Module]) -> tuple[int, int] | None:
     """(total stride, receptive reach in input rows) of a chain of local ops, or None if any op is
     not local (e.g. an FFC with a Fourier branch) or not understood. A band edge's effect (its
-    padding) reaches no further into the output than this."""
-    from .models.ffc import FFC_BN_ACT
-
+    padding) reaches no further into the output than this. Besides torch's local ops, a module is
+    understood where the generator protocol has its `local_convs`."""
     stride, reach = 1, 0
     for m in modules:
         if isinstance(m, _POINTWISE):
@@ -184,12 +186,12 @@ def local_geometry(modules: list[nn.Module]) -> tuple[int, int] | None:
         if isinstance(m, (nn.ReflectionPad2d, nn.ReplicationPad2d, nn.ZeroPad2d)):
             reach += max(m.padding) * stride
             continue
-        convs: list[nn.Module] = []
+        convs: list[nn.Module] | None = None
         if isinstance(m, nn.Conv2d):
             convs = [m]
-        elif isinstance(m, FFC_BN_ACT) and m.ffc.global_in_num == 0 and not m.ffc.gated:
-            convs = [c for c in (m.ffc.convl2l, m.ffc.convl2g) if isinstance(c, nn.Conv2d)]
-        geometries = {_conv_geometry(c) for c in convs}
+        elif (local_convs := handler("local_convs", m)) is not None:
+            convs = local_convs(m)
+        geometries = {_conv_geometry(c) for c in convs or []}
         if not convs or None in geometries or len({g[0] for g in geometries}) != 1:
             return None
         reach += max(g[1] for g in geometries) * stride
@@ -231,21 +233,19 @@ class BandedFront(nn.Sequential):
             ia, ib = max(0, i0 - self.halo), min(h, i1 + self.halo)
             out = self._local(x[:, :, ia:ib])
             j0, j1 = (i0 - ia) // self.stride, (i1 - ia) // self.stride
-            bands.append(tuple(o[:, :, j0:j1] if torch.is_tensor(o) else o for o in _as_tuple(out)))
+            bands.append(tuple(o[:, :, j0:j1] if torch.is_tensor(o) else o for o in as_tuple(out)))
         merged = tuple(torch.cat(parts, dim=-2) if torch.is_tensor(parts[0]) else parts[0] for parts in zip(*bands))
         return merged if isinstance(out, tuple) else merged[0]
 
 
-def _as_tuple(x: Any) -> tuple:
-    return x if isinstance(x, tuple) else (x,)
-
-
 def _has_global_head(modules: list[nn.Module]) -> bool:
-    """Slot 0 is `Sequential(input fill, ...)`: an image-wide op the bands must not cut."""
-    from .models.fill import INPUT_FILLS
-
+    """Slot 0 is `Sequential(image-wide op, ...)` (an input fill, by the generator protocol's
+    `image_wide`): an op the bands must not cut."""
     first = modules[0] if modules else None
-    return isinstance(first, nn.Sequential) and len(first) > 0 and isinstance(first[0], tuple(INPUT_FILLS.values()))
+    if not isinstance(first, nn.Sequential) or len(first) == 0:
+        return False
+    image_wide = handler("image_wide", first[0])
+    return image_wide is not None and bool(image_wide(first[0]))
 
 
 def band_front(front: nn.Sequential, rows: int) -> nn.Module:

@@ -419,7 +419,7 @@ def _instantiation_message(error: Exception) -> str:
 
 
 def check_model_and_devices(cfg: DictConfig) -> None:
-    from .config import model_path, resolve_devices
+    from .config import model_path, resolve_devices, resolve_gpu_ids
 
     given_path = cfg.model.get("path")
     path = model_path(cfg.model)
@@ -429,7 +429,7 @@ def check_model_and_devices(cfg: DictConfig) -> None:
     if not os.access(path, os.R_OK):
         raise UserError(f"model.path={given_path}: permission denied")
     try:
-        resolve_devices(cfg.devices, cfg.refiner.get("gpu_ids"))
+        resolve_devices(resolve_gpu_ids(cfg).devices)
     except ValueError as e:
         gpu_ids = cfg.refiner.get("gpu_ids")
         shown = (f"refiner.gpu_ids={gpu_ids}" if gpu_ids is not None else

@@ -69,6 +69,7 @@ def _a_real_shared_library() -> Path | None:
     return None
 
 
+@pytest.mark.slow  # a subprocess
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="LD_PRELOAD re-exec is Linux only")
 def test_reexec_preloads_the_library_once():
     lib = _a_real_shared_library()
@@ -90,6 +91,7 @@ def test_reexec_preloads_the_library_once():
     assert out[0] == str(link) and out[1] == "1" and "'indir=x']" in out[-1]
 
 
+@pytest.mark.slow  # a subprocess
 @pytest.mark.skipif(allocator.find_library("jemalloc") is None, reason="jemalloc is not installed here")
 def test_jemalloc_is_in_effect_under_the_cli_reexec():
     code = ("import sys; from lama_refine.allocator import reexec_with_preload, is_loaded; "

@@ -245,6 +245,7 @@ def test_a_killed_runs_temporary_is_removed_when_its_job_runs_again_and_only_the
     assert [p.name for p in tmp_files(outdir)] == [".g1_mask.png.sh4rd1.tmp"]
 
 
+@pytest.mark.slow  # seconds: full suite only
 def test_overwrite_recomputes(tmp_path):
     indir, outdir = tmp_path / "in", tmp_path / "out"
     good_pairs(indir, 1)
@@ -254,6 +255,7 @@ def test_overwrite_recomputes(tmp_path):
 
 # --- the manifest -----------------------------------------------------------------------------------
 
+@pytest.mark.slow  # seconds: full suite only
 def test_manifest_records_hash_timings_scales_and_final_loss(tmp_path):
     indir, outdir = tmp_path / "in", tmp_path / "out"
     good_pairs(indir, 1, size=(64, 72))
@@ -310,6 +312,7 @@ def test_shard_devices():
     assert Shard(3, 4).devices(2) == ["cuda:1"]
 
 
+@pytest.mark.slow  # seconds: full suite only
 def test_sharded_runs_together_do_every_file_once(tmp_path):
     indir, outdir = tmp_path / "in", tmp_path / "out"
     names = good_pairs(indir, 5)
@@ -326,6 +329,7 @@ def lama_refine(*args, cwd):
                           capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow  # a subprocess
 def test_joblib_launcher_with_two_shards_does_every_file_exactly_once(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
     indir, outdir = tmp_path / "in", tmp_path / "out"
@@ -364,6 +368,7 @@ def refining_inpainter(tmp_path, *extra) -> Inpainter:
     return build_inpainter(config(tmp_path, tmp_path / "o", *extra))
 
 
+@pytest.mark.slow  # seconds: full suite only
 def test_retry_after_oom_halves_px_budget_then_restores_it(tmp_path, monkeypatch):
     inpainter = refining_inpainter(tmp_path)
     budgets, released = [], []
@@ -416,6 +421,7 @@ def test_other_errors_are_not_retried(tmp_path, monkeypatch):
         inpaint_with_retries(inpainter, tiny_inputs(), Path("x"))
 
 
+@pytest.mark.slow  # seconds: full suite only
 def test_batch_goes_on_after_oom_and_records_the_retry(tmp_path, monkeypatch, caplog):
     indir, outdir = tmp_path / "in", tmp_path / "out"
     save(indir / "a.png", photo(24, 32))
@@ -450,6 +456,7 @@ def test_batch_goes_on_after_oom_and_records_the_retry(tmp_path, monkeypatch, ca
     ("local_shards", "hydra_plugins.hydra_joblib_launcher", ["JoblibLauncher", "prefer: processes"]),
     ("slurm_shards", "hydra_plugins.hydra_submitit_launcher", ["SlurmLauncher", "gpus_per_node: 1", "max_num_timeout: 3"]),
 ])
+@pytest.mark.slow  # a subprocess
 def test_launcher_presets_compose(tmp_path, preset, plugin, expected):
     pytest.importorskip(plugin)
     proc = lama_refine(f"hydra/launcher={preset}", "indir=x", "outdir=y", "--cfg", "hydra", "--package",

@@ -37,6 +37,7 @@ def run_case(case, tmp_path, *extra, model="checkpoint"):
     return np.load(outdir / "sub" / "photo_mask001.npy")
 
 
+@pytest.mark.slow  # seconds: full suite only
 def test_refined_output_matches_the_original(case, tmp_path):
     out = run_case(case, tmp_path)
     worst, mean = max_mean_diff(out, case.npy("refined"))
@@ -44,11 +45,13 @@ def test_refined_output_matches_the_original(case, tmp_path):
     assert worst <= 1e-4 and mean <= 1e-5
 
 
+@pytest.mark.slow  # seconds: full suite only
 def test_plain_output_matches_the_original(case, tmp_path):
     out = run_case(case, tmp_path, "refine=false")
     assert max_mean_diff(out, case.npy("plain"))[0] <= 1e-5
 
 
+@pytest.mark.slow  # seconds: full suite only
 def test_match_input_size_restores_the_input_size_and_known_pixels(tmp_path):
     case = Case(GOLDEN / "px_budget_resize")
     out = run_case(case, tmp_path, "output.match_input_size=true")
@@ -58,6 +61,7 @@ def test_match_input_size_restores_the_input_size_and_known_pixels(tmp_path):
     assert np.isfinite(out).all() and out.min() >= 0 and out.max() <= 1
 
 
+@pytest.mark.slow  # seconds: full suite only
 def test_png_output_is_lamas_truncating_8bit_conversion(tmp_path):
     case = Case(GOLDEN / "three_scales")
     indir, outdir = case_indir(case, tmp_path), tmp_path / "out"
@@ -92,6 +96,7 @@ def lama_refine(*args, cwd):
                           capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow  # a subprocess
 def test_command_line_with_lama_gpu_ids_spelling_fails_clearly_without_gpus(tmp_path):
     case = Case(GOLDEN / "three_scales")
     indir = case_indir(case, tmp_path)
@@ -102,6 +107,7 @@ def test_command_line_with_lama_gpu_ids_spelling_fails_clearly_without_gpus(tmp_
     assert "cuda:0" in proc.stderr and "not available" in proc.stderr
 
 
+@pytest.mark.slow  # a subprocess
 def test_multirun_sweep_writes_each_setting_to_its_own_folder(tmp_path):
     case = Case(GOLDEN / "odd_nonsquare_2scales")
     indir, outdir = case_indir(case, tmp_path), tmp_path / "out"
@@ -141,6 +147,7 @@ def start_and_kill_after_new_output(args, outdir: Path, sig: int, cwd: Path):
     return proc.returncode, {p.name: p.stat().st_mtime_ns for p in outdir.glob("*.png")}, out
 
 
+@pytest.mark.slow  # a subprocess
 def test_killed_batch_resumes_and_does_every_file_exactly_once(tmp_path):
     case = Case(GOLDEN / "three_scales")
     indir, outdir = tmp_path / "in", tmp_path / "out"
@@ -169,6 +176,7 @@ def test_killed_batch_resumes_and_does_every_file_exactly_once(tmp_path):
     assert not set(second) & {r["output"] for r in records if r["status"] == "done" and r["pid"] == records[-1]["pid"]}
 
 
+@pytest.mark.slow  # a subprocess
 def test_command_line_names_each_bad_file_and_exits_1(tmp_path):
     case = Case(GOLDEN / "three_scales")
     indir = tmp_path / "in"

@@ -23,14 +23,15 @@ def test_every_group_of_conf_is_known_here():
     assert groups - {"train", "hydra"} <= set(PART_GROUPS), "a new config group needs a line in PART_GROUPS"
 
 
+@pytest.mark.slow  # seconds: full suite only
 @pytest.mark.parametrize("group,option", OPTIONS)
 def test_every_config_instantiates_to_its_part(group, option):
     if group == "mask_downsampler":  # the shared options behind pyramid_mask/ and loss_mask/
         part = instantiate(OmegaConf.load(conf_dir() / group / f"{option}.yaml"))
     else:
         parts = build_parts(compose(["indir=x", "outdir=y", f"{group}={option}", *REQUIRED.get((group, option), [])]))
-        part = {"pyramid_mask": parts["pyramid"].mask_downsampler,
-                "loss_mask": parts["refiner"].loss_mask_downsampler}.get(group, parts.get(group))
+        part = {"pyramid_mask": lambda: parts["pyramid"].mask_downsampler,
+                "loss_mask": lambda: parts["refiner"].loss_mask_downsampler}.get(group, lambda: parts[group])()
     assert isinstance(part, PART_GROUPS[group])
 
 

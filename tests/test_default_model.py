@@ -58,23 +58,20 @@ def test_shipped_files_are_small_and_describe_an_ffc_generator() -> None:
 
 def test_loads_through_the_project_loader(generator: torch.nn.Module) -> None:
     """`load_generator` (the CLI's path) reads the .safetensors + same-stem .yaml pair."""
-    try:
-        from lama_refine.models import load_generator
-        loaded = load_generator(DEFAULT_MODEL_PATH)
-    except NotImplementedError:  # pragma: no cover - before the loader lands
-        pytest.skip("load_generator is not available yet")
-    model = getattr(loaded, "generator", loaded)
+    model = load_generator(DEFAULT_MODEL_PATH).generator
     reference = generator.state_dict()
     for key, value in model.state_dict().items():
         assert torch.equal(value.float(), reference[key].float()), key
 
 
+@pytest.mark.slow  # seconds: full suite only
 def test_plain_output_matches_the_stored_reference(generator, case) -> None:
     image, mask, expected = case
     out = plain_inpaint(generator, image, mask)[0].permute(1, 2, 0).numpy()
     np.testing.assert_allclose(out, expected, atol=1e-4, rtol=0)
 
 
+@pytest.mark.slow  # seconds: full suite only
 def test_is_a_trained_network(generator, case) -> None:
     """Clearly better than the same network freshly initialised, on the held-out crop."""
     image, mask, _ = case

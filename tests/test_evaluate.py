@@ -134,6 +134,7 @@ def rows_of(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow  # seconds: full suite only
 def test_one_evaluation_writes_tables_and_pictures_inside_outdir(tmp_path):
     gt = gt_folder(tmp_path, 3)
     out = tmp_path / "out"
@@ -179,6 +180,7 @@ def app(module: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
     return proc
 
 
+@pytest.mark.slow  # a subprocess
 def test_evaluation_sweep_writes_one_comparison_of_all_settings(tmp_path):
     gt = gt_folder(tmp_path, 1)
     out = tmp_path / "out"
@@ -202,6 +204,7 @@ def test_evaluation_sweep_writes_one_comparison_of_all_settings(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["gt", "out"]  # nothing written outside outdir
 
 
+@pytest.mark.slow  # a subprocess
 def test_main_app_sweeps_the_new_alternatives(tmp_path):
     gt = gt_folder(tmp_path, 1)
     photo = np.asarray(Image.open(gt / "crop0.png"))

@@ -29,10 +29,11 @@ def doc_files() -> dict[str, str]:
     return {name: f"# file: {name}\n{body}" for name, body in blocks}
 
 
-def doc_command() -> list[str]:
-    """The `lama-refine ...` line of the doc's bash block, as arguments (without the program)."""
+def doc_command(marker: str = "lama-refine ") -> list[str]:
+    """The first `lama-refine ...` line of the doc's bash blocks that contains `marker`, as
+    arguments (without the program)."""
     bash = re.findall(r"```bash\n(.*?)```", DOC.read_text(), re.S)
-    line = next(line for block in bash for line in block.splitlines() if "lama-refine " in line)
+    line = next(line for block in bash for line in block.splitlines() if "lama-refine " in line and marker in line)
     words = shlex.split(line)
     return words[words.index("lama-refine") + 1:]
 
@@ -44,7 +45,7 @@ def user_dir(tmp_path_factory) -> Path:
     assert REPO not in root.parents
     files = doc_files()
     assert {"my_parts.py", "myconf/refiner/tv.yaml", "myconf/pyramid_mask/maxpool.yaml", "use_objects.py",
-            "use_config.py"} <= set(files)
+            "use_config.py", "my_generator.py", "refine_my_generator.py", "myconf/model/tiny.yaml"} <= set(files)
     for name, text in files.items():
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_text(text)
@@ -73,6 +74,7 @@ def check_inpainted(path: Path) -> np.ndarray:
     return out
 
 
+@pytest.mark.slow  # a subprocess
 def test_user_parts_built_as_objects_run_on_files_and_tensors(user_dir):
     proc = python(user_dir, "use_objects.py", str(MODEL), "photos/photo.png", "photos/photo_mask.png", "objects.npy")
     check_inpainted(user_dir / "objects.npy")
@@ -81,6 +83,7 @@ def test_user_parts_built_as_objects_run_on_files_and_tensors(user_dir):
     assert losses[0] == [] and len(losses[1]) == 5
 
 
+@pytest.mark.slow  # a subprocess
 def test_user_config_folder_composes_from_python(user_dir):
     proc = python(user_dir, "use_config.py", str(MODEL), "photos/photo.png", "photos/photo_mask.png", "config.npy")
     assert "refiner TVRefiner mask MaxPoolMaskDownsampler" in proc.stdout
@@ -88,6 +91,7 @@ def test_user_config_folder_composes_from_python(user_dir):
     assert np.abs(tv - plain).max() > 0
 
 
+@pytest.mark.slow  # a subprocess
 def test_the_docs_command_line_uses_the_user_parts_without_editing_the_package(user_dir, tmp_path):
     args = doc_command()
     mine = {"model.path": str(MODEL), "indir": "photos", "outdir": "out"}
@@ -102,3 +106,22 @@ def test_the_docs_command_line_uses_the_user_parts_without_editing_the_package(u
     run(compose([f"model.path={MODEL}", f"indir={user_dir / 'photos'}", f"outdir={tmp_path}", "out_ext=.npy",
                  "progress=false", "output.match_input_size=false", *CASE.overrides()]))
     assert np.abs(out - np.load(tmp_path / "photo_mask.npy")).max() > 1e-4
+
+
+@pytest.mark.slow  # a subprocess
+def test_the_docs_own_generator_is_refined_from_python_and_from_the_command_line(user_dir):
+    """'Your own generator': a user-written encoder-trunk-decoder, its block registered; the loss
+    falls, the known pixels are kept; the same class and its saved weights through `+model=tiny`."""
+    proc = python(user_dir, "refine_my_generator.py", "photos/photo.png", "photos/photo_mask.png", "tiny.npy")
+    first, last = map(float, proc.stdout.split("finest-scale loss ")[1].split("->"))
+    assert last < first
+    check_inpainted(user_dir / "tiny.npy")
+
+    args = [a for a in doc_command("+model=tiny") if a.split("=", 1)[0] not in ("indir", "outdir")]
+    python(user_dir, "-m", "lama_refine.cli", *args, "indir=photos", "outdir=out_tiny", "out_ext=.npy",
+           "progress=false", "refiner.n_iters=3")
+    from_cli = check_inpainted(user_dir / "out_tiny" / "photo_mask.npy")
+    saved = OmegaConf.load(next((user_dir / "out_tiny" / ".lama-refine").rglob("config.yaml")))
+    assert saved.model._target_ == "my_generator.TinyInpainter" and saved.model.width == 16
+    image, hole = CASE.image()[0].permute(1, 2, 0).numpy(), CASE.mask()[0, 0].numpy() == 1
+    assert np.abs(from_cli - image)[hole].max() > 0.05  # the hole is the network's, not the input's

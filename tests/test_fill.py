@@ -23,6 +23,7 @@ def random_case(seed: int, shape=(2, 3, 40, 56)) -> tuple[torch.Tensor, torch.Te
     return image, mask
 
 
+@pytest.mark.slow  # seconds: full suite only
 @settings(max_examples=20, deadline=None)
 @given(seed=st.integers(0, 2**16), iters=st.integers(0, 30))
 def test_known_pixels_kept_and_fill_within_known_range(seed: int, iters: int) -> None:
@@ -36,12 +37,14 @@ def test_known_pixels_kept_and_fill_within_known_range(seed: int, iters: int) ->
         assert out[b].min() >= lo - 1e-6 and out[b].max() <= hi + 1e-6
 
 
+@pytest.mark.slow  # seconds: full suite only
 def test_ignores_the_hole_pixels_of_its_input() -> None:
     image, mask = random_case(0)
     scrambled = image * (1 - mask) + torch.rand_like(image) * mask
     assert torch.allclose(diffusion_fill(image, mask), diffusion_fill(scrambled, mask), atol=1e-6)
 
 
+@pytest.mark.slow  # seconds: full suite only
 def test_a_smooth_image_is_recovered_closely() -> None:
     """A linear ramp is a steady state of the heat equation: the fill comes close to it."""
     ramp = torch.linspace(0, 1, 64).view(1, 1, 1, 64).expand(1, 3, 48, 64).contiguous()
@@ -51,6 +54,7 @@ def test_a_smooth_image_is_recovered_closely() -> None:
     assert err < 0.01  # a mean fill is off by about 0.2 here
 
 
+@pytest.mark.slow  # seconds: full suite only
 def test_input_layer_fills_only_the_image_channels() -> None:
     image, mask = random_case(3)
     x = torch.cat([image * (1 - mask), mask], dim=1)
@@ -59,6 +63,7 @@ def test_input_layer_fills_only_the_image_channels() -> None:
     assert torch.allclose(y[:, :-1], diffusion_fill(image, mask, 20), atol=1e-6)
 
 
+@pytest.mark.slow  # seconds: full suite only
 def test_generator_option_keeps_lama_parameter_names_and_layout() -> None:
     plain, filled = build_generator(SMALL), build_generator({**SMALL, "input_fill": "diffusion"})
     assert list(plain.state_dict()) == list(filled.state_dict())
@@ -76,6 +81,7 @@ def test_unknown_input_fill_is_a_value_error() -> None:
         build_generator({**SMALL, "input_fill": "telea"})
 
 
+@pytest.mark.slow  # seconds: full suite only
 @pytest.mark.parametrize("size", [(200, 72), (136, 40)])
 def test_banded_front_fills_the_whole_image_then_bands(size) -> None:
     """The fill is global: `perf.tile_rows` must run it once on the whole input, then band."""
@@ -94,6 +100,7 @@ def test_banded_front_fills_the_whole_image_then_bands(size) -> None:
 
 @pytest.mark.parametrize("overrides", [[], ["perf.tile_rows=16", "perf.lean_backward=false"]],
                          ids=["default", "tiled-faithful"])
+@pytest.mark.slow  # seconds: full suite only
 def test_refinement_runs_on_an_input_fill_generator(overrides: list[str]) -> None:
     """The fill is recomputed by the front at every scale; refinement and tiling run unchanged."""
     from lama_refine.api import make_inpainter

@@ -125,7 +125,7 @@ def test_16bit_colour_png_keeps_its_precision(tmp_path):
 
 
 def test_16bit_colour_without_opencv_falls_back_to_8_bits_with_a_note(tmp_path, monkeypatch):
-    import lama_refine.io as io
+    import lama_refine.io.read as io
 
     monkeypatch.setattr(io, "_read_16bit_colour", lambda path: None)
     rgb = (RNG.random((12, 16, 3)) * 65535).astype(np.uint16)

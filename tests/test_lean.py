@@ -69,6 +69,7 @@ GENERATORS = {
 }
 
 
+@pytest.mark.slow  # seconds: full suite only
 @pytest.mark.parametrize("name", sorted(GENERATORS))
 def test_lean_rear_equals_autograd_in_double_precision(name):
     make, size = GENERATORS[name]
@@ -85,6 +86,7 @@ def test_lean_rear_equals_autograd_in_double_precision(name):
         assert torch.allclose(g, e, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.slow  # seconds: full suite only
 def test_lean_rear_float32_gradients_within_1e5_of_autograd():
     rear, features = rear_and_features(small_ffc(), size=(64, 80), dtype=torch.float32)
     lean = lean_rear(rear)
@@ -110,6 +112,7 @@ def saved_activation_bytes(module: nn.Module, features) -> dict[torch.dtype, int
     return saved
 
 
+@pytest.mark.slow  # seconds: full suite only
 def test_lean_rear_keeps_only_bit_masks_and_the_output_activation():
     rear, features = rear_and_features(small_ffc(ngf=16), size=(64, 96), dtype=torch.float32)
     plain = saved_activation_bytes(rear, features)
@@ -158,6 +161,7 @@ def test_mask_packing_round_trips(shape, channels_last):
     (nn.Conv2d(3, 4, 7), nn.ReflectionPad2d(3)),
     (nn.ConvTranspose2d(3, 4, 3, stride=2, padding=1, output_padding=1), None),
 ])
+@pytest.mark.slow  # seconds: full suite only
 def test_frozen_conv_passes_gradcheck(conv, pad):
     conv = conv.double().requires_grad_(False)
     spec = ConvSpec(conv, tuple(pad.padding) if pad is not None else None)

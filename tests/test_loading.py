@@ -70,6 +70,7 @@ def golden_config(case: Path) -> dict:
 # --------------------------------------------------------------------------- golden formats
 
 
+@pytest.mark.slow  # seconds: full suite only
 @pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:DeprecationWarning")
 @pytest.mark.parametrize("case", CASES, ids=lambda p: p.name)
 def test_every_format_gives_the_same_generator(case: Path) -> None:
@@ -301,6 +302,7 @@ class _Wrapper(nn.Module):
         return self.generator(x)
 
 
+@pytest.mark.slow  # seconds: full suite only
 @pytest.mark.filterwarnings("ignore:`torch.jit.trace:DeprecationWarning")
 def test_big_lama_in_three_formats(tmp_path: Path) -> None:
     generator = randomised_big_lama()
@@ -425,6 +427,20 @@ def test_convert_round_trip(tmp_path: Path, fmt: str) -> None:
         [(k, v.shape) for k, v in original.generator.state_dict().items()]
     with safe_open(str(dst), framework="pt") as file:
         assert json.loads(file.metadata()["lama_refine.generator"]) == original.config
+
+
+def test_convert_writes_files_with_the_usual_mode_not_0600(tmp_path: Path) -> None:
+    """lama-refine-convert writes through io.write_atomic: 0o666 less the umask, as a plainly
+    created file (its own writer used to leave mkstemp's 0o600)."""
+    previous = os.umask(0o022)
+    try:
+        dst = convert(FIXTURES / "golden-pix2pixhd" / "odd_nonsquare_refine_fails" / "checkpoint",
+                      tmp_path / "p.safetensors")
+    finally:
+        os.umask(previous)
+    assert oct(dst.stat().st_mode & 0o777) == oct(0o644)
+    assert oct(dst.with_suffix(".yaml").stat().st_mode & 0o777) == oct(0o644)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.safetensors", "p.yaml"]  # no temporaries left
 
 
 def test_convert_pix2pixhd_and_metadata_alone_is_enough(tmp_path: Path) -> None:

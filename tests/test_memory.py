@@ -8,7 +8,6 @@ from lama_refine.memory import (
     auto_px_budget,
     estimate_peak,
     meta_copy,
-    perf_from_overrides,
     trace_rear,
 )
 from lama_refine.models import BIG_LAMA, build_generator
@@ -37,6 +36,7 @@ def test_lean_backward_keeps_an_order_of_magnitude_less(big_lama):
     assert largest == 64 * (256 + 6) * (384 + 6) * 4  # the last 64-channel activation, padded for the 7x7
 
 
+@pytest.mark.slow  # seconds: full suite only
 def test_estimate_grows_with_the_image_and_shrinks_with_the_switches(big_lama):
     small = estimate_peak(big_lama, (384, 512), PerfConfig(lean_backward=False)).total
     large = estimate_peak(big_lama, (768, 1024), PerfConfig(lean_backward=False)).total
@@ -47,6 +47,7 @@ def test_estimate_grows_with_the_image_and_shrinks_with_the_switches(big_lama):
     assert lean < heap < large
 
 
+@pytest.mark.slow  # seconds: full suite only
 def test_auto_budget_fits_the_free_memory(big_lama):
     free = 6 * 2**30
     budget = auto_px_budget(big_lama, PerfConfig(), "cpu", free_bytes=free)
@@ -67,17 +68,13 @@ def test_px_budget_auto_becomes_a_number_before_the_pyramid_is_built():
     assert isinstance(inpainter.pyramid.px_budget, int) and inpainter.pyramid.px_budget >= 256 * 256
 
 
-def test_perf_overrides_parse():
-    perf = perf_from_overrides(["perf.amp=bf16", "perf.threads=1", "perf.checkpointing=true", "refine=false"])
-    assert (perf.amp, perf.threads, perf.checkpointing, perf.lean_backward) == ("bf16", 1, True, True)
+def test_the_balanced_split_estimate_lines_up_with_the_rear_and_agrees_with_the_trace(big_lama):
+    """One estimator per question: partition.saved_activation_bytes (per rear module, what the
+    balanced split weighs) run on the meta device adds up to the memory model's trace of the rear."""
+    from lama_refine.partition import saved_activation_bytes
 
-
-def test_rear_module_costs_line_up_with_the_rear_and_add_up(big_lama):
-    from lama_refine.memory import rear_module_costs
-
-    costs = rear_module_costs(big_lama, (128, 192), PerfConfig(lean_backward=False))
+    costs = saved_activation_bytes(big_lama, probe_size=128)
     assert len(costs) == 36 - 5  # rear = indices 5..35
-    assert sum(costs) == trace_rear(big_lama, (128, 192), PerfConfig(lean_backward=False))[0]
     assert costs[17] > 0 and costs[18] == 0  # the last resnet block keeps tensors; the concat nothing
-    lean = rear_module_costs(big_lama, (128, 192), PerfConfig())
-    assert sum(lean) * 50 < sum(costs)
+    traced, _ = trace_rear(big_lama, (128, 128), PerfConfig(lean_backward=False))
+    assert abs(sum(costs) * 128 * 128 - traced) < 0.01 * traced  # the trace also counts BN's saved buffers

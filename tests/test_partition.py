@@ -40,6 +40,7 @@ def test_split_matches_the_original_device_assignment(case):
     assert list(range(len(partition.front.module))) == case.meta["devices"]["front_indices"]
 
 
+@pytest.mark.slow  # seconds: full suite only
 def test_split_does_not_change_the_output(case):
     g = case.generator()
     x = torch.rand(1, 4, 64, 64)
@@ -75,6 +76,7 @@ def test_activation_estimate_charges_the_decoder_at_full_resolution(big_lama):
     assert tail > 2 * blocks[0]  # the decoder keeps more than two blocks' worth
 
 
+@pytest.mark.slow  # seconds: full suite only
 @pytest.mark.parametrize("n_devices", [2, 3, 4])
 def test_balanced_puts_fewer_blocks_on_the_device_holding_the_tail(big_lama, n_devices):
     partition = BalancedPartitioner().split(big_lama, [META] * n_devices)
@@ -117,6 +119,7 @@ def test_balanced_counts_are_an_optimal_contiguous_split(costs, tail, n_devices)
     assert worst(counts) == min(worst(c) for c in every_split)
 
 
+@pytest.mark.slow  # seconds: full suite only
 @pytest.mark.parametrize("partitioner", [SinglePartitioner(), BalancedPartitioner(), ExplicitPartitioner([2, 1])])
 def test_alternative_splits_do_not_change_the_output(case, partitioner):
     g = case.generator()

@@ -25,6 +25,7 @@ def faithful():
     return result
 
 
+@pytest.mark.slow  # seconds: full suite only
 def test_faithful_baseline_is_the_originals_output(faithful):
     expected = torch.from_numpy(CASE.npy("refined")).permute(2, 0, 1)[None]
     assert (faithful.image - expected).abs().max() <= 1e-5
@@ -39,6 +40,7 @@ def test_faithful_baseline_is_the_originals_output(faithful):
     ["perf.tile_rows=8"],
     ["perf.tile_rows=8", "perf.lean_backward=false"],
 ])
+@pytest.mark.slow  # seconds: full suite only
 def test_neutral_switches_keep_outputs_and_losses_within_1e5(faithful, overrides):
     _, result = inpaint(*overrides)
     assert (result.image - faithful.image).abs().max() <= 1e-5
@@ -56,6 +58,7 @@ def test_threads_switch_sets_torch_threads(faithful):
         torch.set_num_threads(before)
 
 
+@pytest.mark.slow  # seconds: full suite only
 @pytest.mark.parametrize("amp", ["bf16", "fp16"])
 def test_mixed_precision_runs_close_to_float32_and_keeps_known_pixels(faithful, amp):
     inpainter, result = inpaint(f"perf.amp={amp}")
@@ -74,6 +77,7 @@ def test_amp_without_the_lean_backward_is_a_clear_error():
         PerfConfig(amp="int8")
 
 
+@pytest.mark.slow  # seconds: full suite only
 def test_switches_shape_the_rear_stages():
     inpainter, _ = inpaint("perf.checkpointing=true", "perf.channels_last=true")
     stage = inpainter.partition.rear[-1].module
@@ -83,6 +87,7 @@ def test_switches_shape_the_rear_stages():
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)
 
 
+@pytest.mark.slow  # torch.compile
 def test_compile_switch_runs_and_keeps_outputs(faithful):
     pytest.importorskip("torch._inductor")
     # Smallest refinement that still optimises: one iteration step at the finest scale.

@@ -32,6 +32,7 @@ def setup():
     return levels, partition, refiner, refiner.refine(partition, levels)
 
 
+@pytest.mark.slow  # seconds: full suite only
 def test_refinement_runs_on_the_pyramid_the_original_built(setup):
     levels, _, _, result = setup
     assert [list(lv.size) for lv in levels] == CASE.meta["refine_pyramid_hw_coarsest_first"]

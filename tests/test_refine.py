@@ -42,6 +42,7 @@ def refine_case_uncached(case):
     return refiner, levels, refiner.refine(partition, levels)
 
 
+@pytest.mark.slow  # seconds: full suite only
 def test_each_scale_matches_the_original(case):
     _, _, result = refine_case(case)
     assert len(result.scales) == case.meta["n_scales"]
@@ -74,6 +75,7 @@ def test_known_pixels_are_kept_and_output_in_range(case):
     assert result.image.min() >= 0 and result.image.max() <= 1
 
 
+@pytest.mark.slow  # seconds: full suite only
 def test_empty_loss_mask_warns_and_keeps_output_finite(case, caplog):
     """Thin strokes only: erosion empties the coarse loss mask; the original's loss is NaN but its
     output finite. Ours must be finite, warn, and equal refinement on the known-pixel term alone."""
@@ -96,6 +98,7 @@ def test_empty_loss_mask_warns_and_keeps_output_finite(case, caplog):
     assert torch.equal(result.image, reference.image)
 
 
+@pytest.mark.slow  # seconds: full suite only
 def test_refinement_changes_the_hole_only_a_little_from_one_iteration(case):
     p = case.params
     ds = GaussianDownsampler()
@@ -144,6 +147,7 @@ def test_plain_refiner_is_the_l1_refiner_on_one_scale(small):
     assert torch.equal(PlainRefiner().refine(partition, levels).image, l1().refine(partition, levels[-1:]).image)
 
 
+@pytest.mark.slow  # seconds: full suite only
 def test_loss_weights_scale_the_two_terms(small):
     _, levels, partition = small
     first = {w: l1(known_weight=w[0], coarse_weight=w[1]).refine(partition, levels).losses[1][0]
@@ -162,6 +166,7 @@ class Recording(L1Refiner):
         return self.last_optimizer
 
 
+@pytest.mark.slow  # seconds: full suite only
 @pytest.mark.parametrize("which,channels", [("both", [16, 48]), ("local", [16]), ("global", [48])])
 def test_optimize_selects_the_ffc_branch(small, which, channels):
     _, levels, partition = small
@@ -171,6 +176,7 @@ def test_optimize_selects_the_ffc_branch(small, which, channels):
     assert all(np.isfinite(result.losses[1]))
 
 
+@pytest.mark.slow  # seconds: full suite only
 def test_optimizing_one_branch_moves_the_result_differently_from_both(small):
     _, levels, partition = small
     start = l1(n_iters=1).refine(partition, levels).image
@@ -180,6 +186,7 @@ def test_optimizing_one_branch_moves_the_result_differently_from_both(small):
     assert change["both"] != change["local"] and change["both"] != change["global"]
 
 
+@pytest.mark.slow  # seconds: full suite only
 def test_optimizer_is_pluggable_and_gets_the_refiners_lr(small):
     _, levels, partition = small
     sgd = Recording(GaussianDownsampler(), AllPixelsMaskDownsampler(), n_iters=4, lr=0.0,
@@ -199,6 +206,7 @@ def thin_stroke_levels(case):
     return OriginalPyramid(GaussianDownsampler(), BlurMaskDownsampler(), min_side=64).build(image, mask)
 
 
+@pytest.mark.slow  # seconds: full suite only
 def test_empty_loss_mask_policies(small, caplog):
     case, _, partition = small
     levels = thin_stroke_levels(case)

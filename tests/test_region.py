@@ -75,6 +75,7 @@ def test_crop_of_a_small_hole_keeps_everything_but_the_hole():
     assert torch.isfinite(result.image).all() and not torch.equal(result.image[hole], image[hole])
 
 
+@pytest.mark.slow  # seconds: full suite only
 def test_crop_covering_the_whole_photo_equals_whole_image_refinement():
     image, mask = CASE.image(), CASE.mask()
     whole = inpainter().run(image, mask)

@@ -24,6 +24,7 @@ def tail(channels: int = 6, act: nn.Module | None = None, pad: int = 3) -> nn.Se
     return nn.Sequential(*mods).eval().requires_grad_(False).double()
 
 
+@pytest.mark.slow  # seconds: full suite only
 @settings(max_examples=25, deadline=None)
 @given(h=st.integers(2, 14), w=st.integers(2, 9), rows=st.integers(4, 30), pad=st.integers(1, 3))
 def test_bands_equal_the_whole_tail_in_value_and_input_gradient(h, w, rows, pad):
@@ -43,6 +44,7 @@ def test_bands_equal_the_whole_tail_in_value_and_input_gradient(h, w, rows, pad)
     assert torch.allclose(g_got, g_expected, atol=1e-12, rtol=0)
 
 
+@pytest.mark.slow  # seconds: full suite only
 def test_gradcheck_through_the_bands():
     tiled = nn.Sequential(*tile_tail(list(tail(channels=2, act=nn.Tanh())), rows=5))
     x = torch.randn(1, 4, 6, 3, dtype=torch.double, requires_grad=True)
@@ -64,13 +66,14 @@ def test_band_height_must_exceed_the_padding():
 
 
 def _front(generator: nn.Module) -> nn.Sequential:
-    from lama_refine.models import is_resnet_block
+    from lama_refine.models import is_block
 
     modules = list(generator.model)
-    first = next(i for i, m in enumerate(modules) if is_resnet_block(m))
+    first = next(i for i, m in enumerate(modules) if is_block(m))
     return nn.Sequential(*modules[:first]).eval().requires_grad_(False).double()
 
 
+@pytest.mark.slow  # seconds: full suite only
 @pytest.mark.parametrize("size", [(200, 72), (136, 40), (96, 24), (264, 16)])
 def test_banded_front_equals_the_whole_front(size):
     from lama_refine.tiling import BandedFront, band_front

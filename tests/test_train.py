@@ -176,6 +176,7 @@ def read_log(out_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (out_dir / "log.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow  # a subprocess
 def test_training_smoke_run_and_resume(tmp_path: Path) -> None:
     images = write_images(tmp_path / "imgs")
     out = tmp_path / "run"
@@ -200,6 +201,7 @@ def test_training_smoke_run_and_resume(tmp_path: Path) -> None:
     assert [r["step"] for r in log] == [1, 2, 3, 4, 5, 6]  # resumed at 4, not restarted
 
 
+@pytest.mark.slow  # a subprocess
 def test_resume_continues_bit_for_bit(tmp_path: Path) -> None:
     """Two steps + resume for two more = four steps straight (weights and RNG restored)."""
     images = write_images(tmp_path / "imgs")
@@ -214,6 +216,7 @@ def test_resume_continues_bit_for_bit(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("options", [{"input_fill": None}, {"input_fill": "diffusion"}],
                          ids=["lama", "input-fill"])
+@pytest.mark.slow  # seconds: full suite only
 def test_export_writes_a_lama_section_unless_our_options_are_used(tmp_path: Path, options: dict) -> None:
     from omegaconf import OmegaConf
 

@@ -6,7 +6,7 @@
 1. 256 px crops with seeded thin / medium / thick masks: trained vs. untrained network vs.
    classical diffusion fill (hole L1 and PSNR).
 2. The held-out photos at `--long-side` px, one seeded mask per family: plain vs. refined
-   through the Inpainter with SPEC defaults (15 iterations, min_side 512, ...).
+   through the Inpainter with the original's defaults (15 iterations, min_side 512, ...).
 3. The shipped examples (examples/NAME.jpg + NAME_mask.png): plain vs. refined, with timings.
 Tables go to OUT/results.md and OUT/results.json; pictures to IMAGES/default-model-*.png.
 Needs the held-out photos (fetched into ~/.cache/lama-refine/data with apt-get download).
@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
 from lama_refine.models import build_generator, generator_config  # noqa: E402
 from lama_refine.train import evaluate as ev  # noqa: E402
-from lama_refine.train.data import HOLDOUT, load_photos, read_image, to_tensor  # noqa: E402
+from lama_refine.train.data import HOLDOUT, load_photos, read_rgb8, to_tensor  # noqa: E402
 from lama_refine.models.loading import load_generator  # noqa: E402
 from lama_refine.weights import DEFAULT_MODEL_PATH  # noqa: E402
 
@@ -41,8 +41,8 @@ def examples_section(generator, folder: Path, images_dir: Path) -> tuple[str, li
              "|---|---|---|---|---|---|---|---|"]
     records = []
     for name in EXAMPLES:
-        image = to_tensor(read_image(folder / f"{name}.jpg"))[None]
-        mask = torch.from_numpy((read_image(folder / f"{name}_mask.png")[..., 0] > 0).astype(np.float32))[None, None]
+        image = to_tensor(read_rgb8(folder / f"{name}.jpg"))[None]
+        mask = torch.from_numpy((read_rgb8(folder / f"{name}_mask.png")[..., 0] > 0).astype(np.float32))[None, None]
         case = ev.highres_case(generator, image, mask)
         h, w = image.shape[-2:]
         lines.append(f"| {name} | {w}x{h} | {100 * float(mask.mean()):.1f} | {case['scales']} | "

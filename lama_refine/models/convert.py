@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import tempfile
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 from omegaconf import OmegaConf
 from safetensors.torch import save_file
 
+from ..io.write import write_atomic
 from .loading import SAFETENSORS_CONFIG_KEY, load_generator
 
 
@@ -29,22 +28,9 @@ def convert(src: str | Path, dst: str | Path, checkpoint: str = "best.ckpt") -> 
     metadata = {SAFETENSORS_CONFIG_KEY: json.dumps(loaded.config)}
     yaml_text = OmegaConf.to_yaml({"generator": loaded.config})
 
-    _write_atomically(dst, lambda tmp: save_file(state, str(tmp), metadata=metadata))
-    _write_atomically(dst.with_suffix(".yaml"), lambda tmp: tmp.write_text(yaml_text, encoding="utf-8"))
+    write_atomic(dst, lambda tmp: save_file(state, str(tmp), metadata=metadata))
+    write_atomic(dst.with_suffix(".yaml"), lambda tmp: tmp.write_text(yaml_text, encoding="utf-8"))
     return dst
-
-
-def _write_atomically(target: Path, write: Callable[[Path], object]) -> None:
-    """Write through a temp file in the target's folder, then rename: no half-written outputs."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        write(tmp)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

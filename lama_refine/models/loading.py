@@ -8,7 +8,7 @@ One entry point, `load_generator(path)`, accepts:
 * a plain `torch.save` state dict,
 * a `.safetensors` file (what `lama-refine-convert` writes).
 
-Files from other people must never run code on load (SPEC section 2). Lightning checkpoints
+Files from other people must never run code on load. Lightning checkpoints
 cannot be read by `torch.load(weights_only=True)` as they are, because they name
 classes such as `omegaconf.dictconfig.DictConfig`. Rather than trusting those classes, every
 name the pickle mentions is bound to an inert stand-in, so the weights-only unpickler accepts
@@ -34,7 +34,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file as load_safetensors
 from torch import Tensor, nn
 
-from . import BIG_LAMA, build_generator, generator_config
+from .kinds import BIG_LAMA, build_generator, generator_config
 
 SAFETENSORS_CONFIG_KEY = "lama_refine.generator"
 """safetensors metadata key holding the generator config as JSON (written by convert.py)."""
@@ -100,6 +100,25 @@ def load_generator(path: str | Path, checkpoint: str = "best.ckpt",
     generator.eval().requires_grad_(False)
     fmt = "lama-experiment" if source.is_dir() else weights.format
     return LoadedGenerator(generator, architecture.config, source, fmt)
+
+
+def load_weights(generator: nn.Module, path: str | Path, map_location: MapLocation = "cpu") -> nn.Module:
+    """Load a checkpoint's weights into a generator of your own (`model._target_`), strictly.
+
+    Any format `load_generator` reads (safetensors, a state dict or Lightning .ckpt read with
+    `weights_only=True`, TorchScript), keys under a `generator.` prefix taken as they are. A file
+    that does not fit is an error naming the first missing, unexpected and mis-shaped keys.
+    Returns the generator in eval mode without gradients.
+    """
+    weights_file = Path(path)
+    _require_exists(weights_file)
+    weights = _read_weights(weights_file, map_location)
+    name = type(generator).__name__
+    _load_state(generator, _generator_keys(weights.state), weights_file, _Architecture({"kind": name}, f"class {name}"))
+    device = _device_of(map_location)
+    if device is not None:
+        generator.to(device)
+    return generator.eval().requires_grad_(False)
 
 
 def _require_exists(path: Path) -> None:

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
+from ..io import read_image, to_hwc, to_uint8
 from .masks import mixed_mask, seeded_mask
 
 log = logging.getLogger(__name__)
@@ -90,10 +91,9 @@ def as_rgb_uint8(array: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(array[..., :3]).astype(np.uint8)
 
 
-def read_image(path: Path | str) -> np.ndarray:
-    """An image file -> (H, W, 3) uint8 RGB."""
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"))
+def read_rgb8(path: Path | str) -> np.ndarray:
+    """An image file -> (H, W, 3) uint8 RGB, read by the app's own rules (`lama_refine.io.read_image`)."""
+    return to_uint8(to_hwc(read_image(path)))
 
 
 def load_named_photo(name: str, cache: Path = DEFAULT_CACHE) -> np.ndarray:
@@ -101,7 +101,7 @@ def load_named_photo(name: str, cache: Path = DEFAULT_CACHE) -> np.ndarray:
     source, location = PHOTOS[name]
     if source == "skimage":
         return as_rgb_uint8(_skimage_photo(location))
-    return read_image(fetch_debian_package(source, cache) / location)
+    return read_rgb8(fetch_debian_package(source, cache) / location)
 
 
 def shrink_to_short_side(image: np.ndarray, max_short_side: int | None) -> np.ndarray:
@@ -138,7 +138,7 @@ def load_photos(names: Iterable[str] | None = None, image_dir: str | Path | None
     if image_dir is not None:
         files = folder_images(image_dir)
         names = [n for n in (names or files) if n not in exclude]
-        return {n: shrink_to_short_side(read_image(files[n]), max_short_side) for n in names}
+        return {n: shrink_to_short_side(read_rgb8(files[n]), max_short_side) for n in names}
     names = [n for n in (names or PHOTOS) if n not in exclude]
     return {n: shrink_to_short_side(load_named_photo(n, cache), max_short_side) for n in names}
 
@@ -221,5 +221,5 @@ def validation_set(photos: Mapping[str, np.ndarray], size: int = 256, per_photo:
 
 
 __all__ = ["CropSampler", "DEFAULT_CACHE", "HOLDOUT", "PHOTOS", "as_rgb_uint8", "fetch_debian_package",
-           "folder_images", "load_named_photo", "load_photos", "read_image", "shrink_to_short_side",
+           "folder_images", "load_named_photo", "load_photos", "read_rgb8", "shrink_to_short_side",
            "to_tensor", "validation_set"]

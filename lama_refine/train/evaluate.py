@@ -5,7 +5,7 @@ Two tables and two pictures for `docs/default-model.md`:
    L1 and PSNR of the trained model, the same network untrained, and a classical fill
    (coarse-to-fine Gaussian diffusion, `diffusion_fill`).
 2. The held-out photos at 1-2 K px through the `Inpainter`: plain LaMa vs. feature refinement
-   (SPEC 4 defaults), hole L1 / PSNR and wall time.
+   (the original's defaults), hole L1 / PSNR and wall time.
 
 Run: `python tools/evaluate_default_model.py` (see its --help).
 """
@@ -26,6 +26,7 @@ from .data import FAMILY_CYCLE, shrink_to_short_side, to_tensor, validation_set
 from .losses import masked_l1, psnr
 from .loop import network_input
 from .masks import seeded_mask
+from ..io import to_hwc, to_uint8
 from ..models.fill import diffusion_fill
 
 Fill = Callable[[Tensor, Tensor], Tensor]  # (B,3,H,W) images, (B,1,H,W) masks -> composites
@@ -117,7 +118,7 @@ def fit_size(image: np.ndarray, long_side: int) -> np.ndarray:
 
 
 def default_inpainter(generator: nn.Module, refine: bool, n_iters: int = 15):
-    """The `Inpainter` with every part at its SPEC default (the original's behaviour)."""
+    """The `Inpainter` with every part at its default (the original's behaviour)."""
     from ..downsample import AllPixelsMaskDownsampler, BlurMaskDownsampler, GaussianDownsampler
     from ..partition import EvenPartitioner
     from ..pipeline import Inpainter
@@ -202,10 +203,9 @@ def highres_markdown(rows: Sequence[HighResRow]) -> str:
     return "\n".join(lines)
 
 
-def to_uint8(x: Tensor) -> np.ndarray:
-    """(3, H, W) or (1, 3, H, W) in [0, 1] -> (H, W, 3) uint8 (the original's truncation)."""
-    x = x.squeeze(0) if x.dim() == 4 else x
-    return np.clip(x.permute(1, 2, 0).numpy() * 255, 0, 255).astype(np.uint8)
+def picture(x: Tensor) -> np.ndarray:
+    """(3, H, W) or (1, 3, H, W) in [0, 1] -> (H, W, 3) uint8 (the original's truncation, `io.to_uint8`)."""
+    return to_uint8(to_hwc(x if x.dim() == 4 else x[None]))
 
 
 def show_hole(image: Tensor, mask: Tensor) -> Tensor:
@@ -231,7 +231,7 @@ def crops_picture(outputs: Mapping[str, Tensor], methods: Sequence[str], indices
     rows = []
     for i in indices:
         x, m = outputs["input"][i], outputs["mask"][i]
-        rows.append([to_uint8(show_hole(x, m))] + [to_uint8(outputs[k][i]) for k in methods] + [to_uint8(x)])
+        rows.append([picture(show_hole(x, m))] + [picture(outputs[k][i]) for k in methods] + [picture(x)])
     return grid_picture(rows, (cell, cell))
 
 
@@ -255,8 +255,8 @@ def highres_picture(image: Tensor, mask: Tensor, plain: Tensor, refined: Tensor,
     gap = 4
     cw = (width - 3 * gap) // 4
     h, w = image.shape[-2:]
-    full = grid_picture([[to_uint8(p) for p in pictures]], (cw, round(cw * h / w)), gap)
-    zoom = grid_picture([[to_uint8(p[..., top:top + hh, left:left + ww]) for p in pictures]], (cw, cw), gap)
+    full = grid_picture([[picture(p) for p in pictures]], (cw, round(cw * h / w)), gap)
+    zoom = grid_picture([[picture(p[..., top:top + hh, left:left + ww]) for p in pictures]], (cw, cw), gap)
     sheet = Image.new("RGB", (full.width, full.height + gap + zoom.height), "white")
     sheet.paste(full, (0, 0))
     sheet.paste(zoom, (0, full.height + gap))
@@ -271,4 +271,4 @@ def save_json(path: Path, payload: object) -> None:
 __all__ = ["EVAL_SEED", "HighResRow", "Row", "crops_markdown", "crops_picture", "crops_table",
            "default_inpainter", "diffusion_fill", "fit_size", "grid_picture", "highres_case",
            "highres_markdown", "highres_picture", "highres_table", "hole_metrics", "mean_fill", "network_fill",
-           "shrink_to_short_side", "to_uint8"]
+           "picture", "shrink_to_short_side"]

@@ -110,7 +110,7 @@ class ThreadTuner:
 
 
 def network_input(images: Tensor, masks: Tensor) -> Tensor:
-    """LaMa's input: the image with the hole zeroed, plus the mask (SPEC 3)."""
+    """LaMa's input: the image with the hole zeroed, plus the mask (as LaMa's trainer builds it)."""
     return torch.cat([images * (1 - masks), masks], dim=1)
 
 
@@ -140,7 +140,7 @@ def generator_losses(cfg: DictConfig, models: Models, images: Tensor, masks: Ten
     composite = masks * pred + (1 - masks) * images
     parts = {
         "l1_hole": masked_l1(pred, images, masks),
-        # The known pixels matter too: the refiner fits the raw prediction to them (SPEC 4.3).
+        # The known pixels matter too: the refiner fits the raw prediction to them (the known-pixel L1 term).
         "l1_known": masked_l1(pred, images, 1 - masks),
         "grad": gradient_loss(pred, images, masks),
     }

@@ -1,4 +1,4 @@
-"""LaMa-style random hole masks (SPEC section 8), seeded and relative to the image size.
+"""LaMa-style random hole masks (LaMa's thin / medium / thick training families), seeded and relative to the image size.
 
 The training loop draws its holes here, and the evaluation reuses the same function with fixed
 seeds, so the numbers in the model card and the masks the network learned from come from one

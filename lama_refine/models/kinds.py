@@ -1,0 +1,74 @@
+"""LaMa's two generator kinds, registered with the generator protocol, and building one from a
+LaMa `generator:` config section."""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from .ffc import FFC_BN_ACT, FFCResNetGenerator, FFCResnetBlock
+from .fill import INPUT_FILLS
+from .pix2pixhd import GlobalGenerator, ResnetBlock
+from .protocol import GENERATOR_KINDS, register_block, register_generator, register_handler
+
+register_generator(FFCResNetGenerator, kind="ffc_resnet", blocks=(FFCResnetBlock,), front_emits=("local", "global"))
+register_generator(GlobalGenerator, kind="pix2pixhd_global", blocks=(ResnetBlock,))
+register_block(FFCResnetBlock, ResnetBlock)
+
+
+def _ffc_local_convs(block: FFC_BN_ACT) -> list[nn.Module] | None:
+    """An FFC block without a global input is a local op: its local-to-local and local-to-global
+    convs (an FFC with a Fourier branch sees the whole image: not local)."""
+    ffc = block.ffc
+    if ffc.global_in_num != 0 or ffc.gated:
+        return None
+    return [c for c in (ffc.convl2l, ffc.convl2g) if isinstance(c, nn.Conv2d)]
+
+
+register_handler("local_convs", FFC_BN_ACT, _ffc_local_convs)
+for _fill in INPUT_FILLS.values():  # the input fill sees the whole image: tiling runs it before the bands
+    register_handler("image_wide", _fill, lambda module: True)
+
+BIG_LAMA: dict[str, Any] = {
+    "kind": "ffc_resnet",
+    "input_nc": 4,
+    "output_nc": 3,
+    "ngf": 64,
+    "n_downsampling": 3,
+    "n_blocks": 18,
+    "add_out_act": "sigmoid",
+    "init_conv_kwargs": {"ratio_gin": 0, "ratio_gout": 0, "enable_lfu": False},
+    "downsample_conv_kwargs": {"ratio_gin": 0, "ratio_gout": 0, "enable_lfu": False},
+    "resnet_conv_kwargs": {"ratio_gin": 0.75, "ratio_gout": 0.75, "enable_lfu": False},
+}
+
+
+def generator_config(cfg: Mapping[str, Any] | DictConfig) -> dict[str, Any]:
+    """A LaMa config (whole `config.yaml`, or its `generator:` section) -> plain generator dict.
+
+    Interpolations such as `${generator.init_conv_kwargs.ratio_gout}` are resolved relative to
+    the config root, as LaMa writes them; nothing outside the generator section is resolved
+    (LaMa configs carry `${env:TORCH_HOME}` elsewhere, which modern OmegaConf cannot resolve).
+    """
+    root = cfg if isinstance(cfg, DictConfig) else OmegaConf.create(dict(cfg))
+    if "generator" not in root:
+        if "kind" not in root:
+            raise ValueError("generator config has neither a `generator:` section nor a `kind:` key")
+        root = OmegaConf.create({"generator": root})
+    return OmegaConf.to_container(root.generator, resolve=True)  # type: ignore[return-value]
+
+
+def build_generator(cfg: Mapping[str, Any] | DictConfig) -> nn.Module:
+    """Build an untrained generator from a LaMa generator section (`kind` + constructor kwargs)."""
+    kwargs = generator_config(cfg)
+    kind = kwargs.pop("kind")
+    if kind not in GENERATOR_KINDS:
+        raise ValueError(f"unsupported generator kind {kind!r}; supported: {sorted(GENERATOR_KINDS)}")
+    try:
+        return GENERATOR_KINDS[kind](**kwargs)
+    except TypeError as error:  # e.g. an unknown keyword in the yaml: a config error, say so
+        raise ValueError(f"invalid {kind!r} generator config {kwargs}: {error}") from error
+
+
+__all__ = ["BIG_LAMA", "build_generator", "generator_config"]
