@@ -28,6 +28,10 @@ BIG_LAMA: dict[str, Any] = {
     "resnet_conv_kwargs": {"ratio_gin": 0.75, "ratio_gout": 0.75, "enable_lfu": False},
 }
 
+NON_LAMA_OPTIONS: dict[str, Any] = {"input_fill": None}
+"""This project's generator options that LaMa's constructors do not have, each with the value
+at which the generator is LaMa's own (so a section holding only these values is plain LaMa)."""
+
 
 def generator_config(cfg: Mapping[str, Any] | DictConfig) -> dict[str, Any]:
     """A LaMa config (whole `config.yaml`, or its `generator:` section) -> plain generator dict.
@@ -77,6 +81,7 @@ __all__ = [
     "GENERATOR_KINDS",
     "GlobalGenerator",
     "LoadedGenerator",
+    "NON_LAMA_OPTIONS",
     "RESNET_BLOCK_TYPES",
     "ResnetBlock",
     "build_generator",
