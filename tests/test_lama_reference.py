@@ -16,7 +16,7 @@ import pytest
 from lama_refine.cli import run
 from lama_refine.config import compose
 
-from conftest import FIXTURES, max_mean_diff
+from conftest import FIXTURES, Case, max_mean_diff
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = FIXTURES / "default-model-lama"
@@ -45,20 +45,12 @@ def model(meta) -> Path:
 
 
 def run_fixture(model: Path, tmp_path: Path, *extra: str) -> np.ndarray:
-    params = json.loads((FIXTURE / "params.json").read_text())
-    n_devices = len([t for t in params["gpu_ids"].replace(" ", "").split(",") if t.isdigit()])
     indir, outdir = tmp_path / "in", tmp_path / "out"
     indir.mkdir()
     shutil.copy(FIXTURE / "image.png", indir / "photo.png")
     shutil.copy(FIXTURE / "mask.png", indir / "photo_mask.png")
-    cfg = compose([
-        f"model.path={model}", f"indir={indir}", f"outdir={outdir}", "out_ext=.npy",
-        "output.match_input_size=false", "progress=false",
-        f"refiner.n_iters={params['n_iters']}", f"refiner.lr={params['lr']}", f"modulo={params['modulo']}",
-        f"pyramid.min_side={params['min_side']}", f"pyramid.max_scales={params['max_scales']}",
-        f"pyramid.px_budget={params['px_budget']}", "devices=[" + ",".join(["cpu"] * n_devices) + "]",
-        *extra,
-    ])
+    cfg = compose([f"model.path={model}", f"indir={indir}", f"outdir={outdir}", "out_ext=.npy",
+                   "output.match_input_size=false", "progress=false", *Case(FIXTURE).overrides(), *extra])
     summary = run(cfg)
     assert not summary.failed
     return np.load(outdir / "photo_mask.npy")
