@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from .ffc import FFCResNetGenerator, FFCResnetBlock
-from .kinds import BIG_LAMA, build_generator, generator_config
+from .kinds import BIG_LAMA, NON_LAMA_OPTIONS, build_generator, generator_config
 from .loading import CheckpointError, CheckpointMismatchError, LoadedGenerator, load_generator
 from .pix2pixhd import GlobalGenerator, ResnetBlock
 from .protocol import (GENERATOR_KINDS, GeneratorSpec, is_block, register_block, register_generator,
@@ -18,6 +18,7 @@ __all__ = [
     "GeneratorSpec",
     "GlobalGenerator",
     "LoadedGenerator",
+    "NON_LAMA_OPTIONS",
     "ResnetBlock",
     "build_generator",
     "generator_config",

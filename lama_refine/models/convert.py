@@ -38,18 +38,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="lama-refine-convert",
         description="Convert a LaMa checkpoint (experiment folder, .ckpt, TorchScript .pt, "
-                    "state dict or safetensors) to DST.safetensors plus DST.yaml.",
+                    "state dict or safetensors) to DST.safetensors plus DST.yaml, or (--to "
+                    "lama-experiment) any of those to a LaMa experiment folder DST "
+                    "(config.yaml + models/best.ckpt) that LaMa's own bin/predict.py loads.",
     )
     parser.add_argument("src", type=Path, help="checkpoint file or LaMa experiment folder")
-    parser.add_argument("dst", type=Path, help="output .safetensors path (the .yaml goes beside it)")
+    parser.add_argument("dst", type=Path,
+                        help="output .safetensors path (the .yaml goes beside it), or the experiment "
+                             "folder with --to lama-experiment")
+    parser.add_argument("--to", choices=("safetensors", "lama-experiment"), default="safetensors",
+                        help="what to write (default: safetensors)")
     parser.add_argument("--checkpoint", default="best.ckpt",
                         help="file in <experiment>/models/ when SRC is a folder (default: best.ckpt)")
     args = parser.parse_args(argv)
     try:
-        written = convert(args.src, args.dst, checkpoint=args.checkpoint)
-    except (OSError, ValueError) as error:  # CheckpointError is a ValueError
+        if args.to == "lama-experiment":
+            from .export_lama import CHECKPOINT_NAME, export_lama_experiment
+            written = export_lama_experiment(args.src, args.dst, checkpoint=args.checkpoint)
+            report = f"wrote {written / 'config.yaml'} and {written / 'models' / CHECKPOINT_NAME}"
+        else:
+            written = convert(args.src, args.dst, checkpoint=args.checkpoint)
+            report = f"wrote {written} and {written.with_suffix('.yaml')}"
+    except (OSError, ValueError) as error:  # CheckpointError and UserError are ValueErrors
         parser.exit(1, f"lama-refine-convert: error: {error}\n")
-    print(f"wrote {written} and {written.with_suffix('.yaml')}")
+    print(report)
     return 0
 
 

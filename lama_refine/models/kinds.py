@@ -43,6 +43,10 @@ BIG_LAMA: dict[str, Any] = {
     "resnet_conv_kwargs": {"ratio_gin": 0.75, "ratio_gout": 0.75, "enable_lfu": False},
 }
 
+NON_LAMA_OPTIONS: dict[str, Any] = {"input_fill": None}
+"""This project's generator options that LaMa's constructors do not have, each with the value
+at which the generator is LaMa's own (so a section holding only these values is plain LaMa)."""
+
 
 def generator_config(cfg: Mapping[str, Any] | DictConfig) -> dict[str, Any]:
     """A LaMa config (whole `config.yaml`, or its `generator:` section) -> plain generator dict.
@@ -71,4 +75,4 @@ def build_generator(cfg: Mapping[str, Any] | DictConfig) -> nn.Module:
         raise ValueError(f"invalid {kind!r} generator config {kwargs}: {error}") from error
 
 
-__all__ = ["BIG_LAMA", "build_generator", "generator_config"]
+__all__ = ["BIG_LAMA", "NON_LAMA_OPTIONS", "build_generator", "generator_config"]

@@ -22,7 +22,7 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from ..models import build_generator, generator_config
+from ..models import NON_LAMA_OPTIONS, build_generator, generator_config
 from . import data as datamod
 from .losses import (PatchDiscriminator, discriminator_loss, feature_matching_loss,
                      generator_adversarial_loss, gradient_loss, masked_l1, psnr)
@@ -207,9 +207,6 @@ def load_checkpoint(path: Path, models: Models, rng: np.random.Generator) -> int
     rng.bit_generator.state = json.loads(state["numpy_rng"])
     torch.set_rng_state(state["torch_rng"])
     return int(state["step"])
-
-
-NON_LAMA_OPTIONS: dict[str, Any] = {"input_fill": None}
 
 
 def export_generator(generator: nn.Module, model_cfg: Mapping[str, Any] | DictConfig, stem: Path | str,
