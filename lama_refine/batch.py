@@ -348,6 +348,7 @@ class Batch:
                             size=list(inputs.image.shape[-2:]), bits=inputs.bits,
                             hole_fraction=round(inputs.hole_fraction, 6),
                             scales=[list(s.shape[-2:]) for s in refinement.scales],
+                            iterations=[len(scale) for scale in refinement.losses],  # forwards optimised per scale
                             final_loss=finite_or_none(losses[-1]) if losses else None,
                             attempts=max(attempts.count, 1), retries=attempts.changes, notes=notes,
                             seconds={"read": round(read_s, 3), "inpaint": round(inpaint_s, 3),
