@@ -345,7 +345,11 @@ def machine(check: Check) -> dict[str, Any]:
     if check.device.type == "cuda":
         props = torch.cuda.get_device_properties(check.device)
         info.update({"card": props.name, "memory_bytes": props.total_memory,
-                     "capability": f"{props.major}.{props.minor}", "cudnn": torch.backends.cudnn.version()})
+                     "capability": f"{props.major}.{props.minor}", "cudnn": torch.backends.cudnn.version(),
+                     # TF32 convolutions (cuDNN's default) round inputs to 10 mantissa bits: a likely
+                     # cause should the golden cases miss 1e-4.
+                     "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
+                     "matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32})
         try:
             info["driver"] = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
                                             capture_output=True, text=True, timeout=20).stdout.strip().splitlines()[0]
