@@ -74,6 +74,15 @@ class BatchFailed(RuntimeError):
 # Manifest
 # ---------------------------------------------------------------------------------------------
 
+# Switches added after manifests began recording config hashes, each with its "off" value: left
+# out of the hash while off, so an upgrade does not make every existing output look "made under
+# another config" (reruns redo those); once switched on they count like any key.
+LATER_SWITCHES_OFF: dict[str, Any] = {
+    "refiner.stop": {"_target_": "lama_refine.refine.EarlyStop", "tol": None, "patience": None},
+    "refiner.warm_start": False,
+}
+
+
 def config_hash(cfg: DictConfig) -> str:
     """12 hex digits of the resolved config, without the keys that do not change results: two
     outputs with one hash were made the same way."""
@@ -82,6 +91,11 @@ def config_hash(cfg: DictConfig) -> str:
         data.pop(key, None)
     data.get("refiner", {}).pop("gpu_ids", None)
     data.get("mask", {}).pop("file", None)
+    for key, off in LATER_SWITCHES_OFF.items():
+        section, _, name = key.rpartition(".")
+        parent = data.get(section) if section else data
+        if isinstance(parent, dict) and parent.get(name, off) == off:
+            parent.pop(name, None)
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
@@ -413,6 +427,7 @@ class Batch:
                             size=list(inputs.image.shape[-2:]), bits=inputs.bits,
                             hole_fraction=round(inputs.hole_fraction, 6),
                             scales=[list(s.shape[-2:]) for s in refinement.scales],
+                            iterations=[len(scale) for scale in refinement.losses],  # forwards optimised per scale
                             final_loss=finite_or_none(losses[-1]) if losses else None,
                             attempts=max(attempts.count, 1), retries=attempts.changes, notes=notes,
                             seconds={"read": round(read_s, 3), "inpaint": round(inpaint_s, 3),

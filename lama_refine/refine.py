@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 from kornia.morphology import erosion
 from torch import Tensor
 
@@ -29,6 +30,65 @@ class Refinement:
     image: Tensor  # (1, 3, h, w) in [0, 1], the finest level's size
     scales: list[Tensor] = field(default_factory=list)  # each scale's result, coarsest first
     losses: list[list[float]] = field(default_factory=list)  # per scale, per iteration
+
+
+@dataclass(frozen=True)
+class EarlyStop:
+    """Stop a scale's optimisation when the loss has not improved by a relative `tol` for
+    `patience` iterations in a row (`refiner.stop.tol`, `refiner.stop.patience`).
+
+    An iteration improves when its loss is below `(1 - tol)` times the best loss before it.
+    `patience=None` is off (the original: always `n_iters` forwards); `tol=None` counts any
+    decrease as an improvement. Not in the original: it trades the last iterations' small
+    gains for time, and each check reads the loss on the host (one device sync per iteration).
+    """
+
+    tol: float | None = None
+    patience: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.patience is None:
+            if self.tol is not None:
+                raise ValueError("refiner.stop.tol needs refiner.stop.patience (e.g. refiner.stop.patience=2)")
+            return
+        if self.patience < 1:
+            raise ValueError(f"refiner.stop.patience must be >= 1, got {self.patience}")
+        if self.tol is not None and not 0 <= self.tol < 1:
+            raise ValueError(f"refiner.stop.tol must be in [0, 1), got {self.tol}")
+
+    @property
+    def enabled(self) -> bool:
+        return self.patience is not None
+
+    def stalled(self, losses: Sequence[float]) -> int:
+        """How many iterations in a row, up to the last, did not improve on the best before them."""
+        tol = self.tol or 0.0
+        best, run = math.inf, 0
+        for loss in losses:
+            if loss < best * (1 - tol):  # a NaN loss never improves
+                run = 0
+            else:
+                run += 1
+            best = min(best, loss)
+        return run
+
+    def should_stop(self, losses: Sequence[float]) -> bool:
+        """True when the scale should stop after the last of `losses` (its forward's result is kept)."""
+        return self.enabled and self.stalled(losses) >= self.patience
+
+
+def upsample_residual(residual: Tensor, coarse_size: tuple[int, int], fine_size: tuple[int, int],
+                      shape: torch.Size) -> Tensor:
+    """A coarse scale's feature residual (1, C, hc, wc) -> the finer scale's feature `shape`.
+
+    Scaled by the ratio of the unpadded image sizes, so feature cells line up from the top-left
+    corner as the images do; the finer scale's extra padding cells repeat the border (replicate).
+    """
+    sy, sx = fine_size[0] / coarse_size[0], fine_size[1] / coarse_size[1]
+    size = (max(1, math.ceil(residual.shape[-2] * sy)), max(1, math.ceil(residual.shape[-1] * sx)))
+    up = F.interpolate(residual, size=size, mode="bilinear", align_corners=False)[..., : shape[-2], : shape[-1]]
+    pad = (0, shape[-1] - up.shape[-1], 0, shape[-2] - up.shape[-2])
+    return F.pad(up, pad, mode="replicate") if any(pad) else up
 
 
 class Refiner(ABC):
@@ -165,6 +225,12 @@ class L1Refiner(Refiner):
       coarse term, log a warning: the original's output), "ignore" (skip it silently, e.g. for
       sweeps over thin-stroke masks), "uneroded" (use the coarse hole before erosion, so thin
       holes still get a coarse-consistency term; skipped only where that is empty too).
+
+    Less work per image, not in the original, off by default:
+    - `stop`: an `EarlyStop` policy that ends a scale before `n_iters` forwards.
+    - `warm_start`: each finer scale starts from its own front features plus the coarser scale's
+      optimised residual (optimised minus front features), upsampled. The coarsest scale is not
+      optimised, so this acts from the third scale on.
     """
 
     OPTIMIZE_CHOICES = ("both", "local", "global")
@@ -173,7 +239,8 @@ class L1Refiner(Refiner):
     def __init__(self, downsampler: Downsampler, loss_mask_downsampler: MaskDownsampler, n_iters: int = 15,
                  lr: float = 0.002, modulo: int = 8, erosion_size: int = 15, eps: float = EPS,
                  optimizer: Callable[..., torch.optim.Optimizer] | None = None, optimize: str = "both",
-                 known_weight: float = 1.0, coarse_weight: float = 1.0, on_empty_loss_mask: str = "warn"):
+                 known_weight: float = 1.0, coarse_weight: float = 1.0, on_empty_loss_mask: str = "warn",
+                 stop: EarlyStop | None = None, warm_start: bool = False):
         if n_iters < 1:
             raise ValueError(f"n_iters must be >= 1, got {n_iters}")
         if optimize not in self.OPTIMIZE_CHOICES:
@@ -192,6 +259,9 @@ class L1Refiner(Refiner):
         self.known_weight = known_weight
         self.coarse_weight = coarse_weight
         self.on_empty_loss_mask = on_empty_loss_mask
+        self.stop = stop if stop is not None else EarlyStop()
+        self.warm_start = warm_start
+        self._residual: tuple[tuple[int, int], list[Tensor | None]] | None = None
 
     def make_optimizer(self, params: list[Tensor]) -> torch.optim.Optimizer:
         if self.optimizer is None:
@@ -233,10 +303,12 @@ class L1Refiner(Refiner):
     def refine(self, partition: Partition, levels: Sequence[Level]) -> Refinement:
         result = Refinement(image=levels[-1].image)
         previous: Tensor | None = None
+        self._residual = None  # warm_start: (the coarser scale's size, its optimised residuals)
         for index, level in enumerate(levels):
             previous, losses = self.refine_scale(partition, level, previous, index, len(levels))
             result.scales.append(previous)
             result.losses.append(losses)
+        self._residual = None
         result.image = previous
         return result
 
@@ -259,6 +331,17 @@ class L1Refiner(Refiner):
                                           index, n_scales)
         return composite(pred, image, mask, size), losses
 
+    def _initial(self, features: Features, size: tuple[int, int], device: torch.device) -> list[Tensor]:
+        """The optimisation's starting point: the front's features, plus with `warm_start` the
+        coarser scale's optimised residual brought to this scale."""
+        tensors = [t.detach().to(device) for t in flatten_features(features)]
+        residual = self._residual
+        if not self.warm_start or residual is None:
+            return tensors
+        coarse_size, residuals = residual
+        return [t if r is None else t + upsample_residual(r.to(t), coarse_size, size, t.shape)
+                for t, r in zip(tensors, residuals)]
+
     def _optimise(self, partition: Partition, features: Features, image: Tensor, mask: Tensor, previous: Tensor,
                   size: tuple[int, int], index: int, n_scales: int) -> tuple[Tensor, list[float]]:
         coarse_mask = self.coarse_loss_mask(mask, size)
@@ -272,10 +355,13 @@ class L1Refiner(Refiner):
                             "pixels only (the original reports a NaN loss here)", index)
         inputs = ScaleInputs(image, mask, mask < self.eps, previous, coarse_mask, size)
         rear_device = partition.rear[0].device
-        leaves = [t.detach().to(rear_device).requires_grad_(train)
-                  for t, train in zip(flatten_features(features), self.trainable(features))]
+        # The leaves may share storage with the front's features (Adam updates them in place).
+        front = [t.detach().to(rear_device).clone() for t in flatten_features(features)] if self.warm_start else []
+        leaves = [t.requires_grad_(train)
+                  for t, train in zip(self._initial(features, size, rear_device), self.trainable(features))]
         optimizer = self.make_optimizer([t for t in leaves if t.requires_grad])
         losses: list[Tensor] = []
+        seen: list[float] = []  # host copies, read only when early stopping is on
         for it in range(self.n_iters):
             optimizer.zero_grad()
             pred = partition.run_rear(unflatten_features(features, leaves))
@@ -283,9 +369,17 @@ class L1Refiner(Refiner):
             loss = self.objective(pred, pred_down, inputs)
             losses.append(loss.detach())
             self._report(index, n_scales, it, self.n_iters, losses[-1])
+            if self.stop.enabled:
+                seen.append(float(losses[-1]))
+                if self.stop.should_stop(seen):
+                    log.debug("scale %d: early stop after %d of %d iterations", index, it + 1, self.n_iters)
+                    break
             if it < self.n_iters - 1:
                 loss.backward()
                 optimizer.step()
+        if self.warm_start:
+            self._residual = (size, [(leaf.detach() - f) if leaf.requires_grad else None
+                                     for leaf, f in zip(leaves, front)])
         return pred.detach(), [float(v) for v in torch.stack(losses).cpu()]
 
     def _report(self, index: int, n_scales: int, it: int, n_iters: int, loss: Tensor | None) -> None:
@@ -320,6 +414,7 @@ class PlainRefiner(Refiner):
 
 
 __all__ = [
+    "EarlyStop",
     "L1Refiner",
     "PlainRefiner",
     "ProgressCallback",
@@ -332,4 +427,5 @@ __all__ = [
     "feature_names",
     "flatten_features",
     "unflatten_features",
+    "upsample_residual",
 ]

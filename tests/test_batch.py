@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from omegaconf import open_dict
 from PIL import Image
 
 import lama_refine.batch as batch
@@ -348,6 +349,28 @@ def test_joblib_launcher_with_two_shards_does_every_file_exactly_once(tmp_path):
     assert [r["status"] for r in records].count("failed") == 1
 
 
+@pytest.mark.slow
+def test_submitit_local_launcher_with_two_shards_does_every_file_exactly_once(tmp_path):
+    """The SLURM path's engine (submitit) in its local mode: the same sweep as on a cluster."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    indir, outdir = tmp_path / "in", tmp_path / "out"
+    names = good_pairs(indir, 4)
+    (indir / "broken_mask.png").write_bytes(b"garbage")
+    save(indir / "broken.png", photo())
+    proc = lama_refine("--multirun", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10",
+                       f"model.path={MODEL}", f"indir={indir}", f"outdir={outdir}", "refiner.n_iters=2",
+                       "pyramid.min_side=12", "progress=false", "shard=0/2,1/2", cwd=tmp_path)
+    assert proc.returncode != 0, proc.stderr  # one shard had a bad file: the sweep says so, after both ran
+    assert "failed" in proc.stdout + proc.stderr
+    assert sorted(p.name for p in outdir.glob("*.png")) == names  # one folder for all shards
+    records = read_manifest(outdir / MANIFEST)
+    assert sorted(r["output"] for r in records if r["status"] == "done") == names  # each file exactly once
+    assert {r["shard"] for r in records} == {"0/2", "1/2"} and len({r["pid"] for r in records}) == 2
+    assert [r["status"] for r in records].count("failed") == 1 and len(records) == len(names) + 1
+    assert all(r["iterations"][1:] == [2] for r in records if r["status"] == "done")  # refined, 2 scales
+    assert not (tmp_path / "outputs").exists() and not (tmp_path / "multirun").exists()  # logs stay in outdir
+
+
 # --- out of memory ---------------------------------------------------------------------------------------
 
 def test_out_of_memory_is_recognised():
@@ -528,3 +551,16 @@ def test_overwrite_modes(value, mode):
             batch.overwrite_mode(value)
     else:
         assert batch.overwrite_mode(value) == mode
+
+
+def test_config_hash_is_unchanged_by_switches_added_later_while_they_are_off(tmp_path):
+    # The hash main computed before refiner.stop / refiner.warm_start existed, for this config:
+    # outputs made then must not count as "made under another config" now.
+    cfg = config(tmp_path / "a", tmp_path / "b", "refine=false")
+    with open_dict(cfg):
+        del cfg.refiner["stop"], cfg.refiner["warm_start"], cfg["debug"], cfg["image"], cfg["out"], cfg.mask["file"]
+    assert config_hash(cfg) == config_hash(config(tmp_path / "a", tmp_path / "b", "refine=false"))
+    assert config_hash(config(tmp_path / "a", tmp_path / "b", "refiner.warm_start=true")) != \
+        config_hash(config(tmp_path / "a", tmp_path / "b"))
+    assert config_hash(config(tmp_path / "a", tmp_path / "b", "refiner.stop.patience=2")) != \
+        config_hash(config(tmp_path / "a", tmp_path / "b"))
