@@ -330,45 +330,40 @@ def lama_refine(*args, cwd):
                           capture_output=True, text=True, timeout=600)
 
 
+def sharded_sweep(tmp_path, n_good: int, *launcher_args: str):
+    """A two-shard --multirun sweep over n_good good pairs and one broken mask: the sweep must
+    fail (after both shards ran) while every good file is done exactly once, in one folder.
+    Returns the manifest's records."""
+    indir, outdir = tmp_path / "in", tmp_path / "out"
+    names = good_pairs(indir, n_good)
+    (indir / "broken_mask.png").write_bytes(b"garbage")
+    save(indir / "broken.png", photo())
+    proc = lama_refine("--multirun", *launcher_args, f"model.path={MODEL}", f"indir={indir}", f"outdir={outdir}",
+                       "progress=false", "shard=0/2,1/2", cwd=tmp_path)
+    assert proc.returncode != 0, proc.stderr  # one shard had a bad file: the sweep says so, after both ran
+    assert "broken_mask.png" in proc.stdout + proc.stderr or "failed" in proc.stdout + proc.stderr
+    assert sorted(p.name for p in outdir.glob("*.png")) == names  # one folder for all shards
+    records = read_manifest(outdir / MANIFEST)
+    assert sorted(r["output"] for r in records if r["status"] == "done") == names  # each file exactly once
+    assert {r["shard"] for r in records} == {"0/2", "1/2"} and len({r["pid"] for r in records}) == 2
+    assert [r["status"] for r in records].count("failed") == 1 and len(records) == len(names) + 1
+    assert not (tmp_path / "outputs").exists() and not (tmp_path / "multirun").exists()  # logs stay in outdir
+    return records
+
+
 @pytest.mark.slow  # a subprocess
 def test_joblib_launcher_with_two_shards_does_every_file_exactly_once(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
-    indir, outdir = tmp_path / "in", tmp_path / "out"
-    names = good_pairs(indir, 5)
-    (indir / "broken_mask.png").write_bytes(b"garbage")
-    save(indir / "broken.png", photo())
-    proc = lama_refine("--multirun", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", f"model.path={MODEL}",
-                       f"indir={indir}", f"outdir={outdir}", "refine=false", "progress=false", "shard=0/2,1/2",
-                       cwd=tmp_path)
-    assert proc.returncode != 0  # one shard had a bad file: the sweep says so, after both ran
-    assert "broken_mask.png" in proc.stdout + proc.stderr
-    assert sorted(p.name for p in outdir.glob("*.png")) == names  # one folder for all shards
-    records = read_manifest(outdir / MANIFEST)
-    assert sorted(r["output"] for r in records if r["status"] == "done") == names
-    assert {r["shard"] for r in records} == {"0/2", "1/2"} and len({r["pid"] for r in records}) == 2
-    assert [r["status"] for r in records].count("failed") == 1
+    sharded_sweep(tmp_path, 5, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "refine=false")
 
 
 @pytest.mark.slow
 def test_submitit_local_launcher_with_two_shards_does_every_file_exactly_once(tmp_path):
     """The SLURM path's engine (submitit) in its local mode: the same sweep as on a cluster."""
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
-    indir, outdir = tmp_path / "in", tmp_path / "out"
-    names = good_pairs(indir, 4)
-    (indir / "broken_mask.png").write_bytes(b"garbage")
-    save(indir / "broken.png", photo())
-    proc = lama_refine("--multirun", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10",
-                       f"model.path={MODEL}", f"indir={indir}", f"outdir={outdir}", "refiner.n_iters=2",
-                       "pyramid.min_side=12", "progress=false", "shard=0/2,1/2", cwd=tmp_path)
-    assert proc.returncode != 0, proc.stderr  # one shard had a bad file: the sweep says so, after both ran
-    assert "failed" in proc.stdout + proc.stderr
-    assert sorted(p.name for p in outdir.glob("*.png")) == names  # one folder for all shards
-    records = read_manifest(outdir / MANIFEST)
-    assert sorted(r["output"] for r in records if r["status"] == "done") == names  # each file exactly once
-    assert {r["shard"] for r in records} == {"0/2", "1/2"} and len({r["pid"] for r in records}) == 2
-    assert [r["status"] for r in records].count("failed") == 1 and len(records) == len(names) + 1
+    records = sharded_sweep(tmp_path, 4, "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10",
+                            "refiner.n_iters=2", "pyramid.min_side=12")
     assert all(r["iterations"][1:] == [2] for r in records if r["status"] == "done")  # refined, 2 scales
-    assert not (tmp_path / "outputs").exists() and not (tmp_path / "multirun").exists()  # logs stay in outdir
 
 
 # --- out of memory ---------------------------------------------------------------------------------------
