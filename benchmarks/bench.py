@@ -284,18 +284,11 @@ def rss_of(pid: int) -> int:
 
 
 def perf_from_overrides(overrides: list[str]):
-    """A PerfConfig from `perf.key=value` command-line overrides (others ignored)."""
-    from lama_refine.perf import PerfConfig
+    """The PerfConfig the app builds from these command-line overrides (the one perf path:
+    compose, then `config.perf_config`); keys other than `perf.*` do not matter to it."""
+    from lama_refine.config import compose, perf_config
 
-    values: dict = {}
-    for o in overrides:
-        key, _, value = o.partition("=")
-        if key.startswith("perf."):
-            name = key[len("perf."):]
-            values[name] = {"true": True, "false": False, "null": None}.get(value.lower(), value)
-            if isinstance(values[name], str) and values[name].isdigit():  # threads, tile_rows, mmap_threshold_kb
-                values[name] = int(values[name])
-    return PerfConfig(**values)
+    return perf_config(compose([o for o in overrides if o.lstrip("+").startswith("perf.")]))
 
 
 def predicted_peak(spec: Spec) -> float | None:

@@ -23,7 +23,6 @@ import os
 import sys
 import sysconfig
 from pathlib import Path
-from typing import Sequence
 
 log = logging.getLogger(__name__)
 
@@ -97,27 +96,15 @@ def preload_env(allocator: str, environ: dict[str, str] | None = None) -> dict[s
     return env
 
 
-def requested(argv: Sequence[str]) -> str | None:
-    """The allocator a command line asks for (`perf.allocator=X`, also with `+`/`++`), if exactly one.
-
-    A sweep (`perf.allocator=glibc,jemalloc`) returns None: one process cannot run both, so each
-    job then reports whether it got the allocator it asked for.
-    """
-    for arg in argv:
-        key, sep, value = arg.lstrip("+").partition("=")
-        if sep and key == "perf.allocator" and "," not in value:
-            return normalise(value.strip("'\""))
-    return None
-
-
-def reexec_with_preload(argv: Sequence[str]) -> None:
-    """If the command line asks for an allocator this process lacks, re-execute it with LD_PRELOAD.
+def reexec_with_preload(allocator: str | None) -> None:
+    """If `allocator` (the run's `PerfConfig.allocator`, normalised) is one this process lacks,
+    re-execute the process, same command line, with the library in LD_PRELOAD.
 
     Returns (doing nothing) when none is asked for, it is already loaded, it is not installed
     (the pipeline then warns), this is already the re-executed process, or the platform is not
     Linux. Otherwise does not return.
     """
-    allocator = requested(argv)
+    allocator = normalise(allocator)
     if allocator is None or not sys.platform.startswith("linux") or os.environ.get(REEXEC_MARK):
         return
     if is_loaded(allocator):
@@ -148,4 +135,4 @@ def check(value: str | None) -> bool:
 
 
 __all__ = ["LIBRARIES", "check", "find_library", "is_loaded", "normalise", "preload_env", "reexec_with_preload",
-           "requested", "search_dirs"]
+           "search_dirs"]

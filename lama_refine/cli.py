@@ -25,12 +25,12 @@ from tqdm import tqdm
 
 from .allocator import reexec_with_preload
 from .batch import MANIFEST, Batch, BatchFailed, Manifest, SetupError, Shard, Summary, config_hash
-from .config import build_inpainter, conf_dir, resolve_gpu_ids
+from .config import build_inpainter, conf_dir, perf_config, resolve_gpu_ids
 from .errors import UserError
 from .io import OUTPUT_SUFFIXES, Job, MaskRule, find_jobs
 from .pipeline import Inpainter
 from .sweep import sweep_job_dir
-from .usage import USAGE, check_command_line, is_single_image, selectable_groups
+from .usage import USAGE, check_command_line, is_single_image, selectable_groups, sweeps
 
 log = logging.getLogger("lama_refine")
 
@@ -208,9 +208,8 @@ def shorthand(overrides: list[str]) -> list[str]:
 
 
 def entry() -> None:
-    """The console script: preload `perf.allocator`'s library if asked (a re-exec), check the
-    command line, then one image here or a folder through the Hydra app."""
-    reexec_with_preload(sys.argv[1:])
+    """The console script: check the command line, preload `perf.allocator`'s library if the
+    checked config asks for one (a re-exec), then one image here or a folder through the Hydra app."""
     argv = sys.argv[1:]
     flags = [a for a in argv if a.startswith("-")]
     if any(f not in ("-m", "--multirun") for f in flags):
@@ -220,6 +219,8 @@ def entry() -> None:
     overrides = shorthand([a for a in argv if not a.startswith("-")])
     try:
         cfg = check_command_line(overrides, OUTPUT_SUFFIXES)
+        if not sweeps(overrides, "perf.allocator"):  # a sweep's jobs each say whether they got theirs
+            reexec_with_preload(perf_config(cfg).allocator)
         if is_single_image(cfg):
             if multirun:
                 raise UserError("--multirun sweeps folders (indir= outdir=); one image runs without it")

@@ -221,14 +221,15 @@ def perf_config(cfg: DictConfig) -> PerfConfig:
     return PerfConfig.from_config(cfg.get("perf"))
 
 
-def resolve_px_budget(cfg: DictConfig, generator: nn.Module, devices: Sequence[torch.device]) -> DictConfig:
+def resolve_px_budget(cfg: DictConfig, generator: nn.Module, devices: Sequence[torch.device],
+                      perf: PerfConfig | None = None) -> DictConfig:
     """`pyramid.px_budget=auto` -> the largest budget whose estimated peak fits the free memory
     of the last device (it holds the full-resolution decoder) (lama_refine.memory); any other value is returned unchanged."""
     if str(cfg.pyramid.get("px_budget")) != "auto":
         return cfg
     from .memory import auto_px_budget
 
-    budget = auto_px_budget(generator, perf_config(cfg), devices[-1], max_scales=cfg.pyramid.get("max_scales", 3))
+    budget = auto_px_budget(generator, perf or perf_config(cfg), devices[-1], max_scales=cfg.pyramid.get("max_scales", 3))
     log.info("pyramid.px_budget=auto -> %d pixels on %s", budget, devices[-1])
     cfg = cfg.copy()
     with open_dict(cfg):
@@ -242,7 +243,8 @@ def build_inpainter(cfg: DictConfig, generator: nn.Module | None = None) -> Inpa
     if generator is None:
         generator = load_model(cfg.model)
     devices = resolve_devices(cfg.devices)
-    cfg = resolve_px_budget(cfg, generator, devices)
+    perf = perf_config(cfg)  # built once: the memory model and the pipeline read the same object
+    cfg = resolve_px_budget(cfg, generator, devices, perf)
     parts = build_parts(cfg)
     return Inpainter(
         generator=generator,
@@ -253,7 +255,7 @@ def build_inpainter(cfg: DictConfig, generator: nn.Module | None = None) -> Inpa
         refine=cfg.refine,
         modulo=cfg.modulo,
         match_input_size=cfg.output.match_input_size,
-        perf=perf_config(cfg),
+        perf=perf,
         region=cfg.get("region", "whole"),
         crop=CropConfig(**dict(cfg.get("crop") or {})),
     )

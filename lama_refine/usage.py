@@ -149,6 +149,11 @@ def parse_overrides(overrides: Sequence[str]) -> list[Override]:
     return parsed
 
 
+def sweeps(overrides: Sequence[str], key: str) -> bool:
+    """Whether the command line sweeps `key` (`--multirun key=a,b`)."""
+    return any(o.key_or_group == key and o.is_sweep_override() for o in parse_overrides(overrides))
+
+
 def is_group_override(o: Override, groups: dict[str, list[str]]) -> bool:
     return o.key_or_group.replace(".", "/") in groups or o.key_or_group in LIBRARY_GROUPS
 
@@ -458,5 +463,5 @@ def check_command_line(overrides: Sequence[str], output_suffixes: Sequence[str])
     return cfg
 
 
-__all__ = ["USAGE", "check_command_line", "closest", "compose_checked", "config_groups", "is_single_image",
+__all__ = ["USAGE", "check_command_line", "sweeps", "closest", "compose_checked", "config_groups", "is_single_image",
            "leaf_keys", "selectable_groups"]

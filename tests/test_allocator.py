@@ -29,12 +29,35 @@ def test_unknown_allocator_is_a_clear_config_error():
 @pytest.mark.parametrize("argv, expected", [
     ([], None),
     (["indir=x", "perf.allocator=jemalloc"], "jemalloc"),
-    (["+perf.allocator=tcmalloc"], "tcmalloc"),
     (["perf.allocator=glibc"], None),
-    (["perf.allocator=glibc,jemalloc", "--multirun"], None),  # a sweep: one process cannot run both
 ])
-def test_requested_reads_the_command_line(argv, expected):
-    assert allocator.requested(argv) == expected
+def test_the_reexec_reads_the_allocator_of_the_checked_config(argv, expected, monkeypatch, tmp_path):
+    """The CLI re-executes with what the composed config's PerfConfig says, not what argv spells."""
+    from lama_refine import cli
+    seen = []
+    monkeypatch.setattr(cli, "reexec_with_preload", lambda value: seen.append(allocator.normalise(value)))
+    monkeypatch.setattr(cli, "check_command_line", lambda overrides, suffixes: cli_config(overrides))
+    monkeypatch.setattr(cli, "is_single_image", lambda cfg: True)
+    monkeypatch.setattr(cli, "run_single", lambda cfg: type("S", (), {"failed": []})())
+    monkeypatch.setattr(sys, "argv", ["lama-refine", *argv])
+    with pytest.raises(SystemExit):
+        cli.entry()
+    assert seen == [expected]
+
+
+def test_a_sweep_over_allocators_does_not_reexec(monkeypatch):
+    from lama_refine import cli
+    monkeypatch.setattr(cli, "reexec_with_preload", lambda value: pytest.fail("no re-exec for a sweep"))
+    monkeypatch.setattr(cli, "check_command_line", lambda overrides, suffixes: cli_config([]))
+    monkeypatch.setattr(cli, "is_single_image", lambda cfg: False)
+    monkeypatch.setattr(cli, "main", lambda: None)
+    monkeypatch.setattr(sys, "argv", ["lama-refine", "--multirun", "perf.allocator=glibc,jemalloc"])
+    cli.entry()
+
+
+def cli_config(overrides):
+    from lama_refine.config import compose
+    return compose([o for o in overrides if o.startswith("perf.")])
 
 
 def test_is_loaded_reads_the_memory_map():
@@ -76,7 +99,7 @@ def test_reexec_preloads_the_library_once():
     if lib is None:
         pytest.skip("no libm.so.6 in the search folders")
     code = ("import os, sys; from lama_refine.allocator import reexec_with_preload, REEXEC_MARK; "
-            "reexec_with_preload(sys.argv[1:]); print(os.environ.get('LD_PRELOAD'), os.environ.get(REEXEC_MARK), sys.argv[1:])")
+            "reexec_with_preload(sys.argv[1].split('=', 1)[1]); print(os.environ.get('LD_PRELOAD'), os.environ.get(REEXEC_MARK), sys.argv[1:])")
     env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", allocator.REEXEC_MARK)}
     # libm is mapped into every Python already, so is_loaded() would skip the re-exec: name it by a
     # symlink whose stem is not mapped yet
@@ -95,7 +118,7 @@ def test_reexec_preloads_the_library_once():
 @pytest.mark.skipif(allocator.find_library("jemalloc") is None, reason="jemalloc is not installed here")
 def test_jemalloc_is_in_effect_under_the_cli_reexec():
     code = ("import sys; from lama_refine.allocator import reexec_with_preload, is_loaded; "
-            "reexec_with_preload(sys.argv[1:]); print(is_loaded('jemalloc'))")
+            "reexec_with_preload('jemalloc'); print(is_loaded('jemalloc'))")
     out = subprocess.run([sys.executable, "-c", code, "perf.allocator=jemalloc"], capture_output=True, text=True,
                          check=True).stdout.strip()
     assert out == "True"

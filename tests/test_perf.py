@@ -94,3 +94,23 @@ def test_compile_switch_runs_and_keeps_outputs(faithful):
     _, compiled = inpaint("perf.compile=true", "refiner.n_iters=2")
     _, eager = inpaint("refiner.n_iters=2")
     assert (compiled.image - eager.image).abs().max() <= 1e-5
+
+
+def test_the_perf_object_is_built_once_and_applied_in_one_pass(monkeypatch):
+    """One PerfConfig per pipeline, whatever reads it (the px_budget=auto memory model, the
+    pipeline), and the rear tuned by one tune_partition call."""
+    import lama_refine.config as config
+    import lama_refine.pipeline as pipeline
+
+    built, tuned = [], []
+    real_from_config, real_tune = PerfConfig.from_config.__func__, pipeline.tune_partition
+    monkeypatch.setattr(PerfConfig, "from_config", classmethod(lambda cls, c: built.append(1) or real_from_config(cls, c)))
+    monkeypatch.setattr(pipeline, "tune_partition", lambda split, perf: tuned.append(perf) or real_tune(split, perf))
+    case = Case(GOLDEN / "three_scales")
+    inpainter = build_inpainter(compose([f"model.path={case.path / 'generator.safetensors'}", "pyramid.px_budget=auto",
+                                         "perf.tile_rows=16", *case.overrides()]))
+    assert len(built) == 1
+    inpainter(case.image(), case.mask())
+    inpainter(case.image(), case.mask())
+    assert len(built) == 1 and len(tuned) == 1 and tuned[0] is inpainter.perf
+    assert config.perf_config(compose(["perf.tile_rows=16"])) == inpainter.perf
