@@ -228,6 +228,8 @@ def test_export_writes_a_lama_section_unless_our_options_are_used(tmp_path: Path
     torch.manual_seed(0)
     generator = build_generator(model_cfg).eval()
     weights, config = export_generator(generator, model_cfg, tmp_path / "g", fp16=False)
+    assert {p.name for p in tmp_path.iterdir()} == {"g.safetensors", "g.yaml"}  # no temporaries left
+    assert all(p.stat().st_mode & 0o044 == 0o044 for p in (weights, config))  # readable by all, not 0600
     section = OmegaConf.to_container(OmegaConf.load(config).generator)
     used = {k: v for k, v in options.items() if v}
     assert {k: section[k] for k in options if k in section} == used

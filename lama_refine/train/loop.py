@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from ..models import NON_LAMA_OPTIONS, build_generator, generator_config
+from ..io import write_atomic
 from . import data as datamod
 from .losses import (PatchDiscriminator, discriminator_loss, feature_matching_loss,
                      generator_adversarial_loss, gradient_loss, masked_l1, psnr)
@@ -223,7 +224,9 @@ def export_generator(generator: nn.Module, model_cfg: Mapping[str, Any] | DictCo
         value = value.detach().cpu().contiguous()
         tensors[key] = value.half() if fp16 and value.is_floating_point() else value
     weights = stem.with_suffix(".safetensors")
-    save_file(tensors, str(weights), metadata=dict(metadata or {}))
+    # through io.write_atomic: whole files only, with the usual mode (safetensors' own writer
+    # creates 0600 files)
+    write_atomic(weights, lambda tmp: save_file(tensors, str(tmp), metadata=dict(metadata or {})))
     config = stem.with_suffix(".yaml")
     section = generator_config(OmegaConf.create({"generator": OmegaConf.to_container(
         OmegaConf.create(model_cfg), resolve=True)}))
@@ -232,7 +235,7 @@ def export_generator(generator: nn.Module, model_cfg: Mapping[str, Any] | DictCo
     for key, lama_default in NON_LAMA_OPTIONS.items():
         if key in section and section[key] == lama_default:
             del section[key]
-    OmegaConf.save(OmegaConf.create({"generator": section}), config)
+    write_atomic(config, lambda tmp: OmegaConf.save(OmegaConf.create({"generator": section}), tmp))
     return weights, config
 
 
