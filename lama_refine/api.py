@@ -67,19 +67,20 @@ def inpaint_file(inpainter: Inpainter, image: str | os.PathLike, mask: str | os.
 
 
 def image_array(image: Image.Image | np.ndarray) -> np.ndarray:
-    """A PIL image (any mode Pillow converts to RGB, as LaMa reads files) or an HxWx3 array
-    (uint8, or float in [0, 1]) -> HxWx3 float32 in [0, 1]."""
+    """A PIL image (any mode; converted to RGB, as LaMa reads files) or an HxWx3 array -> the
+    HxWx3 array the pipeline's input and the known pixels are taken from: uint8, or float in
+    [0, 1] as given."""
     if isinstance(image, Image.Image):
-        return np.asarray(image.convert("RGB"), dtype=np.float32) / 255
+        return np.asarray(image.convert("RGB"))
     array = np.asarray(image)
     if array.ndim != 3 or array.shape[2] != 3:
         raise UserError(f"image: expected an HxWx3 RGB array, got shape {array.shape}")
     if array.dtype == np.uint8:
-        return array.astype(np.float32) / 255
+        return array
     if np.issubdtype(array.dtype, np.floating):
         if array.size and (np.nanmin(array) < 0 or np.nanmax(array) > 1 or np.isnan(array).any()):
             raise UserError("image: a float array must hold values in [0, 1] (uint8 arrays hold 0-255)")
-        return array.astype(np.float32)
+        return array
     raise UserError(f"image: expected uint8 or float values, got {array.dtype}")
 
 
@@ -121,24 +122,22 @@ def inpaint(image: Image.Image | np.ndarray, mask: Image.Image | np.ndarray, ove
     `["model.path=big-lama"]`); `inpainter`, from `make_inpainter(overrides)`, is used instead of
     building one (the last one built from `overrides` is reused anyway).
     """
-    array, holes = image_array(image), hole_array(mask)
-    if holes.shape != array.shape[:2]:
+    known, holes = image_array(image), hole_array(mask)
+    if holes.shape != known.shape[:2]:
         raise UserError(f"mask is {holes.shape[0]}x{holes.shape[1]} but the image is "
-                        f"{array.shape[0]}x{array.shape[1]} (height x width)")
-    result = array
+                        f"{known.shape[0]}x{known.shape[1]} (height x width)")
+    eight_bit = known.dtype == np.uint8
+    floats = known.astype(np.float32) / 255 if eight_bit else known.astype(np.float32)
+    out = floats.copy()
     if holes.any():
         pipeline = inpainter if inpainter is not None else _inpainter_for(overrides)
-        image_t = torch.from_numpy(array).permute(2, 0, 1)[None].contiguous()
+        image_t = torch.from_numpy(floats).permute(2, 0, 1)[None].contiguous()
         mask_t = torch.from_numpy(holes.astype(np.float32))[None, None]
-        result = to_hwc(pipeline(image_t, mask_t))
-    if isinstance(image, Image.Image) or np.asarray(image).dtype == np.uint8:
-        out = to_uint8(result)
-        known = np.asarray(image.convert("RGB")) if isinstance(image, Image.Image) else np.asarray(image)
-        out[~holes] = known[~holes]  # exactly the input's values, not their float round trip
-        return Image.fromarray(out) if isinstance(image, Image.Image) else out
-    out = result.astype(np.float32, copy=True)
-    out[~holes] = array[~holes]
-    return out
+        out = to_hwc(pipeline(image_t, mask_t))
+    if eight_bit:
+        out = to_uint8(out)
+    out[~holes] = known[~holes]  # exactly the input's values, not their float round trip
+    return Image.fromarray(out) if isinstance(image, Image.Image) else out
 
 
 __all__ = ["hole_array", "image_array", "inpaint", "inpaint_file", "make_inpainter"]

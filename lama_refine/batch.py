@@ -161,6 +161,15 @@ def overwrite_mode(value: Any) -> bool | str:
     return value
 
 
+@dataclass(frozen=True)
+class Redo:
+    """Why an existing output is made again; `replaced`: the config hash it was made under,
+    when that is the reason (the summary counts these as "redone (config changed)")."""
+
+    reason: str
+    replaced: str | None = None
+
+
 def finite_or_none(x: float | None) -> float | None:
     return x if x is not None and math.isfinite(x) else None
 
@@ -372,22 +381,24 @@ class Batch:
             raise InputError(f"{job.image}: {e}") from e
         return refinement, attempts, notes
 
-    def existing(self, out: Path, summary: Summary) -> str | None:
-        """What to do with an output that exists: None = keep it (skip the job), else the reason
-        to make it again."""
-        mode = overwrite_mode(self.overwrite)
-        if mode is True:
-            return "overwrite=true"
-        if mode == "never":
+    def __post_init__(self) -> None:
+        self.overwrite = overwrite_mode(self.overwrite)
+
+    def existing(self, out: Path, summary: Summary) -> Redo | None:
+        """What to do with an output that exists: None = keep it (skip the job), else why and
+        how it is made again."""
+        if self.overwrite is True:
+            return Redo("overwrite=true")
+        if self.overwrite == "never":
             return None
         made_under = self._made.get(str(out.relative_to(self.outdir)))
         if made_under is None:
             summary.unrecorded.append(out)
             return None
         if made_under != self.config_hash:
-            return f"made under config {made_under}, this run is {self.config_hash}"
+            return Redo(f"made under config {made_under}, this run is {self.config_hash}", replaced=made_under)
         if not output_is_intact(out):
-            return "the existing output is damaged"
+            return Redo("the existing output is damaged")
         return None
 
     def write(self, out: Path, image, bits: int) -> None:
@@ -404,11 +415,12 @@ class Batch:
             if job.problem:
                 raise InputError(job.problem)
             out = job.output(self.outdir, self.out_ext)
-            redo = self.existing(out, summary) if out.exists() else None
-            if out.exists() and redo is None:
+            exists = out.exists()
+            redo = self.existing(out, summary) if exists else None
+            if exists and redo is None:
                 summary.skipped.append(out)
                 return
-            changed = redo is not None and redo.startswith("made under")
+            replaced = {"replaced_config_hash": redo.replaced} if redo and redo.replaced else {}
             for stale in self._stale.pop(out, []):  # left by a killed run of this very job
                 stale.unlink(missing_ok=True)
             inputs = load_inputs(job, self.rule)
@@ -419,10 +431,9 @@ class Batch:
             with deferred_interrupts():  # an output and its manifest line are written together
                 self.write(out, refinement.image, inputs.bits)
                 total = time.perf_counter() - start
-                (summary.redone if changed else summary.done).append(out)
+                (summary.redone if replaced else summary.done).append(out)
                 summary.notes += [(job.name, n) for n in notes]
                 losses = [loss for scale in refinement.losses for loss in scale]
-                replaced = {"replaced_config_hash": self._made.get(str(out.relative_to(self.outdir)))} if changed else {}
                 self.record(job, "done", output=str(out.relative_to(self.outdir)), **replaced,
                             size=list(inputs.image.shape[-2:]), bits=inputs.bits,
                             hole_fraction=round(inputs.hole_fraction, 6),
@@ -444,7 +455,7 @@ class Batch:
             return
         finally:
             self.on_image_end()
-        log.info("%s -> %s (%.1f s)%s%s", job.name, out, total, f"; redone: {redo}" if redo else "",
+        log.info("%s -> %s (%.1f s)%s%s", job.name, out, total, f"; redone: {redo.reason}" if redo else "",
                  "".join(f"; {n}" for n in notes))
 
     def run(self, jobs: Sequence[Job], resume: bool = True) -> Summary:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import errno
 import importlib.resources
 import os
 import tempfile
@@ -22,12 +23,17 @@ from typing import Any, Iterator, Sequence
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override, OverrideType
-from hydra.errors import HydraException
+from hydra.errors import HydraException, InstantiationException
 from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from .batch import Shard, overwrite_mode
+from .config import (build_parts, compose, conf_dir, model_path, perf_config, resolve_devices,
+                     resolve_gpu_ids)
 from .errors import UserError, describe_os_error
+from .pipeline import REGIONS
+from .region import CropConfig
 
 USAGE = ("usage: lama-refine indir=DIR outdir=DIR [key=value ...]        inpaint a folder (photo.png + photo_mask*.png)\n"
          "       lama-refine image=FILE mask=FILE out=FILE [key=value ...] inpaint one image\n"
@@ -68,8 +74,6 @@ def config_groups(*confs: Path) -> dict[str, list[str]]:
 def search_path(parsed: list[Override]) -> list[Path]:
     """The config folders a command line composes from: the app's, then those it adds with
     `hydra.searchpath=[file://DIR,pkg://package.conf]` (a user's own parts, docs/extending.md)."""
-    from .config import conf_dir
-
     folders = [conf_dir()]
     for o in parsed:
         if o.key_or_group != "hydra.searchpath" or o.is_sweep_override():
@@ -184,18 +188,18 @@ def choices(o: Override) -> list[Any]:
 def check_keys(parsed: list[Override], base: DictConfig, groups: dict[str, list[str]]) -> None:
     """Every `key=value` names a key that exists (`+key=value` adds one, `~key` deletes one)."""
     keys = list(leaf_keys(base))
-    sections = [k.rsplit(".", 1)[0] for k in keys if "." in k]
     for o in parsed:
         if o.is_hydra_override() or is_group_override(o, groups) or o.type != OverrideType.CHANGE:
             continue
         key = o.key_or_group
-        if not has_key(base, key):
-            near = closest(key, keys + list(groups))
-            hint = f"; did you mean {' or '.join(near)}?" if near else ""
-            where = ""
-            if not near and "." in key and key.rsplit(".", 1)[0] in sections:
-                where = f" ({key.rsplit('.', 1)[0]} has {', '.join(k for k in keys if k.startswith(key.rsplit('.', 1)[0] + '.'))})"
-            raise UserError(f"{o.input_line}: unknown key {key}{hint}{where}")
+        if has_key(base, key):
+            continue
+        near = closest(key, keys + list(groups))
+        section = key.rpartition(".")[0]
+        siblings = [k for k in keys if section and k.startswith(section + ".")]
+        hint = (f"; did you mean {' or '.join(near)}?" if near else
+                f" ({section} has {', '.join(siblings)})" if siblings else "")
+        raise UserError(f"{o.input_line}: unknown key {key}{hint}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -338,7 +342,7 @@ def check_writable_folder(key: str, folder: Path, shown: Any = None) -> None:
             os.fsync(f.fileno())
     except OSError as e:
         raise UserError(f"{key}={shown}: cannot write there ({describe_os_error(e)})",
-                        exit_code=1 if e.errno in (28, 122) else 2) from None
+                        exit_code=1 if e.errno in (errno.ENOSPC, errno.EDQUOT) else 2) from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -348,8 +352,6 @@ def check_writable_folder(key: str, folder: Path, shown: Any = None) -> None:
 def compose_checked(overrides: Sequence[str]) -> tuple[DictConfig, DictConfig]:
     """The composed config and the defaults it is compared against (same group choices, no
     values changed); each mistake in the overrides as a UserError."""
-    from .config import compose
-
     parsed = parse_overrides(overrides)
     groups = config_groups(*search_path(parsed))
     for o in parsed:
@@ -357,14 +359,14 @@ def compose_checked(overrides: Sequence[str]) -> tuple[DictConfig, DictConfig]:
             check_group_choice(o, groups)
     first = [_first_value(o) for o in parsed]  # hydra.* too: hydra.searchpath adds config folders
     group_choices = [text for o, text in zip(parsed, first) if o.is_hydra_override() or is_group_override(o, groups)]
-    base = _compose(compose, group_choices)
+    base = _compose(group_choices)
     check_keys(parsed, base, groups)
-    cfg = _compose(compose, first)
+    cfg = _compose(first)
     check_types(cfg, base)
     for o in parsed:  # every value of a sweep, one at a time
         if o.is_sweep_override() and not o.is_hydra_override() and not is_group_override(o, groups):
             for value in choices(o)[1:]:
-                check_types(_compose(compose, [t for t in first if not t.startswith(o.key_or_group + "=")]
+                check_types(_compose([t for t in first if not t.startswith(o.key_or_group + "=")]
                                      + [f"{o.key_or_group}={value}"]), base)
     return cfg, base
 
@@ -377,7 +379,7 @@ def _first_value(o: Override) -> str:
     return f"{prefix}{o.key_or_group}={value}"
 
 
-def _compose(compose, overrides: list[str]) -> DictConfig:
+def _compose(overrides: list[str]) -> DictConfig:
     try:
         return compose(overrides)
     except (HydraException, OmegaConfBaseException) as e:
@@ -388,13 +390,6 @@ def _compose(compose, overrides: list[str]) -> DictConfig:
 def check_parts(cfg: DictConfig) -> None:
     """The parts build (their own argument checks: `refiner.n_iters=0`, an unknown optimiser
     argument added with `+`, ...), and the app's enumerations hold."""
-    from hydra.errors import InstantiationException
-
-    from .batch import Shard, overwrite_mode
-    from .config import build_parts, perf_config
-    from .pipeline import REGIONS
-    from .region import CropConfig
-
     try:
         overwrite_mode(cfg.overwrite)
         Shard.parse(cfg.get("shard"))
@@ -424,8 +419,6 @@ def _instantiation_message(error: Exception) -> str:
 
 
 def check_model_and_devices(cfg: DictConfig) -> None:
-    from .config import model_path, resolve_devices, resolve_gpu_ids
-
     given_path = cfg.model.get("path")
     path = model_path(cfg.model)
     if not path.exists():
