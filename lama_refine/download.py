@@ -31,6 +31,7 @@ from tqdm import tqdm
 from .errors import UserError
 from .io import write_atomic
 from .models import zoo
+from .weights import BUILTIN_MODELS
 
 CHUNK = 1 << 20
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".gz", ".tgz", ".bz2", ".xz", ".7z")
@@ -203,6 +204,7 @@ def listing() -> str:
         if name not in zoo.KNOWN_MODELS:
             record = zoo.read_record(name) or {}
             lines.append(f"  {name:<16} downloaded: {path} (from {record.get('url', '?')})")
+    lines.append("built in (no download): " + ", ".join(f"{name} ({path.name})" for name, path in BUILTIN_MODELS.items()))
     lines.append("use one with model.path=NAME; any other checkpoint: lama-refine-download NAME --url URL --sha256 HEX")
     return "\n".join(lines)
 

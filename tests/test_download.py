@@ -16,11 +16,12 @@ import pytest
 import torch
 
 from lama_refine import download as dl
+from lama_refine.download import listing
 from lama_refine.config import load_model, model_path
 from lama_refine.errors import UserError
 from lama_refine.models import load_generator, zoo
 from lama_refine.models.convert import convert
-from lama_refine.weights import DEFAULT_MODEL_PATH
+from lama_refine.weights import BUILTIN_MODELS, DEFAULT_MODEL_PATH
 
 
 class FileServer(http.server.ThreadingHTTPServer):
@@ -234,6 +235,18 @@ def test_model_path_names_and_paths(home, tmp_path, monkeypatch):
     (tmp_path / "big-lama").mkdir()
     assert model_path({"path": "big-lama"}) == tmp_path / "big-lama"
     assert model_path({"path": None}) == DEFAULT_MODEL_PATH
+
+
+def test_built_in_names_load_the_shipped_files_unless_a_local_file_has_the_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert model_path({"path": "demo"}) == DEFAULT_MODEL_PATH
+    assert model_path({"path": "demo-fill"}) == BUILTIN_MODELS["demo-fill"] != DEFAULT_MODEL_PATH
+    fill = load_generator(model_path({"path": "demo-fill"}))
+    assert fill.config.get("input_fill") == "diffusion"  # the fill model: not a LaMa option
+    assert load_generator(DEFAULT_MODEL_PATH).config.get("input_fill") is None  # the default: plain LaMa
+    (tmp_path / "demo-fill").mkdir()
+    assert model_path({"path": "demo-fill"}) == tmp_path / "demo-fill"
+    assert "demo-fill" in listing()
 
 
 def test_console_script_is_declared():

@@ -100,7 +100,7 @@ def main() -> None:
 
     if not args.skip_highres:
         rows_hr, _ = ev.highres_table(trained, photos, args.long_side, args.families_per_photo)
-        table = ev.highres_markdown(rows_hr)
+        table = ev.highres_markdown(rows_hr) + "\n\nPer mask family:\n\n" + ev.family_markdown(rows_hr)
         print(table, flush=True)
         sections.append(f"## Held-out photos at {args.long_side} px: plain vs refined\n\n" + table)
         payload["highres"] = rows_hr

@@ -28,7 +28,7 @@ What it does:
    model's repository path and sha256, how LaMa's code was run).
 
 Running LaMa's code needs, beside this project's dependencies: `pip install --no-deps
-pytorch-lightning lightning-utilities torchmetrics easydict` and `pip install pandas` (no second
+pytorch-lightning lightning-utilities torchmetrics easydict` and `pip install pandas scikit-image` (no second
 torch). Modules that only training imports and whose dependencies are not installed (albumentations
 0.5 with imgaug, webdataset, torchvision, LPIPS/FID, the ADE20k segmentation net) are replaced by
 stubs that raise if called; `refine_predict`'s `torch.device('cuda:N')` is mapped to the CPU.

@@ -2,9 +2,10 @@
 
     nice python tools/make_readme_strip.py [--out docs/images/strip.jpg] [--reuse]
 
-One row per example of `examples/`; columns: the input with its hole tinted red, plain LaMa
-(`refine=false`) and the refinement (the defaults), all three the same crop around the hole
-(the whole photo where the hole spans it), so the difference is visible at README size. The
+One row per example of `examples/`; columns: the whole photo with its hole tinted red and a yellow
+box, then that box at the photo's own resolution (1:1 pixels): the input, plain LaMa
+(`refine=false`) and the refinement (the defaults). The box is placed in the hole where plain and
+refined differ most, so the difference is visible at README size. The
 model is the small demo network shipped in the package (docs/default-model.md), not big-lama,
 and the picture says so. The full-size results go to `outputs/readme-strip/` (`--reuse` takes
 them from there instead of inpainting again, to re-lay the picture). A few minutes on a CPU.
@@ -21,27 +22,27 @@ from lama_refine import make_inpainter, read_image, read_mask
 from lama_refine.io import find_jobs, to_hwc, to_uint8
 
 REPO = Path(__file__).resolve().parents[1]
-PANEL = (400, 250)  # each panel's size in the picture (the examples are 16:10)
+PANEL = (320, 200)  # each panel's size in the picture; zooms are this many photo pixels (16:10)
 GAP, HEADER, FOOTER = 6, 30, 26
 TINT = np.array([255, 40, 40], np.float32)
 
 
-def hole_crop(mask: np.ndarray, aspect: float) -> tuple[int, int, int, int]:
-    """(left, top, right, bottom): the hole's bounding box with as much context again around it,
-    widened to `aspect` (w / h) and kept inside the image."""
+def zoom_box(mask: np.ndarray, plain: np.ndarray, refined: np.ndarray, size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """(left, top, right, bottom) of the `size` (w, h) window, at the photo's own pixels, that
+    holds the most hole and, among windows with at least half as much hole as the best, the
+    largest plain-vs-refined difference: where refinement changes the result."""
     h, w = mask.shape
-    rows, cols = np.nonzero(mask)
-    top, bottom, left, right = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
-    ch, cw = max(2 * (bottom - top), h / 3), max(2 * (right - left), w / 3)
-    ch, cw = max(ch, cw / aspect), max(cw, ch * aspect)  # widen the short way to the aspect
-    if cw > w:
-        ch, cw = w / aspect, w
-    if ch > h:
-        ch, cw = h, h * aspect
-    cy, cx = (top + bottom) / 2, (left + right) / 2
-    y0 = int(round(min(max(cy - ch / 2, 0), h - ch)))
-    x0 = int(round(min(max(cx - cw / 2, 0), w - cw)))
-    return x0, y0, x0 + int(round(cw)), y0 + int(round(ch))
+    zw, zh = min(size[0], w), min(size[1], h)
+    diff = np.abs(plain.astype(np.float32) - refined.astype(np.float32)).sum(-1) * mask
+
+    def window_sums(values: np.ndarray) -> np.ndarray:  # sums over every zh x zw window (summed-area table)
+        table = np.pad(values.astype(np.float64).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+        return table[zh:, zw:] - table[:-zh, zw:] - table[zh:, :-zw] + table[:-zh, :-zw]
+
+    hole, changed = window_sums(mask), window_sums(diff)
+    score = np.where(hole >= 0.5 * hole.max(), changed, -1)
+    y0, x0 = np.unravel_index(int(score.argmax()), score.shape)
+    return int(x0), int(y0), int(x0) + zw, int(y0) + zh
 
 
 def tinted(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -79,20 +80,25 @@ def label_font(size: int) -> ImageFont.ImageFont:
 
 
 def compose_strip(rows, caption: str) -> Image.Image:
-    titles = ["input, hole tinted", "plain LaMa (refine=false)", "refined (default)"]
+    """Per example: the whole photo (hole tinted, the zoom's box in yellow), then the zoom at the
+    photo's own resolution (1:1 pixels, no resampling): input, plain, refined."""
+    titles = ["whole photo, hole tinted", "zoom (1:1 pixels): input", "plain LaMa (refine=false)", "refined (default)"]
     pw, ph = PANEL
-    width = 3 * pw + 2 * GAP
+    width = 4 * pw + 3 * GAP
     canvas = Image.new("RGB", (width, HEADER + len(rows) * (ph + GAP) + FOOTER), "white")
     draw = ImageDraw.Draw(canvas)
-    font = label_font(17)
+    font = label_font(15)
     for column, title in enumerate(titles):
         draw.text((column * (pw + GAP) + pw / 2, HEADER / 2), title, fill="black", font=font, anchor="mm")
     for r, (name, image, mask, plain, refined) in enumerate(rows):
-        box = hole_crop(mask, pw / ph)
         y = HEADER + r * (ph + GAP)
-        for column, panel in enumerate((tinted(image, mask), plain, refined)):
-            piece = Image.fromarray(panel).crop(box).resize(PANEL, Image.LANCZOS)
-            canvas.paste(piece, (column * (pw + GAP), y))
+        box = zoom_box(mask, plain, refined, PANEL)
+        overview = Image.fromarray(tinted(image, mask))
+        ImageDraw.Draw(overview).rectangle(box, outline=(255, 220, 0), width=max(3, image.shape[1] // 250))
+        overview.thumbnail(PANEL, Image.LANCZOS)
+        canvas.paste(overview, ((pw - overview.width) // 2, y + (ph - overview.height) // 2))
+        for column, panel in enumerate((tinted(image, mask), plain, refined), start=1):
+            canvas.paste(Image.fromarray(panel).crop(box), (column * (pw + GAP), y))
         draw.text((4, y + 3), name, fill="white", font=label_font(14), stroke_width=2, stroke_fill="black")
     draw.text((width / 2, canvas.height - FOOTER / 2), caption, fill="black", font=label_font(15), anchor="mm")
     return canvas
@@ -108,7 +114,7 @@ def main() -> None:
     args = parser.parse_args()
     rows = inpaint_examples(args.examples, args.cache, args.reuse)
     caption = ("built-in demo model (a small network trained by this project, not big-lama); "
-               "crops around each hole")
+               "zooms at the photos' full resolution")
     strip = compose_strip(rows, caption)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     strip.save(args.out, quality=args.quality, optimize=True)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
+from ..weights import BUILTIN_MODELS
 
 HOME_ENV = "LAMA_REFINE_HOME"
 NAME_PATTERN = re.compile(r"[A-Za-z0-9._-]+")
@@ -141,7 +142,8 @@ def resolve(name: str) -> Path:
                         f"Download it once with:  {download_command(name)}")
     raise UserError(f"model.path={name}: no file or folder of that name here, and no downloaded model "
                     f"called {name!r} in {home()}.\n"
-                    f"Known names: {', '.join(KNOWN_MODELS)} (lama-refine-download NAME); any other file: "
+                    f"Built in: {', '.join(BUILTIN_MODELS)}. Known names: {', '.join(KNOWN_MODELS)} "
+                    f"(lama-refine-download NAME); any other file: "
                     f"{download_command(name)}; or give a path to a checkpoint.")
 
 

@@ -203,6 +203,21 @@ def highres_markdown(rows: Sequence[HighResRow]) -> str:
     return "\n".join(lines)
 
 
+def family_markdown(rows: Sequence[HighResRow]) -> str:
+    """Plain vs refined per mask family (means over the photos): does refinement pay on each?"""
+    lines = ["| mask family | photos | plain L1 / PSNR | refined L1 / PSNR | L1 change | PSNR change | refined better on |",
+             "|---|---|---|---|---|---|---|"]
+    for family in (*dict.fromkeys(r.family for r in rows), "all"):
+        sel = [r for r in rows if family in ("all", r.family)]
+        mean = lambda attr: float(np.mean([getattr(r, attr) for r in sel]))  # noqa: E731
+        wins = sum(r.refined_l1 < r.plain_l1 and r.refined_psnr > r.plain_psnr for r in sel)
+        l1_change = 100 * (mean("refined_l1") / mean("plain_l1") - 1)
+        lines.append(f"| {family} | {len(sel)} | {mean('plain_l1'):.4f} / {mean('plain_psnr'):.2f} | "
+                     f"{mean('refined_l1'):.4f} / {mean('refined_psnr'):.2f} | {l1_change:+.1f} % | "
+                     f"{mean('refined_psnr') - mean('plain_psnr'):+.2f} dB | {wins} of {len(sel)} |")
+    return "\n".join(lines)
+
+
 def picture(x: Tensor) -> np.ndarray:
     """(3, H, W) or (1, 3, H, W) in [0, 1] -> (H, W, 3) uint8 (the original's truncation, `io.to_uint8`)."""
     return to_uint8(to_hwc(x if x.dim() == 4 else x[None]))
@@ -269,6 +284,6 @@ def save_json(path: Path, payload: object) -> None:
 
 
 __all__ = ["EVAL_SEED", "HighResRow", "Row", "crops_markdown", "crops_picture", "crops_table",
-           "default_inpainter", "diffusion_fill", "fit_size", "grid_picture", "highres_case",
+           "default_inpainter", "diffusion_fill", "family_markdown", "fit_size", "grid_picture", "highres_case",
            "highres_markdown", "highres_picture", "highres_table", "hole_metrics", "mean_fill", "network_fill",
            "picture", "shrink_to_short_side"]
