@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from .allocator import check as check_allocator, normalise as normalise_allocator
+from . import allocator as allocators
 from .lean import lean_rear
 from .models.protocol import is_block
 from .partition import Features, Partition, Stage
@@ -41,7 +41,8 @@ class PerfConfig:
     checkpointing: bool = False  # recompute each resnet block in backward instead of keeping its activations
     threads: int | None = None  # torch.set_num_threads for CPU work; null: torch's default
     mmap_threshold_kb: int | None = None  # glibc: mmap (return on free) allocations above this; null: glibc's
-    allocator: str | None = None  # jemalloc | tcmalloc | a .so path: preloaded by the CLI (lama_refine.allocator)
+    allocator: str | None = "auto"  # auto (tcmalloc where installed) | glibc | jemalloc | tcmalloc | a .so path:
+    # preloaded by the CLI (lama_refine.allocator)
     tile_rows: int | None = None  # run the full-resolution front and tail in bands of this many rows (lama_refine.tiling)
     tile_tail: bool = True  # with tile_rows: the tail too (the front alone is bit-identical on CPU; the tail to rounding)
 
@@ -55,7 +56,7 @@ class PerfConfig:
             # kernel; the lean Fourier unit runs its FFT path in float32.
             raise ValueError("perf.amp needs perf.lean_backward=true (LaMa's Fourier unit has no "
                              "half-precision path)")
-        self.allocator = normalise_allocator(self.allocator)
+        self.allocator = allocators.normalise(self.allocator)
         if self.tile_rows is not None and self.tile_rows < 8:
             raise ValueError(f"perf.tile_rows must be >= 8 or null, got {self.tile_rows}")
         if self.threads is not None and self.threads < 1:
@@ -98,7 +99,7 @@ def set_mmap_threshold(n_bytes: int) -> bool:
 
 def apply_process_settings(perf: PerfConfig) -> None:
     """The process-wide switches: CPU threads, the allocator and glibc's mmap threshold."""
-    check_allocator(perf.allocator)
+    allocators.check(perf.allocator)
     if perf.threads is not None:
         torch.set_num_threads(perf.threads)
     if perf.mmap_threshold_kb is not None and not set_mmap_threshold(perf.mmap_threshold_kb * 1024):
