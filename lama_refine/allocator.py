@@ -17,10 +17,15 @@ library: `lama-refine perf.allocator=jemalloc ...` re-executes itself once with 
 system (`apt install libjemalloc2` / `libtcmalloc-minimal4`, `conda install jemalloc`); a path to
 the `.so` is accepted too. From Python, start the interpreter with `LD_PRELOAD` yourself:
 `preload_env()` says what to set.
+
+glibc's own knobs live here too: `libc()` (mallopt, malloc_trim) and `malloc_trim()`
+(`perf.malloc_trim`).
 """
 from __future__ import annotations
 
+import ctypes
 import ctypes.util
+import functools
 import logging
 import os
 import sys
@@ -201,5 +206,33 @@ def check(value: str | None) -> bool:
     return False
 
 
-__all__ = ["AUTO", "LIBRARIES", "assumed", "check", "check_auto", "find_library", "is_loaded", "normalise",
-           "preload_env", "reexec_with_preload", "resolve", "search_dirs"]
+@functools.cache
+def libc() -> ctypes.CDLL | None:
+    """glibc, for its malloc knobs (mallopt, malloc_trim), or None where the C library is another."""
+    try:
+        lib = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        lib.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+        lib.malloc_trim.argtypes = [ctypes.c_size_t]
+    except (OSError, AttributeError):
+        return None
+    return lib
+
+
+def on_glibc_malloc(value: str | None = None) -> bool:
+    """Whether glibc's malloc serves this process: glibc is the C library and no other allocator
+    (jemalloc, tcmalloc, or the library `value` names) is mapped."""
+    allocator = normalise(value)
+    others = [*LIBRARIES, *([allocator] if allocator not in (None, AUTO, *LIBRARIES) else [])]
+    return libc() is not None and not any(is_loaded(a) for a in others)
+
+
+def malloc_trim() -> bool:
+    """glibc's `malloc_trim(0)`: hand the free memory at the heap's top, and the free pages inside
+    it, back to the system; False where there is no glibc (a no-op) or nothing was released."""
+    lib = libc()
+    return bool(lib.malloc_trim(0)) if lib is not None else False
+
+
+__all__ = ["AUTO", "LIBRARIES", "assumed", "check", "check_auto", "find_library", "is_loaded", "libc",
+           "malloc_trim", "normalise", "on_glibc_malloc", "preload_env", "reexec_with_preload", "resolve",
+           "search_dirs"]

@@ -87,7 +87,7 @@ LATER_SWITCHES_OFF: dict[str, Any] = {
 # (LEFT_OUT: the key came later). Changing the default to auto, or running under another
 # allocator, keeps existing outputs.
 LEFT_OUT = object()
-MEMORY_ONLY_KEYS: dict[str, Any] = {"perf.allocator": None}
+MEMORY_ONLY_KEYS: dict[str, Any] = {"perf.allocator": None, "perf.malloc_trim": LEFT_OUT}
 
 
 def _parent(data: dict[str, Any], key: str) -> tuple[dict[str, Any], str]:
