@@ -122,8 +122,9 @@ def is_loaded(allocator: str, maps: str | None = None) -> bool:
 def preload_env(allocator: str, environ: dict[str, str] | None = None) -> dict[str, str] | None:
     """A copy of `environ` with the allocator's library first in LD_PRELOAD, or None if not found.
 
-    For tcmalloc, its report of every allocation over 1 GiB on stderr ("tcmalloc: large alloc")
-    is turned off unless the environment sets a threshold: a 4K feature map is that large."""
+    For tcmalloc, gperftools' report of allocations over 1 GiB on stderr ("tcmalloc: large
+    alloc ...", printed by some builds; Debian's libtcmalloc-minimal4 2.10 did not) is turned off
+    unless the environment sets its threshold: a 4K feature map is that large."""
     library = find_library(allocator)
     if library is None:
         return None
