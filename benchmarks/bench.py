@@ -9,6 +9,11 @@ rewritten from all of them, so a plan can be run in pieces.
     python benchmarks/bench.py --plan smoke            # tiny sizes, a minute: does everything run
     python benchmarks/bench.py --plan cpu              # the CPU table of docs/benchmarks.md
     python benchmarks/bench.py --sizes 1mp --configs lean,lean+bf16 --n-iters 4
+    python benchmarks/bench.py --plan anchor --lama /path/to/lama --lama-python /path/to/lama-venv/bin/python
+
+`--lama CHECKOUT --lama-python PYTHON` adds the config `original`: advimman/lama's own
+`refine_predict` (imported from the checkout at run time, never copied here) in a child started
+with PYTHON, a venv with LaMa's requirements, on the same image, mask and weights as the others.
 
 Timings are wall-clock on whatever else the machine is doing: the load average is recorded with
 each run; compare configurations measured in the same session and quote ratios.
@@ -26,7 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,34 +49,48 @@ SIZES: dict[str, tuple[int, int]] = {
 }
 
 # name -> config overrides (on top of the app's defaults)
+# The system allocator. The app's default became perf.allocator=auto (tcmalloc where installed):
+# the configs from before name glibc, so they (and their results) mean what they meant.
+GLIBC = ["perf.allocator=glibc"]
 # The faithful baseline is the original's code path *and* the original's allocator behaviour.
-FAITHFUL = ["perf.lean_backward=false", "perf.mmap_threshold_kb=null"]
+FAITHFUL = ["perf.lean_backward=false", "perf.mmap_threshold_kb=null", *GLIBC]
+MMAP_THRESHOLDS_KB = (256, 1024, 4096, 16384, 32768)  # the glibc study: fixed thresholds up to glibc's cap
 CONFIGS: dict[str, list[str]] = {
+    # advimman/lama's refine_predict (--lama): these overrides only feed the memory prediction and
+    # the shared parameters (n_iters, pyramid); the faithful path on glibc is the original's
+    "original": FAITHFUL,
     "faithful": FAITHFUL,
     "faithful+checkpointing": FAITHFUL + ["perf.checkpointing=true"],
-    "lean": [],
-    "lean+mmap128": ["perf.mmap_threshold_kb=128"],
-    "lean+bf16": ["perf.amp=bf16"],
-    "lean+thp": [],  # THP_MEM_ALLOC_ENABLE=1: torch asks for transparent huge pages (fewer page faults)
+    "defaults": [],  # the app's defaults as shipped (perf.allocator=auto)
+    "defaults+tiled": ["perf.tile_rows=64"],
+    "defaults+tiled+bf16": ["perf.tile_rows=64", "perf.amp=bf16"],
+    "glibc": GLIBC,
+    **{f"glibc+mmap{kb}": GLIBC + [f"perf.mmap_threshold_kb={kb}"] for kb in MMAP_THRESHOLDS_KB},
+    "glibc+trim": GLIBC + ["perf.malloc_trim=true"],
+    "lean": GLIBC,
+    "lean+mmap128": GLIBC + ["perf.mmap_threshold_kb=128"],
+    "lean+bf16": GLIBC + ["perf.amp=bf16"],
+    "lean+thp": GLIBC,  # THP_MEM_ALLOC_ENABLE=1: torch asks for transparent huge pages (fewer page faults)
     "lean+jemalloc": ["perf.allocator=jemalloc"],  # run with LD_PRELOAD (lama_refine.allocator)
     "lean+tcmalloc": ["perf.allocator=tcmalloc"],
     "lean+bf16+jemalloc": ["perf.amp=bf16", "perf.allocator=jemalloc"],
     "lean+bf16+tcmalloc": ["perf.amp=bf16", "perf.allocator=tcmalloc"],
-    "lean+tiled": ["perf.tile_rows=64"],
+    "lean+tiled": GLIBC + ["perf.tile_rows=64"],
     "lean+tcmalloc+tiled": ["perf.allocator=tcmalloc", "perf.tile_rows=64"],
     "lean+tcmalloc+banded-front": ["perf.allocator=tcmalloc", "perf.tile_rows=64", "perf.tile_tail=false"],
     "lean+bf16+tcmalloc+tiled": ["perf.amp=bf16", "perf.allocator=tcmalloc", "perf.tile_rows=64"],
-    "lean+channels_last": ["perf.channels_last=true"],
-    "lean+checkpointing": ["perf.checkpointing=true"],
-    "lean+compile": ["perf.compile=true"],
-    "crop": ["region=crop"],
-    "crop+bf16": ["region=crop", "perf.amp=bf16"],
+    "lean+channels_last": GLIBC + ["perf.channels_last=true"],
+    "lean+checkpointing": GLIBC + ["perf.checkpointing=true"],
+    "lean+compile": GLIBC + ["perf.compile=true"],
+    "crop": GLIBC + ["region=crop"],
+    "crop+bf16": GLIBC + ["region=crop", "perf.amp=bf16"],
 }
 
 # The configuration whose output a run is compared with (same image, mask and model), in order of
-# preference: the faithful baseline where it fits the memory cap; faithful+checkpointing recomputes
-# the same ops (checked equal to faithful where both run); else the lean backward.
-REFERENCES = ("faithful", "faithful+checkpointing", "lean")
+# preference: LaMa's own code where it ran (--lama); the faithful baseline where it fits the memory
+# cap; faithful+checkpointing recomputes the same ops (checked equal to faithful where both run);
+# else the lean backward.
+REFERENCES = ("original", "faithful", "faithful+checkpointing", "lean")
 
 
 @dataclass
@@ -101,6 +120,8 @@ class Spec:
 
 
 ONE_THREAD = ["perf.threads=1"]  # see benchmarks/notes.md: 2 threads on 2 shared cores oversubscribe
+ANCHOR_CONFIGS = ("original", "faithful", "defaults", "defaults+tiled", "defaults+tiled+bf16", "glibc",
+                  *(f"glibc+mmap{kb}" for kb in MMAP_THRESHOLDS_KB), "glibc+trim")
 
 PLANS: dict[str, list[Spec]] = {
     "smoke": [Spec("tiny", c, n_iters=3, extra=["pyramid.min_side=96"])
@@ -133,7 +154,14 @@ PLANS: dict[str, list[Spec]] = {
     "compile": [Spec("0.25mp", c, n_iters=3, extra=ONE_THREAD) for c in ("lean", "lean+compile")],
     "default-model": [Spec("1mp", c, model="default", n_iters=3, extra=ONE_THREAD)
                       for c in ("faithful+checkpointing", "lean", "lean+bf16")],
+    # The anchor, 1152x768: LaMa's own code (with --lama), the faithful path, the shipped defaults,
+    # then the glibc study (what the system allocator gives without tcmalloc). Quiet machine.
+    "anchor": [Spec("1mp", c, n_iters=6) for c in ANCHOR_CONFIGS],
+    # The same at the tiny size: does everything run (a minute)
+    "anchor-smoke": [Spec("tiny", c, n_iters=3, extra=["pyramid.min_side=96"]) for c in ANCHOR_CONFIGS],
 }
+# Plans whose cases get a table of ratios to the original (or the faithful run) in the markdown
+RATIO_PLANS = ("anchor", "anchor-smoke")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -209,13 +237,10 @@ def benchmark_generator(model: str):
     return generator.requires_grad_(False)
 
 
-def run_child(spec: Spec, out_dir: Path) -> dict:
-    if "thp" in spec.config:
-        os.environ["THP_MEM_ALLOC_ENABLE"] = "1"  # read by torch at its first large allocation
-    import numpy as np
+def case_inputs(spec: Spec):
+    """The image (1, 3, h, w) and mask (1, 1, h, w) of `spec`'s case."""
     import torch
 
-    from lama_refine.config import build_inpainter, compose
     from lama_refine.train.masks import seeded_mask
 
     h, w = SIZES[spec.size]
@@ -224,10 +249,28 @@ def run_child(spec: Spec, out_dir: Path) -> dict:
         mask = small_hole(h, w, HOLES[spec.mask])
     else:
         mask = torch.from_numpy(seeded_mask(h, w, spec.mask, seed=0))[None, None]
+    return image, mask
+
+
+def run_config(spec: Spec):
+    """The app's config for `spec` (what the CLI would compose for it, on the CPU)."""
+    from lama_refine.config import compose
+
+    return compose(["indir=x", "outdir=y", "progress=false", "devices=[cpu]", f"refiner.n_iters={spec.n_iters}",
+                    *CONFIGS[spec.config], *spec.extra])
+
+
+def run_child(spec: Spec, out_dir: Path) -> dict:
+    if "thp" in spec.config:
+        os.environ["THP_MEM_ALLOC_ENABLE"] = "1"  # read by torch at its first large allocation
+    import numpy as np
+    import torch
+
+    from lama_refine.config import build_inpainter
+
+    image, mask = case_inputs(spec)
     generator = benchmark_generator(spec.model)
-    cfg = compose(["indir=x", "outdir=y", "progress=false", "devices=[cpu]", f"refiner.n_iters={spec.n_iters}",
-                   *CONFIGS[spec.config], *spec.extra])
-    inpainter = build_inpainter(cfg, generator=generator)
+    inpainter = build_inpainter(run_config(spec), generator=generator)
     device = inpainter.devices[-1]
 
     stamps: list[tuple[int, int, float]] = []  # (scale, iteration, time after that forward)
@@ -269,6 +312,140 @@ def run_child(spec: Spec, out_dir: Path) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------
+# Child: advimman/lama's own refinement (config `original`)
+# ---------------------------------------------------------------------------------------------
+
+
+def prepare_original(spec: Spec, out_dir: Path, lama: Path) -> dict:
+    """Parent side: write the case's inputs and the weights of `benchmark_generator(spec.model)`
+    to `out_dir`, and return what the original's child needs (it runs without lama_refine)."""
+    import numpy as np
+    import torch
+
+    from lama_refine.models import BIG_LAMA
+
+    if spec.model != "big-lama":
+        raise ValueError("config original: only the big-lama model (LaMa's FFCResNetGenerator with big-lama's config)")
+    weights = out_dir / f"{spec.model}_weights.pt"
+    if str(weights) not in _WRITTEN:  # once per bench process: the weights of this code, not an older run's
+        torch.save(benchmark_generator(spec.model).state_dict(), weights)
+        _WRITTEN.add(str(weights))
+    image, mask = case_inputs(spec)
+    np.save(out_dir / f"{spec.case}_image.npy", image[0].numpy())
+    np.save(out_dir / f"{spec.case}_mask.npy", mask[0, 0].numpy())
+    cfg = run_config(spec)
+    if not cfg.pyramid._target_.endswith(".OriginalPyramid") or not cfg.refiner._target_.endswith(".L1Refiner"):
+        raise ValueError("config original: LaMa's pyramid and refiner only (pyramid=original, refiner=l1)")
+    threads = cfg.perf.get("threads")
+    return {
+        "lama": str(lama),
+        "generator": {k: v for k, v in BIG_LAMA.items() if k != "kind"},
+        "weights": str(weights),
+        "image": str(out_dir / f"{spec.case}_image.npy"),
+        "mask": str(out_dir / f"{spec.case}_mask.npy"),
+        # refine_predict's arguments, as our own runs of the spec have them
+        "params": {"gpu_ids": "0,", "modulo": int(cfg.modulo), "n_iters": int(cfg.refiner.n_iters),
+                   "lr": float(cfg.refiner.lr), "min_side": int(cfg.pyramid.min_side),
+                   "max_scales": int(cfg.pyramid.max_scales), "px_budget": int(cfg.pyramid.px_budget)},
+        "threads": int(threads) if threads else None,
+    }
+
+
+_WRITTEN: set[str] = set()
+
+
+class IterationClock:
+    """Stands in for the `tqdm` of LaMa's refinement module: a bar per scale whose iteration
+    starts it stamps (LaMa's `_infer` loops `for idi in tqdm(range(n_iters))`)."""
+
+    def __init__(self):
+        self.scales: list[tuple[float, list[float]]] = []  # (bar made, iteration starts)
+
+    def __call__(self, iterable, **kwargs):
+        starts: list[float] = []
+        self.scales.append((time.perf_counter(), starts))
+        return _StampingBar(iterable, starts)
+
+
+class _StampingBar:
+    def __init__(self, iterable, starts: list[float]):
+        self.iterable, self.starts = iterable, starts
+
+    def __iter__(self):
+        for item in self.iterable:
+            self.starts.append(time.perf_counter())
+            yield item
+
+    def set_description(self, *args, **kwargs) -> None:
+        pass
+
+
+def run_original_child(spec: Spec, out_dir: Path, job: dict) -> dict:
+    """advimman/lama's `refine_predict` with LaMa's own generator class loaded with the weights
+    our runs use, the batch built as LaMa's InpaintingDataset + default_collate build it, and
+    `torch.device('cuda:N')` mapped to the CPU (tools/make_lama_reference.py's import_lama). Runs
+    under LaMa's venv: imports no lama_refine."""
+    import importlib
+    import types
+
+    import numpy as np
+    import torch
+    from torch.utils.data._utils.collate import default_collate
+
+    sys.path.insert(0, str(REPO / "tools"))
+    from make_lama_reference import import_lama
+
+    if job["threads"]:
+        torch.set_num_threads(job["threads"])
+    lama = import_lama(Path(job["lama"]))
+    ffc = importlib.import_module("saicinpainting.training.modules.ffc")
+    data = importlib.import_module("saicinpainting.evaluation.data")
+    refinement = importlib.import_module("saicinpainting.evaluation.refinement")
+    clock = IterationClock()
+    refinement.tqdm = clock
+    rss_imports = peak_rss_bytes()
+
+    with torch.device("meta"):  # the weights are the file's tensors: no second copy in the peak
+        generator = ffc.FFCResNetGenerator(**job["generator"])
+    generator.load_state_dict(torch.load(job["weights"], weights_only=True), strict=True, assign=True)
+    generator.eval().requires_grad_(False)  # LaMa's predict: model.freeze()
+    # what refine_predict reads of LaMa's DefaultInpaintingTrainingModule
+    model = types.SimpleNamespace(training=False, add_noise_kwargs={}, concat_mask=True, generator=generator)
+    modulo = job["params"]["modulo"]
+    sample = {"image": np.load(job["image"]).astype(np.float32),
+              "mask": np.load(job["mask"]).astype(np.float32)[None]}
+    sample["unpad_to_size"] = sample["image"].shape[1:]  # InpaintingDataset.__getitem__ with pad_out_to_modulo
+    sample["image"] = data.pad_img_to_modulo(sample["image"], modulo)
+    sample["mask"] = data.pad_img_to_modulo(sample["mask"], modulo)
+    batch = default_collate([sample])
+
+    rss_before = peak_rss_bytes()
+    start = time.perf_counter()
+    result = lama.refine_predict(batch, model, **job["params"])
+    total = time.perf_counter() - start
+    np.save(out_dir / f"{spec.key}.npy", result[0].detach().numpy().astype(np.float32))
+
+    bounds = [start, *(made for made, _ in clock.scales[1:]), start + total]
+    scale_times = [b - a for a, b in zip(bounds, bounds[1:])]
+    iterations = [b - a for _, starts in clock.scales for a, b in zip(starts, starts[1:])]
+    return {
+        "total_s": total,
+        "scale_s": scale_times,  # from one scale's bar to the next (the first from the start)
+        "iteration_s": iterations,  # forward + loss + backward + step, from one iteration's start to the next
+        "iteration_median_s": float(np.median(iterations)) if iterations else None,
+        "peak_rss_bytes": peak_rss_bytes(),
+        "rss_before_run_bytes": rss_before,  # LaMa's imports (lightning, kornia, cv2) and the weights
+        "rss_after_imports_bytes": rss_imports,  # torch and LaMa's modules (ours import less: compare)
+        "cuda_max_allocated_bytes": None,
+        "threads": torch.get_num_threads(),
+        "ld_preload": os.environ.get("LD_PRELOAD", ""),
+        "n_scales": len(scale_times),
+        "working_size": list(result.shape[-2:]),
+        "implementation": f"advimman/lama refine_predict ({job['lama']})",
+    }
+
+
+# ---------------------------------------------------------------------------------------------
 # Parent: plan, watchdog, tables
 # ---------------------------------------------------------------------------------------------
 
@@ -297,6 +474,7 @@ def predicted_peak(spec: Spec) -> float | None:
     import torch
 
     from lama_refine.config import load_model
+    from lama_refine.allocator import resolve
     from lama_refine.memory import estimate_peak
     from lama_refine.models import BIG_LAMA, build_generator
 
@@ -311,19 +489,53 @@ def predicted_peak(spec: Spec) -> float | None:
     if h * w > budget:
         r = math.sqrt(budget / (h * w))
         h, w = int(h * r), int(w * r)
-    return estimate_peak(generator, (h, w), perf_from_overrides(overrides), "cpu", input_size=SIZES[spec.size]).total
+    perf = perf_from_overrides(overrides)
+    perf = replace(perf, allocator=resolve(perf.allocator))  # the child is started with it (launch)
+    return estimate_peak(generator, (h, w), perf, "cpu", input_size=SIZES[spec.size]).total
 
 
-def launch(spec: Spec, out_dir: Path, cap_bytes: int, timeout_s: float) -> dict:
+def child_env(spec: Spec, environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of `spec`'s child: the allocator its config resolves to (`auto`: tcmalloc
+    where installed) preloaded exactly as the CLI's re-exec does, no other allocator inherited from
+    this process; LaMa's own code (`original`) runs on the system allocator, as it does."""
+    from lama_refine.allocator import REEXEC_MARK, preload_env, resolve
+
+    env = dict(os.environ if environ is None else environ)
+    kept = [p for p in env.pop("LD_PRELOAD", "").split(":")
+            if p and not any(stem in Path(p).name for stem in ("libjemalloc", "libtcmalloc"))]
+    if kept:
+        env["LD_PRELOAD"] = ":".join(kept)
+    env.pop(REEXEC_MARK, None)
+    if spec.config == "original":
+        return env
+    env["PYTHONPATH"] = str(REPO)
+    allocator = resolve(perf_from_overrides(CONFIGS[spec.config] + spec.extra).allocator)
+    # the CLI re-executes itself with the library preloaded; a child is started with it (not
+    # installed: the child warns and runs on the system allocator)
+    preloaded = preload_env(allocator, env) if allocator is not None else None
+    return {**preloaded, REEXEC_MARK: "1"} if preloaded is not None else env
+
+
+def child_command(spec: Spec, out_dir: Path, lama: Path | None, lama_python: str | None) -> list[str]:
+    if spec.config != "original":
+        return [sys.executable, __file__, "--child", json.dumps(asdict(spec)), "--scratch", str(out_dir)]
+    if lama is None or lama_python is None:
+        raise ValueError("config original needs --lama CHECKOUT and --lama-python PYTHON")
+    job = prepare_original(spec, out_dir, lama)
+    return [lama_python, __file__, "--original-child", json.dumps(asdict(spec)), "--scratch", str(out_dir),
+            "--job", json.dumps(job)]
+
+
+def launch(spec: Spec, out_dir: Path, cap_bytes: int, timeout_s: float, lama: Path | None = None,
+           lama_python: str | None = None) -> dict:
     """Run `spec` in a child process; kill it above `cap_bytes` resident or after `timeout_s`."""
-    cmd = [sys.executable, __file__, "--child", json.dumps(asdict(spec)), "--scratch", str(out_dir)]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    allocator = next((o.split("=", 1)[1] for o in CONFIGS[spec.config] + spec.extra
-                      if o.startswith("perf.allocator=")), None)
-    if allocator:  # the CLI re-executes itself with the library preloaded; a child is started with it
-        from lama_refine.allocator import normalise, preload_env
-        env = preload_env(normalise(allocator), env) or env  # not installed: the child warns, runs on glibc
-    load_before = os.getloadavg()
+    record = {"spec": asdict(spec), "key": spec.key, "case": spec.case}
+    try:
+        cmd, env = child_command(spec, out_dir, lama, lama_python), child_env(spec)
+    except ValueError as e:
+        return {**record, "error": f"not run: {e}", "load_before": os.getloadavg(),
+                "date": datetime.datetime.now().isoformat(timespec="seconds")}
+    record["load_before"] = os.getloadavg()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     peak_seen, killed, start = 0, None, time.time()
     while proc.poll() is None:
@@ -337,8 +549,7 @@ def launch(spec: Spec, out_dir: Path, cap_bytes: int, timeout_s: float) -> dict:
             break
         time.sleep(0.05)
     stdout, stderr = proc.communicate()
-    record = {"spec": asdict(spec), "key": spec.key, "case": spec.case, "load_before": load_before,
-              "load_after": os.getloadavg(), "date": datetime.datetime.now().isoformat(timespec="seconds")}
+    record.update(load_after=os.getloadavg(), date=datetime.datetime.now().isoformat(timespec="seconds"))
     if killed or proc.returncode != 0:
         record["error"] = killed or stderr.strip().splitlines()[-1] if (killed or stderr.strip()) else "failed"
         record["watchdog_peak_rss_bytes"] = peak_seen
@@ -426,13 +637,50 @@ def table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def ratio(a: float | None, b: float | None) -> str:
+    return f"{a / b:.2f}x" if a is not None and b else ""
+
+
+def ratio_tables(results: list[dict], cases: set[str]) -> str:
+    """For each of `cases` in `results`: every run's time, s / iteration and peak RSS as ratios to
+    the original's (LaMa's own code, where it ran), else to the faithful run's, with the max abs
+    difference to that run's output."""
+    blocks, order = [], {s.config: i for plan in RATIO_PLANS for i, s in enumerate(PLANS[plan])}
+    for case in sorted(cases):
+        runs = sorted((r for r in results if r["case"] == case),
+                      key=lambda r: (order.get(r["spec"]["config"], len(order)), r["key"]))
+        ref = next((r for name in ("original", "faithful") for r in runs
+                    if r["spec"]["config"] == name and "error" not in r), None)
+        if ref is None:
+            continue
+        name = ref["spec"]["config"]
+        lines = [f"{case}, vs {name}:", "",
+                 f"| config | total s | vs {name} | s/iter (median) | vs {name} | peak RSS GiB | vs {name} "
+                 f"| RSS before the run GiB | max abs diff vs {name} |", "|" + "---|" * 9]
+        for r in runs:
+            config = " ".join([r["spec"]["config"], *r["spec"]["extra"]])
+            if "error" in r:
+                lines.append(f"| {config} | {r['error']} | | | | | | | |")
+                continue
+            diff = "-" if r is ref else sci(r.get("max_abs_diff")) if r.get("reference") == name else ""
+            lines.append(
+                f"| {config} | {fmt(r['total_s'])} | {ratio(r['total_s'], ref['total_s'])} | "
+                f"{fmt(r['iteration_median_s'], 2)} | {ratio(r['iteration_median_s'], ref['iteration_median_s'])} | "
+                f"{gib(r['peak_rss_bytes'])} | {ratio(r['peak_rss_bytes'], ref['peak_rss_bytes'])} | "
+                f"{gib(r.get('rss_before_run_bytes'))} | {diff} |")
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
+
+
 def write_markdown(path: Path, results: list[dict], info: dict, notes: str) -> None:
     header = (f"# Benchmarks\n\nGenerated by `benchmarks/bench.py` (rerun it to refresh; the prose around the "
               f"tables lives in `benchmarks/notes.md`).\n\n"
               f"Machine: {info['cpu']}, {info['cores']} cores (AVX-512 bf16: {info['avx512_bf16']}), "
               f"{info['memory_bytes'] / 2**30:.0f} GiB; torch {info['torch']}, Python {info['python']}; "
               f"CUDA: {info['cuda'] or 'none'}. Last run: {max(r['date'] for r in results)}.\n\n")
-    path.write_text(header + notes + "\n\n## All runs\n\n" + table(results) + "\n")
+    ratios = ratio_tables(results, {s.case for plan in RATIO_PLANS for s in PLANS[plan]})
+    ratios = f"\n\n## Ratios to the original (`--plan anchor`)\n\n{ratios}" if ratios else ""
+    path.write_text(header + notes + ratios + "\n\n## All runs\n\n" + table(results) + "\n")
 
 
 def skip_record(spec: Spec, predicted: float, cap: int) -> dict:
@@ -458,27 +706,43 @@ def main() -> None:
     parser.add_argument("--scratch", type=Path, default=Path(tempfile.gettempdir()) / "lama-refine-bench")
     parser.add_argument("--markdown", type=Path, default=REPO / "docs" / "benchmarks.md")
     parser.add_argument("--rerun", action="store_true", help="run specs that already have a result")
+    parser.add_argument("--lama", type=Path, help="a checkout of advimman/lama: adds the config `original`")
+    parser.add_argument("--lama-python", help="python of a venv with LaMa's requirements, for `original`")
     parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--original-child", help=argparse.SUPPRESS)
+    parser.add_argument("--job", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.child:
         spec = Spec(**json.loads(args.child))
         print(json.dumps(run_child(spec, args.scratch)))
         return
+    if args.original_child:
+        spec = Spec(**json.loads(args.original_child))
+        print(json.dumps(run_original_child(spec, args.scratch, json.loads(args.job))))
+        return
+    if (args.lama is None) != (args.lama_python is None):
+        parser.error("--lama and --lama-python go together")
+    if args.lama is not None and not (args.lama / "saicinpainting").is_dir():
+        parser.error(f"--lama {args.lama}: no saicinpainting/ folder there; expected an advimman/lama checkout")
 
     args.scratch.mkdir(parents=True, exist_ok=True)
     specs = list(PLANS[args.plan]) if args.plan else [
         Spec(size, config, args.model, args.n_iters, args.mask, args.extra.split())
         for size in filter(None, args.sizes.split(",")) for config in filter(None, args.configs.split(","))]
+    if args.lama is None and any(s.config == "original" for s in specs):
+        print("config original left out: it needs --lama CHECKOUT --lama-python PYTHON", flush=True)
+        specs = [s for s in specs if s.config != "original"]
     results: dict[str, dict] = json.loads(args.results.read_text()) if args.results.is_file() else {}
     for r in results.values():  # diffs are recomputed below against each case's reference
         for k in ("reference", "max_abs_diff", "mean_abs_diff", "hole_mean_abs_diff"):
             r.pop(k, None)
     cap = int(args.cap_gb * 2**30)
-    # Plan order, except that a case's faithful run comes first, so the others can be compared
-    # with it as soon as they finish (plans list the fallback references first in their case).
+    # Plan order, except that a case's original and faithful runs come first, so the others can be
+    # compared with them as soon as they finish (plans list the fallback references first in their case).
     first_seen = {s.case: i for i, s in reversed(list(enumerate(specs)))}
-    specs.sort(key=lambda s: (first_seen[s.case], s.config != REFERENCES[0]))
+    first = {"original": 0, "faithful": 1}
+    specs.sort(key=lambda s: (first_seen[s.case], first.get(s.config, 2)))
     for spec in specs:
         for repeat in range(args.repeats):
             key = spec.key + (f"#{repeat}" if repeat else "")
@@ -489,7 +753,7 @@ def main() -> None:
                 record = skip_record(spec, predicted, cap)
             else:
                 print(f"running {key} (predicted {gib(predicted)} GiB) ...", flush=True)
-                record = launch(spec, args.scratch, cap, args.timeout)
+                record = launch(spec, args.scratch, cap, args.timeout, args.lama, args.lama_python)
                 record["predicted_peak_bytes"] = predicted
                 add_diffs(record, args.scratch, results)
             record["key"] = key

@@ -81,6 +81,20 @@ LATER_SWITCHES_OFF: dict[str, Any] = {
     "refiner.stop": {"_target_": "lama_refine.refine.EarlyStop", "tol": None, "patience": None},
     "refiner.warm_start": False,
 }
+# Keys that only decide where memory comes from and when it goes back to the system: outputs are
+# bit-identical under any of their values (docs/benchmarks.md), so each is hashed as one fixed
+# value: the one every hash saw before (perf.allocator: null, its default until `auto`), or none
+# (LEFT_OUT: the key came later). Changing the default to auto, or running under another
+# allocator, keeps existing outputs.
+LEFT_OUT = object()
+MEMORY_ONLY_KEYS: dict[str, Any] = {"perf.allocator": None, "perf.malloc_trim": LEFT_OUT}
+
+
+def _parent(data: dict[str, Any], key: str) -> tuple[dict[str, Any], str]:
+    """The dict holding dotted `key` in `data` ({} where its section is missing), and its last part."""
+    section, _, name = key.rpartition(".")
+    parent = data.get(section) if section else data
+    return (parent if isinstance(parent, dict) else {}), name
 
 
 def config_hash(cfg: DictConfig) -> str:
@@ -92,10 +106,16 @@ def config_hash(cfg: DictConfig) -> str:
     data.get("refiner", {}).pop("gpu_ids", None)
     data.get("mask", {}).pop("file", None)
     for key, off in LATER_SWITCHES_OFF.items():
-        section, _, name = key.rpartition(".")
-        parent = data.get(section) if section else data
-        if isinstance(parent, dict) and parent.get(name, off) == off:
+        parent, name = _parent(data, key)
+        if parent.get(name, off) == off:
             parent.pop(name, None)
+    for key, hashed_as in MEMORY_ONLY_KEYS.items():
+        parent, name = _parent(data, key)
+        if name in parent:
+            if hashed_as is LEFT_OUT:
+                del parent[name]
+            else:
+                parent[name] = hashed_as
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 

@@ -14,7 +14,6 @@ to the sweep dir, `outdir/sweeps/<time>/`. Nothing is written outside `outdir`.
 from __future__ import annotations
 
 import csv
-import ctypes
 import gc
 import json
 import logging
@@ -40,6 +39,7 @@ from PIL import Image, ImageDraw
 from torch import Tensor
 from tqdm import tqdm
 
+from .allocator import malloc_trim
 from .config import build_inpainter, conf_dir
 from .io import IMAGE_SUFFIXES, find_jobs, read_image, read_mask, to_hwc, to_uint8, write_result
 from .pipeline import Inpainter
@@ -167,10 +167,7 @@ def release_free_memory() -> None:
     """Hand memory the C allocator keeps after frees back to the OS (glibc's `malloc_trim`), so
     that the next RSS baseline is not inflated by an earlier, larger run; a no-op elsewhere."""
     gc.collect()
-    try:
-        ctypes.CDLL(None).malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
+    malloc_trim()
 
 
 def rss_bytes() -> int:

@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
+from .allocator import assumed as assumed_allocator
 from .models.protocol import input_channels, is_block
 from .partition import EvenPartitioner, Features, Partition, as_tuple
 from .perf import PerfConfig, tune_partition
@@ -41,7 +42,8 @@ FREE_FRACTION = 0.8  # px_budget=auto leaves this share of the free memory for t
 # resident in the heap, so the lean backward's per-pixel RSS is this many times its live bytes
 # (fitted at 736x736: 2.26-2.47 GiB measured vs 1.09 GiB live; the faithful path, whose peak is
 # its saved tensors, measured within 4 % of the live estimate without it). Not applied with
-# perf.allocator=jemalloc|tcmalloc (assumed in effect: the pipeline warns when it is not).
+# perf.allocator=jemalloc|tcmalloc (assumed in effect: the pipeline warns when it is not), nor with
+# perf.allocator=auto where this process runs on tcmalloc (lama_refine.allocator.assumed).
 HEAP_RETENTION = 3.7
 
 
@@ -163,7 +165,8 @@ def estimate_peak(generator: nn.Module, size: tuple[int, int], perf: PerfConfig 
     refiner = REFINER_BYTES_PER_PX * px + 16 * input_px
     fixed = weight_bytes(generator) + (CPU_PROCESS_BYTES if device.type == "cpu" else 0)
     # jemalloc / tcmalloc (perf.allocator) reuse freed blocks by size class: no heap retention
-    if device.type == "cpu" and perf.lean_backward and perf.mmap_threshold_kb is None and perf.allocator is None:
+    if (device.type == "cpu" and perf.lean_backward and perf.mmap_threshold_kb is None
+            and assumed_allocator(perf.allocator) is None):
         saved, transient, refiner = (HEAP_RETENTION * x for x in (saved, transient, refiner))
     return MemoryEstimate(fixed=fixed, saved=saved, transient=transient, refiner=refiner)
 

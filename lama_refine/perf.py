@@ -9,17 +9,15 @@ and leave the generator's own module tree (used by plain inference) as it is, ex
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import logging
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from .allocator import check as check_allocator, normalise as normalise_allocator
+from . import allocator as allocators
 from .lean import lean_rear
 from .models.protocol import is_block
 from .partition import Features, Partition, Stage
@@ -41,7 +39,9 @@ class PerfConfig:
     checkpointing: bool = False  # recompute each resnet block in backward instead of keeping its activations
     threads: int | None = None  # torch.set_num_threads for CPU work; null: torch's default
     mmap_threshold_kb: int | None = None  # glibc: mmap (return on free) allocations above this; null: glibc's
-    allocator: str | None = None  # jemalloc | tcmalloc | a .so path: preloaded by the CLI (lama_refine.allocator)
+    allocator: str | None = "auto"  # auto (tcmalloc where installed) | glibc | jemalloc | tcmalloc | a .so path:
+    # preloaded by the CLI (lama_refine.allocator)
+    malloc_trim: bool = False  # glibc: malloc_trim(0) after each optimiser step (hands freed heap pages back)
     tile_rows: int | None = None  # run the full-resolution front and tail in bands of this many rows (lama_refine.tiling)
     tile_tail: bool = True  # with tile_rows: the tail too (the front alone is bit-identical on CPU; the tail to rounding)
 
@@ -55,7 +55,7 @@ class PerfConfig:
             # kernel; the lean Fourier unit runs its FFT path in float32.
             raise ValueError("perf.amp needs perf.lean_backward=true (LaMa's Fourier unit has no "
                              "half-precision path)")
-        self.allocator = normalise_allocator(self.allocator)
+        self.allocator = allocators.normalise(self.allocator)
         if self.tile_rows is not None and self.tile_rows < 8:
             raise ValueError(f"perf.tile_rows must be >= 8 or null, got {self.tile_rows}")
         if self.threads is not None and self.threads < 1:
@@ -86,19 +86,26 @@ def set_mmap_threshold(n_bytes: int) -> bool:
     1.6x slower (docs/benchmarks.md): a memory switch, off by default. Returns False where there
     is no glibc (the setting is then a no-op).
     """
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return False
-    try:
-        libc = ctypes.CDLL(name)
-        return bool(libc.mallopt(M_MMAP_THRESHOLD, int(n_bytes)))
-    except (OSError, AttributeError):
-        return False
+    libc = allocators.libc()
+    return bool(libc.mallopt(M_MMAP_THRESHOLD, int(n_bytes))) if libc is not None else False
+
+
+def step_hook(perf: PerfConfig) -> Callable[[], object] | None:
+    """What the refiner calls after each optimiser step (`Refiner.after_step`): with
+    `perf.malloc_trim`, glibc's `malloc_trim(0)`, which hands the heap's free pages back to the
+    system; None when off or where glibc's malloc does not serve this process (another allocator
+    is preloaded, or no glibc): the switch is then a no-op. Numbers are unchanged either way."""
+    if not perf.malloc_trim:
+        return None
+    if not allocators.on_glibc_malloc(perf.allocator):
+        log.debug("perf.malloc_trim: glibc's malloc is not this process's allocator; nothing to trim")
+        return None
+    return allocators.malloc_trim
 
 
 def apply_process_settings(perf: PerfConfig) -> None:
     """The process-wide switches: CPU threads, the allocator and glibc's mmap threshold."""
-    check_allocator(perf.allocator)
+    allocators.check(perf.allocator)
     if perf.threads is not None:
         torch.set_num_threads(perf.threads)
     if perf.mmap_threshold_kb is not None and not set_mmap_threshold(perf.mmap_threshold_kb * 1024):
@@ -190,4 +197,4 @@ def tune_partition(partition: Partition, perf: PerfConfig) -> Partition:
 
 
 __all__ = ["AMP_DTYPES", "Checkpointed", "PerfConfig", "RearStage", "apply_process_settings", "set_mmap_threshold",
-           "tune_partition", "tune_stage"]
+           "step_hook", "tune_partition", "tune_stage"]

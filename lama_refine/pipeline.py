@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from .padding import pad_symmetric
 from .partition import DevicePartitioner, Partition
-from .perf import PerfConfig, apply_process_settings, tune_partition
+from .perf import PerfConfig, apply_process_settings, step_hook, tune_partition
 from .pyramid import PyramidBuilder
 from .refine import Refinement, Refiner
 from .region import CropConfig, hole_groups, inpaint_crops
@@ -84,6 +84,7 @@ class Inpainter:
         if self.region not in REGIONS:
             raise ValueError(f"region={self.region!r}: expected one of {REGIONS}")
         apply_process_settings(self.perf)
+        self.refiner.after_step = step_hook(self.perf)
 
     @property
     def partition(self) -> Partition:

@@ -95,6 +95,7 @@ class Refiner(ABC):
     """Produces the inpainted image from a split generator and an image-mask pyramid."""
 
     progress: ProgressCallback | None = None
+    after_step: Callable[[], object] | None = None  # called after each optimiser step (perf.step_hook)
 
     @abstractmethod
     def refine(self, partition: Partition, levels: Sequence[Level]) -> Refinement:
@@ -377,6 +378,8 @@ class L1Refiner(Refiner):
             if it < self.n_iters - 1:
                 loss.backward()
                 optimizer.step()
+                if self.after_step is not None:
+                    self.after_step()
         if self.warm_start:
             self._residual = (size, [(leaf.detach() - f) if leaf.requires_grad else None
                                      for leaf, f in zip(leaves, front)])

@@ -12,6 +12,7 @@ import torch
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
+from lama_refine.allocator import REEXEC_MARK
 from lama_refine.io import read_image, read_mask
 from lama_refine.models import build_generator
 
@@ -77,6 +78,14 @@ class Case:
             f"pyramid.min_side={p['min_side']}", f"pyramid.max_scales={p['max_scales']}",
             f"pyramid.px_budget={p['px_budget']}", "devices=[" + ",".join(["cpu"] * self.n_devices) + "]",
         ]
+
+
+@pytest.fixture(autouse=True)
+def no_allocator_reexec(monkeypatch):
+    """`lama-refine` re-executes itself with tcmalloc preloaded where it is installed (the default
+    perf.allocator=auto): a test calling cli.entry() in this process would restart pytest. The
+    mark says "re-executed already" (the allocator tests remove it where they test the re-exec)."""
+    monkeypatch.setenv(REEXEC_MARK, "1")
 
 
 @pytest.fixture(params=CASES)

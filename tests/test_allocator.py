@@ -15,7 +15,7 @@ from lama_refine.perf import PerfConfig, apply_process_settings
 
 @pytest.mark.parametrize("value, expected", [
     (None, None), ("glibc", None), ("null", None), ("", None), ("JeMalloc", "jemalloc"), ("tcmalloc", "tcmalloc"),
-    ("/opt/lib/libjemalloc.so.2", "/opt/lib/libjemalloc.so.2"),
+    ("/opt/lib/libjemalloc.so.2", "/opt/lib/libjemalloc.so.2"), ("auto", "auto"), (" Auto ", "auto"),
 ])
 def test_normalise(value, expected):
     assert allocator.normalise(value) == expected
@@ -27,7 +27,7 @@ def test_unknown_allocator_is_a_clear_config_error():
 
 
 @pytest.mark.parametrize("argv, expected", [
-    ([], None),
+    ([], "auto"),
     (["indir=x", "perf.allocator=jemalloc"], "jemalloc"),
     (["perf.allocator=glibc"], None),
 ])
@@ -75,13 +75,121 @@ def test_preload_env_puts_the_library_first_and_keeps_the_rest(tmp_path):
     assert allocator.preload_env(str(tmp_path / "missing.so"), {}) is None
 
 
+def test_the_default_is_auto():
+    assert PerfConfig().allocator == "auto"
+    from lama_refine.config import compose, perf_config
+    assert perf_config(compose([])).allocator == "auto"
+
+
+def fake_tcmalloc(monkeypatch, tmp_path, installed: bool, loaded: bool = False) -> Path:
+    """find_library finds a tcmalloc at a temp path (or none); is_loaded says `loaded` for it."""
+    lib = tmp_path / "libtcmalloc_minimal.so.4"
+    lib.write_bytes(b"")
+    monkeypatch.setattr(allocator, "find_library",
+                        lambda name: lib if installed and name == "tcmalloc" else None)
+    monkeypatch.setattr(allocator, "is_loaded", lambda name, maps=None: loaded and name == "tcmalloc")
+    return lib
+
+
+@pytest.mark.parametrize("installed, expected", [(True, "tcmalloc"), (False, None)])
+def test_auto_resolves_to_tcmalloc_where_installed(installed, expected, monkeypatch, tmp_path):
+    fake_tcmalloc(monkeypatch, tmp_path, installed)
+    assert allocator.resolve("auto") == expected
+    assert allocator.resolve("glibc") is None and allocator.resolve("jemalloc") == "jemalloc"
+
+
+@pytest.mark.parametrize("loaded, expected", [(True, "tcmalloc"), (False, None)])
+def test_the_memory_model_assumes_auto_is_tcmalloc_only_where_loaded(loaded, expected, monkeypatch, tmp_path):
+    fake_tcmalloc(monkeypatch, tmp_path, installed=True, loaded=loaded)
+    assert allocator.assumed("auto") == expected
+    assert allocator.assumed("jemalloc") == "jemalloc"  # explicit: taken to be in effect
+
+
+@pytest.mark.parametrize("installed", [True, False])
+def test_reexec_with_auto_preloads_tcmalloc_only_where_installed(installed, monkeypatch, tmp_path):
+    lib = fake_tcmalloc(monkeypatch, tmp_path, installed)
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.delenv(allocator.REEXEC_MARK, raising=False)
+    monkeypatch.delenv("TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD", raising=False)
+    calls = []
+    monkeypatch.setattr(os, "execve", lambda path, args, env: calls.append(env))
+    allocator.reexec_with_preload("auto")
+    if not installed:
+        assert calls == []
+        return
+    (env,) = calls
+    assert env["LD_PRELOAD"].split(":")[0] == str(lib) and env[allocator.REEXEC_MARK] == "1"
+    assert int(env["TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD"]) > 2**40  # no "large alloc" lines on stderr
+
+
+def test_reexec_with_auto_is_skipped_when_loaded_or_reexecuted(monkeypatch, tmp_path):
+    fake_tcmalloc(monkeypatch, tmp_path, installed=True, loaded=True)
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.setattr(os, "execve", lambda *a: pytest.fail("tcmalloc is loaded already"))
+    monkeypatch.delenv(allocator.REEXEC_MARK, raising=False)
+    allocator.reexec_with_preload("auto")
+    fake_tcmalloc(monkeypatch, tmp_path, installed=True, loaded=False)
+    monkeypatch.setenv(allocator.REEXEC_MARK, "1")
+    allocator.reexec_with_preload("auto")
+
+
+def auto_messages(caplog) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == "lama_refine.allocator"]
+
+
+@pytest.fixture
+def fresh_notes(monkeypatch):
+    """A process that has said nothing yet about perf.allocator=auto."""
+    monkeypatch.setattr(allocator, "_said", set())
+
+
+def test_auto_without_tcmalloc_says_once_at_info_what_it_would_give(caplog, monkeypatch, tmp_path, fresh_notes):
+    fake_tcmalloc(monkeypatch, tmp_path, installed=False)
+    with caplog.at_level(logging.INFO, logger="lama_refine.allocator"):
+        assert allocator.check("auto")
+        apply_process_settings(PerfConfig())  # a second pipeline in the same process
+        allocator.check("auto")
+    (record,) = auto_messages(caplog)
+    assert record.levelno == logging.INFO
+    text = record.getMessage()
+    assert "system allocator" in text and "1.69" in text and "3.59" in text
+    assert "apt install libtcmalloc-minimal4" in text and "conda install gperftools" in text
+
+
+def test_auto_with_tcmalloc_not_loaded_says_once_how_to_preload_it(caplog, monkeypatch, tmp_path, fresh_notes):
+    lib = fake_tcmalloc(monkeypatch, tmp_path, installed=True, loaded=False)
+    with caplog.at_level(logging.INFO, logger="lama_refine.allocator"):
+        assert not allocator.check("auto")
+        allocator.check("auto")
+    (record,) = auto_messages(caplog)
+    assert record.levelno == logging.INFO and f"LD_PRELOAD={lib}" in record.getMessage()
+
+
+def test_auto_in_effect_and_glibc_say_nothing(caplog, monkeypatch, tmp_path, fresh_notes):
+    fake_tcmalloc(monkeypatch, tmp_path, installed=True, loaded=True)
+    with caplog.at_level(logging.DEBUG, logger="lama_refine.allocator"):
+        assert allocator.check("auto")
+        assert allocator.check("glibc") and allocator.check(None)
+    assert auto_messages(caplog) == []
+
+
+def test_explicit_tcmalloc_missing_still_warns(caplog, monkeypatch, tmp_path, fresh_notes):
+    fake_tcmalloc(monkeypatch, tmp_path, installed=False)
+    with caplog.at_level(logging.INFO, logger="lama_refine.allocator"):
+        assert not allocator.check("tcmalloc")
+        assert not allocator.check("tcmalloc")
+    records = auto_messages(caplog)
+    assert [r.levelno for r in records] == [logging.WARNING] * 2
+    assert "not in effect" in records[0].getMessage() and "libtcmalloc-minimal4" in records[0].getMessage()
+
+
 def test_not_in_effect_warns_with_what_to_do(caplog, tmp_path):
     missing = str(tmp_path / "libjemalloc.so.2")
     with caplog.at_level(logging.WARNING, logger="lama_refine.allocator"):
         assert not allocator.check(missing)
     assert "perf.allocator" in caplog.text and "not in effect" in caplog.text
     with caplog.at_level(logging.WARNING, logger="lama_refine.allocator"):
-        apply_process_settings(PerfConfig(allocator=None))  # the default: nothing to say
+        apply_process_settings(PerfConfig(allocator=None))  # the system allocator: nothing to say
 
 
 def _a_real_shared_library() -> Path | None:
@@ -119,6 +227,7 @@ def test_reexec_preloads_the_library_once():
 def test_jemalloc_is_in_effect_under_the_cli_reexec():
     code = ("import sys; from lama_refine.allocator import reexec_with_preload, is_loaded; "
             "reexec_with_preload('jemalloc'); print(is_loaded('jemalloc'))")
+    env = {k: v for k, v in os.environ.items() if k != allocator.REEXEC_MARK}
     out = subprocess.run([sys.executable, "-c", code, "perf.allocator=jemalloc"], capture_output=True, text=True,
-                         check=True).stdout.strip()
+                         env=env, check=True).stdout.strip()
     assert out == "True"

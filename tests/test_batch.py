@@ -559,3 +559,18 @@ def test_config_hash_is_unchanged_by_switches_added_later_while_they_are_off(tmp
         config_hash(config(tmp_path / "a", tmp_path / "b"))
     assert config_hash(config(tmp_path / "a", tmp_path / "b", "refiner.stop.patience=2")) != \
         config_hash(config(tmp_path / "a", tmp_path / "b"))
+
+
+def test_config_hash_ignores_the_allocator_and_malloc_trim(tmp_path):
+    """perf.allocator and perf.malloc_trim only decide where memory lives (outputs bit-identical):
+    the default becoming auto, or another allocator, keeps outputs made under the old default."""
+    def hashed(*overrides):
+        return config_hash(config(tmp_path / "a", tmp_path / "b", *overrides))
+
+    old_default = config(tmp_path / "a", tmp_path / "b")  # as main wrote it: allocator null, no malloc_trim
+    with open_dict(old_default):
+        old_default.perf.allocator = None
+        del old_default.perf["malloc_trim"]
+    assert hashed() == hashed("perf.allocator=auto") == hashed("perf.allocator=glibc") == \
+        hashed("perf.allocator=tcmalloc") == hashed("perf.malloc_trim=true") == config_hash(old_default)
+    assert hashed("perf.tile_rows=64") != hashed()  # other perf keys still count

@@ -2,8 +2,9 @@
 import pytest
 import torch
 
+from lama_refine import allocator
 from lama_refine.config import build_inpainter, compose
-from lama_refine.perf import Checkpointed, PerfConfig, RearStage
+from lama_refine.perf import Checkpointed, PerfConfig, RearStage, step_hook
 
 from conftest import GOLDEN, Case
 
@@ -114,3 +115,23 @@ def test_the_perf_object_is_built_once_and_applied_in_one_pass(monkeypatch):
     inpainter(case.image(), case.mask())
     assert len(built) == 1 and len(tuned) == 1 and tuned[0] is inpainter.perf
     assert config.perf_config(compose(["perf.tile_rows=16"])) == inpainter.perf
+
+
+@pytest.mark.skipif(not allocator.on_glibc_malloc(), reason="glibc's malloc does not serve this process")
+def test_malloc_trim_runs_once_per_optimiser_step_and_keeps_the_output_bit_identical(monkeypatch):
+    real, calls = allocator.malloc_trim, []
+    monkeypatch.setattr(allocator, "malloc_trim", lambda: calls.append(1) or real())
+    _, plain = inpaint("refiner.n_iters=3")
+    assert calls == []  # off by default
+    _, trimmed = inpaint("refiner.n_iters=3", "perf.malloc_trim=true")
+    assert torch.equal(plain.image, trimmed.image) and plain.losses == trimmed.losses
+    steps = sum(len(losses) - 1 for losses in trimmed.losses if losses)  # n_iters forwards, n_iters - 1 steps
+    assert steps > 0 and len(calls) == steps
+
+
+def test_malloc_trim_is_a_no_op_off_glibcs_malloc(monkeypatch):
+    monkeypatch.setattr(allocator, "is_loaded", lambda name, maps=None: name == "tcmalloc")
+    assert step_hook(PerfConfig(malloc_trim=True)) is None
+    monkeypatch.setattr(allocator, "libc", lambda: None)  # no glibc at all
+    monkeypatch.setattr(allocator, "is_loaded", lambda name, maps=None: False)
+    assert step_hook(PerfConfig(malloc_trim=True)) is None and not allocator.malloc_trim()

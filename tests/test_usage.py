@@ -61,6 +61,8 @@ MISTAKES = [
     (["indir={indir}", "outdir={tmp}/o", "refine=maybe"], 2, ["refine=maybe: expected true or false"]),
     (["indir={indir}", "outdir={tmp}/o", "pyramid.px_budget=-3"], 2, ["pyramid.px_budget=-3: must be at least 1"]),
     (["indir={indir}", "outdir={tmp}/o", "perf.amp=fp8"], 2, ["perf.amp='fp8'", "bf16"]),
+    (["indir={indir}", "outdir={tmp}/o", "perf.allocator=mimalloc"], 2, ["perf.allocator='mimalloc'", "auto"]),
+    (["indir={indir}", "outdir={tmp}/o", "perf.malloc_trim=often"], 2, ["perf.malloc_trim=often: expected true or false"]),
     (["indir={indir}", "outdir={tmp}/o", "out_ext=.gif"], 2, ["out_ext=.gif", ".png"]),
     (["indir={indir}", "outdir={tmp}/o", "overwrite=sometimes"], 2, ["overwrite=sometimes", "never"]),
     (["indir={indir}", "outdir={tmp}/o", "shard=3/2"], 2, ["shard='3/2'"]),
@@ -95,6 +97,17 @@ def test_each_mistake_is_one_clear_message(args, status, says, tmp_path, monkeyp
     assert "Traceback" not in output and "interrupted" not in output
     assert len(output.strip().splitlines()) <= 5, output
     assert not (tmp_path / "o").exists()  # nothing written for a command that cannot run
+
+
+@pytest.mark.parametrize("value", ["auto", "glibc", "null", "tcmalloc", "jemalloc"])
+def test_every_allocator_value_passes_the_checks(value, tmp_path):
+    """perf.allocator's default is the string auto: the other values (null among them) still pass."""
+    from lama_refine.io import OUTPUT_SUFFIXES
+    from lama_refine.usage import check_command_line
+
+    cfg = check_command_line([f"indir={photos(tmp_path / 'in')}", f"outdir={tmp_path / 'o'}",
+                              f"perf.allocator={value}", "perf.malloc_trim=true"], OUTPUT_SUFFIXES)
+    assert cfg.perf.malloc_trim is True
 
 
 def test_mistakes_leave_no_traceback_in_a_real_process(tmp_path):

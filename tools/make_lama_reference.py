@@ -56,10 +56,8 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
-
-from lama_refine.models.export_lama import CHECKPOINT_NAME, export_lama_experiment  # noqa: E402
-from lama_refine.train.masks import seeded_mask  # noqa: E402
-from lama_refine.weights import DEFAULT_MODEL_PATH  # noqa: E402
+# lama_refine is imported where it is used: `import_lama` and `_CpuDevices` are reused by
+# benchmarks/bench.py in a venv that may hold only LaMa's requirements.
 
 OUT = ROOT / "tests" / "fixtures" / "default-model-lama"
 SOURCE = ROOT / "examples" / "ladybird.jpg"
@@ -91,6 +89,8 @@ def sha256(path: Path) -> str:
 
 def make_inputs() -> tuple[np.ndarray, np.ndarray]:
     """The crop (uint8 HxWx3) and its mask (uint8 HxW, 255 = hole)."""
+    from lama_refine.train.masks import seeded_mask
+
     photo = np.asarray(Image.open(SOURCE).convert("RGB"))
     region = Image.fromarray(photo[TOP:TOP + REGION_HW[0], LEFT:LEFT + REGION_HW[1]])
     crop = np.asarray(region.resize(SIZE_HW[::-1], Image.LANCZOS))
@@ -136,6 +136,8 @@ class _CpuDevices:
 
 def load_like_predict(lama: types.SimpleNamespace, experiment: Path):
     """bin/predict.py's loading, line for line."""
+    from lama_refine.models.export_lama import CHECKPOINT_NAME
+
     with open(experiment / "config.yaml") as f:
         train_config = OmegaConf.create(yaml.safe_load(f))
     train_config.training_model.predict_only = True
@@ -195,6 +197,9 @@ def versions() -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from lama_refine.models.export_lama import export_lama_experiment
+    from lama_refine.weights import DEFAULT_MODEL_PATH
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--lama", type=Path, required=True, help="checkout of advimman/lama")
     parser.add_argument("--lama-commit", help="its commit, when the checkout has no .git")
