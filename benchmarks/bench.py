@@ -53,7 +53,8 @@ SIZES: dict[str, tuple[int, int]] = {
 # the configs from before name glibc, so they (and their results) mean what they meant.
 GLIBC = ["perf.allocator=glibc"]
 # The faithful baseline is the original's code path *and* the original's allocator behaviour.
-FAITHFUL = ["perf.lean_backward=false", "perf.mmap_threshold_kb=null", *GLIBC]
+UNTILED = ["perf.tile_rows=null"]  # whole images (tile_rows=64 became the default after these configs were measured)
+FAITHFUL = ["perf.lean_backward=false", "perf.mmap_threshold_kb=null", *GLIBC, *UNTILED]
 MMAP_THRESHOLDS_KB = (256, 1024, 4096, 16384, 32768)  # the glibc study: fixed thresholds up to glibc's cap
 CONFIGS: dict[str, list[str]] = {
     # advimman/lama's refine_predict (--lama): these overrides only feed the memory prediction and
@@ -61,29 +62,29 @@ CONFIGS: dict[str, list[str]] = {
     "original": FAITHFUL,
     "faithful": FAITHFUL,
     "faithful+checkpointing": FAITHFUL + ["perf.checkpointing=true"],
-    "defaults": [],  # the app's defaults as shipped (perf.allocator=auto)
-    "defaults+tiled": ["perf.tile_rows=64"],
-    "defaults+tiled+bf16": ["perf.tile_rows=64", "perf.amp=bf16"],
+    "defaults": [],  # the app's defaults as shipped (perf.allocator=auto, perf.tile_rows=64)
+    "defaults+untiled": UNTILED,
+    "defaults+bf16": ["perf.amp=bf16"],
     "glibc": GLIBC,
     **{f"glibc+mmap{kb}": GLIBC + [f"perf.mmap_threshold_kb={kb}"] for kb in MMAP_THRESHOLDS_KB},
     "glibc+trim": GLIBC + ["perf.malloc_trim=true"],
-    "lean": GLIBC,
-    "lean+mmap128": GLIBC + ["perf.mmap_threshold_kb=128"],
-    "lean+bf16": GLIBC + ["perf.amp=bf16"],
-    "lean+thp": GLIBC,  # THP_MEM_ALLOC_ENABLE=1: torch asks for transparent huge pages (fewer page faults)
-    "lean+jemalloc": ["perf.allocator=jemalloc"],  # run with LD_PRELOAD (lama_refine.allocator)
-    "lean+tcmalloc": ["perf.allocator=tcmalloc"],
-    "lean+bf16+jemalloc": ["perf.amp=bf16", "perf.allocator=jemalloc"],
-    "lean+bf16+tcmalloc": ["perf.amp=bf16", "perf.allocator=tcmalloc"],
+    "lean": GLIBC + UNTILED,
+    "lean+mmap128": GLIBC + ["perf.mmap_threshold_kb=128"] + UNTILED,
+    "lean+bf16": GLIBC + ["perf.amp=bf16"] + UNTILED,
+    "lean+thp": GLIBC + UNTILED,  # THP_MEM_ALLOC_ENABLE=1: torch asks for transparent huge pages (fewer page faults)
+    "lean+jemalloc": ["perf.allocator=jemalloc"] + UNTILED,  # run with LD_PRELOAD (lama_refine.allocator)
+    "lean+tcmalloc": ["perf.allocator=tcmalloc"] + UNTILED,
+    "lean+bf16+jemalloc": ["perf.amp=bf16", "perf.allocator=jemalloc"] + UNTILED,
+    "lean+bf16+tcmalloc": ["perf.amp=bf16", "perf.allocator=tcmalloc"] + UNTILED,
     "lean+tiled": GLIBC + ["perf.tile_rows=64"],
     "lean+tcmalloc+tiled": ["perf.allocator=tcmalloc", "perf.tile_rows=64"],
     "lean+tcmalloc+banded-front": ["perf.allocator=tcmalloc", "perf.tile_rows=64", "perf.tile_tail=false"],
     "lean+bf16+tcmalloc+tiled": ["perf.amp=bf16", "perf.allocator=tcmalloc", "perf.tile_rows=64"],
-    "lean+channels_last": GLIBC + ["perf.channels_last=true"],
-    "lean+checkpointing": GLIBC + ["perf.checkpointing=true"],
-    "lean+compile": GLIBC + ["perf.compile=true"],
-    "crop": GLIBC + ["region=crop"],
-    "crop+bf16": GLIBC + ["region=crop", "perf.amp=bf16"],
+    "lean+channels_last": GLIBC + ["perf.channels_last=true"] + UNTILED,
+    "lean+checkpointing": GLIBC + ["perf.checkpointing=true"] + UNTILED,
+    "lean+compile": GLIBC + ["perf.compile=true"] + UNTILED,
+    "crop": GLIBC + ["region=crop"] + UNTILED,
+    "crop+bf16": GLIBC + ["region=crop", "perf.amp=bf16"] + UNTILED,
 }
 
 # The configuration whose output a run is compared with (same image, mask and model), in order of
@@ -120,7 +121,7 @@ class Spec:
 
 
 ONE_THREAD = ["perf.threads=1"]  # see benchmarks/notes.md: 2 threads on 2 shared cores oversubscribe
-ANCHOR_CONFIGS = ("original", "faithful", "defaults", "defaults+tiled", "defaults+tiled+bf16", "glibc",
+ANCHOR_CONFIGS = ("original", "faithful", "defaults", "defaults+untiled", "defaults+bf16", "glibc",
                   *(f"glibc+mmap{kb}" for kb in MMAP_THRESHOLDS_KB), "glibc+trim")
 
 PLANS: dict[str, list[Spec]] = {

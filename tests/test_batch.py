@@ -573,4 +573,4 @@ def test_config_hash_ignores_the_allocator_and_malloc_trim(tmp_path):
         del old_default.perf["malloc_trim"]
     assert hashed() == hashed("perf.allocator=auto") == hashed("perf.allocator=glibc") == \
         hashed("perf.allocator=tcmalloc") == hashed("perf.malloc_trim=true") == config_hash(old_default)
-    assert hashed("perf.tile_rows=64") != hashed()  # other perf keys still count
+    assert hashed("perf.tile_rows=null") != hashed()  # other perf keys still count
