@@ -140,11 +140,12 @@ def section(rows: list[dict]) -> str:
             + HEADER + "\n" + "\n".join(markdown_row(r) for r in rows) + f"\n{END}")
 
 
-def write_section(path: Path, text: str) -> None:
-    """Replace the marked section of `path`, or put it before its '## All runs' (or at the end)."""
+def write_section(path: Path, text: str, begin: str = BEGIN, end: str = END) -> None:
+    """Replace the section of `path` between the markers, or put it before its '## All runs' (or at
+    the end)."""
     old = path.read_text() if path.is_file() else ""
-    if BEGIN in old:
-        new = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: text, old, flags=re.S)
+    if begin in old:
+        new = re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda _: text, old, flags=re.S)
     elif "\n## All runs" in old:
         new = old.replace("\n## All runs", "\n" + text + "\n\n## All runs", 1)
     else:

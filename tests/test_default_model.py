@@ -95,3 +95,20 @@ def test_examples_are_complete() -> None:
             assert 1000 <= max(image.size) <= 2048
             values = np.unique(np.asarray(mask))
             assert set(values.tolist()) <= {0, 255} and 255 in values
+
+
+def test_readme_strip_zooms_where_the_hole_is_and_refinement_changed_most():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_readme_strip", ROOT / "tools" / "make_readme_strip.py")
+    strip = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(strip)
+    mask = np.zeros((100, 200), bool)
+    mask[10:40, 20:60] = mask[60:90, 120:180] = True  # two holes
+    plain = np.zeros((100, 200, 3), np.uint8)
+    refined = plain.copy()
+    refined[70:80, 130:140] = 50  # refinement changed the second hole only
+    left, top, right, bottom = strip.zoom_box(mask, plain, refined, (40, 30))
+    assert (right - left, bottom - top) == (40, 30)  # 1:1 pixels: the panel's size
+    assert left <= 130 and right >= 140 and top <= 70 and bottom >= 80
+    assert strip.zoom_box(mask, plain, refined, (400, 300)) == (0, 0, 200, 100)  # never outside the photo

@@ -239,3 +239,16 @@ def test_export_writes_a_lama_section_unless_our_options_are_used(tmp_path: Path
     x[:, :3] *= 1 - x[:, 3:]
     with torch.no_grad():
         assert torch.allclose(loaded(x), generator(x), atol=1e-6)
+
+
+def test_family_summary_averages_each_family_and_counts_the_wins():
+    from lama_refine.train.evaluate import HighResRow, family_markdown
+
+    rows = [HighResRow("a", "8x8", "thin", 1.0, 2, 0.10, 20.0, 0.08, 21.0, 1, 2),
+            HighResRow("b", "8x8", "thin", 1.0, 2, 0.20, 15.0, 0.22, 14.0, 1, 2),
+            HighResRow("a", "8x8", "thick", 1.0, 2, 0.30, 12.0, 0.27, 13.0, 1, 2)]
+    lines = {line.split(" | ")[0].strip("| "): line for line in family_markdown(rows).splitlines()[2:]}
+    assert list(lines) == ["thin", "thick", "all"]
+    assert "| thin | 2 | 0.1500 / 17.50 | 0.1500 / 17.50 |" in lines["thin"] and lines["thin"].endswith("1 of 2 |")
+    assert "-10.0 % | +1.00 dB | 1 of 1" in lines["thick"]
+    assert lines["all"].endswith("2 of 3 |")

@@ -28,9 +28,10 @@ TINT = np.array([255, 40, 40], np.float32)
 
 
 def zoom_box(mask: np.ndarray, plain: np.ndarray, refined: np.ndarray, size: tuple[int, int]) -> tuple[int, int, int, int]:
-    """(left, top, right, bottom) of the `size` (w, h) window, at the photo's own pixels, that
-    holds the most hole and, among windows with at least half as much hole as the best, the
-    largest plain-vs-refined difference: where refinement changes the result."""
+    """(left, top, right, bottom) of the `size` (w, h) window, at the photo's own pixels, where
+    plain and refined differ most, among the windows that show the hole's border (a fifth to
+    four fifths of them hole, so the fill is seen against its context; else any window with at
+    least half as much hole as the most)."""
     h, w = mask.shape
     zw, zh = min(size[0], w), min(size[1], h)
     diff = np.abs(plain.astype(np.float32) - refined.astype(np.float32)).sum(-1) * mask
@@ -40,7 +41,8 @@ def zoom_box(mask: np.ndarray, plain: np.ndarray, refined: np.ndarray, size: tup
         return table[zh:, zw:] - table[:-zh, zw:] - table[zh:, :-zw] + table[:-zh, :-zw]
 
     hole, changed = window_sums(mask), window_sums(diff)
-    score = np.where(hole >= 0.5 * hole.max(), changed, -1)
+    border = (hole >= 0.2 * zw * zh) & (hole <= 0.8 * zw * zh)
+    score = np.where(border if border.any() else hole >= 0.5 * hole.max(), changed, -1)
     y0, x0 = np.unravel_index(int(score.argmax()), score.shape)
     return int(x0), int(y0), int(x0) + zw, int(y0) + zh
 
