@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .models.protocol import handler
+from .models.protocol import handler, register_handler
 from .partition import as_tuple
 
 _ACTS = (nn.Sigmoid, nn.Tanh, nn.Identity)
@@ -258,5 +258,9 @@ def band_front(front: nn.Sequential, rows: int) -> nn.Module:
         return front
     return BandedFront(modules, rows, *geometry, global_head=head)
 
+
+# The banded tail is lean already: its autograd Function keeps only its input and recomputes one
+# band at a time in backward (the lean backward takes it as it is, without an INFO line).
+register_handler("lean", TiledTail, lambda module: module)
 
 __all__ = ["BandedFront", "TiledTail", "band_front", "find_tail", "local_geometry", "tile_tail"]
