@@ -21,7 +21,7 @@ from .pipeline import Inpainter
 from .pyramid import PyramidBuilder
 from .refine import Refiner
 from .region import CropConfig
-from .weights import BUILTIN_MODELS, DEFAULT_MODEL_PATH as DEFAULT_MODEL
+from .weights import DEFAULT_MODEL_PATH as DEFAULT_MODEL
 
 log = logging.getLogger(__name__)
 
@@ -94,24 +94,16 @@ def resolve_devices(devices: Sequence[str] | None, gpu_ids: str | int | None = N
 def model_path(model_cfg: DictConfig | dict[str, Any]) -> Path:
     """`model.path` as an absolute path; null means the built-in demo model.
 
-    A built-in name (`demo`, `demo-fill`: lama_refine.weights) is the shipped file unless a file
-    or folder of that name is here. A bare name that is no file or folder here (`big-lama`, a name given to
-    `lama-refine-download`) is a named model in the cache folder (lama_refine.models.zoo); one
-    not downloaded yet is a UserError that prints the download command. A missing `x.ckpt` and
-    the like stays a path, so its error is about the file."""
+    A name that is no file or folder here is a built-in model (`demo`, `demo-fill`:
+    lama_refine.weights) or a named model in the cache folder (`big-lama`, a name given to
+    `lama-refine-download`; one not downloaded yet is a UserError that prints the download
+    command): `models.zoo.lookup`."""
     from .models import zoo
 
     path = model_cfg.get("path")
     if path in (None, "", "default"):
         return DEFAULT_MODEL
-    value = str(path)
-    resolved = Path(to_absolute_path(value))
-    if value in BUILTIN_MODELS and not resolved.exists():
-        return BUILTIN_MODELS[value]
-    if zoo.is_name(value) and not resolved.exists() and (
-            zoo.is_known_or_recorded(value) or Path(value).suffix.lower() not in zoo.CHECKPOINT_SUFFIXES):
-        return zoo.resolve(value)
-    return resolved
+    return zoo.lookup(str(path), Path(to_absolute_path(str(path))))
 
 
 def load_model(model_cfg: DictConfig | dict[str, Any]) -> nn.Module:

@@ -80,3 +80,13 @@ def test_convert_cli_to_lama_experiment(input_fill_model, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "input_fill" in err and "Traceback" not in err
     assert not (tmp_path / "refused").exists()
+
+
+def test_the_built_in_demo_model_exports_by_name_and_demo_fill_is_refused(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["demo", "exp", "--to", "lama-experiment"]) == 0
+    exported = load_generator(tmp_path / "exp")
+    assert exported.format == "lama-experiment" and "input_fill" not in exported.config
+    with pytest.raises(SystemExit):
+        main(["demo-fill", "refused", "--to", "lama-experiment"])
+    assert "input_fill" in capsys.readouterr().err and not (tmp_path / "refused").exists()

@@ -15,6 +15,7 @@ from omegaconf import OmegaConf
 from safetensors.torch import save_file
 
 from ..io.write import write_atomic
+from . import zoo
 from .loading import SAFETENSORS_CONFIG_KEY, load_generator
 
 
@@ -42,7 +43,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "lama-experiment) any of those to a LaMa experiment folder DST "
                     "(config.yaml + models/best.ckpt) that LaMa's own bin/predict.py loads.",
     )
-    parser.add_argument("src", type=Path, help="checkpoint file or LaMa experiment folder")
+    parser.add_argument("src", type=Path, help="checkpoint file, LaMa experiment folder, or a model name "
+                                               "(demo, demo-fill, a downloaded one)")
     parser.add_argument("dst", type=Path,
                         help="output .safetensors path (the .yaml goes beside it), or the experiment "
                              "folder with --to lama-experiment")
@@ -52,6 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="file in <experiment>/models/ when SRC is a folder (default: best.ckpt)")
     args = parser.parse_args(argv)
     try:
+        args.src = zoo.lookup(str(args.src), args.src)  # a model name: built-in (demo, demo-fill) or downloaded
         if args.to == "lama-experiment":
             from .export_lama import CHECKPOINT_NAME, export_lama_experiment
             written = export_lama_experiment(args.src, args.dst, checkpoint=args.checkpoint)

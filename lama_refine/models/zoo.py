@@ -147,6 +147,20 @@ def resolve(name: str) -> Path:
                     f"{download_command(name)}; or give a path to a checkpoint.")
 
 
+def lookup(value: str, path: Path) -> Path:
+    """What `model.path=value` (or a command's model argument) names: `path`, the file or folder
+    `value` names, where it exists; else, for a model name, the built-in file (`demo`,
+    `demo-fill`) or the downloaded one (a UserError with the download command where it is not
+    downloaded yet). A missing `x.ckpt` and the like stays a path, so its error is about the file."""
+    if path.exists() or not is_name(value):
+        return path
+    if value in BUILTIN_MODELS:
+        return BUILTIN_MODELS[value]
+    if is_known_or_recorded(value) or Path(value).suffix.lower() not in CHECKPOINT_SUFFIXES:
+        return resolve(value)
+    return path
+
+
 def downloaded() -> dict[str, Path]:
     """Every named model in the cache folder (known or the user's), name -> file."""
     folder = home()
@@ -171,6 +185,7 @@ __all__ = [
     "home",
     "is_known_or_recorded",
     "is_name",
+    "lookup",
     "read_record",
     "record_path",
     "resolve",
