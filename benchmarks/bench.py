@@ -51,7 +51,7 @@ SIZES: dict[str, tuple[int, int]] = {
 # name -> config overrides (on top of the app's defaults)
 # The system allocator. The app's default became perf.allocator=auto (tcmalloc where installed):
 # the configs from before name glibc, so they (and their results) mean what they meant.
-GLIBC = ["perf.allocator=glibc"]
+GLIBC = ["perf.allocator=glibc", "perf.malloc_trim=false"]  # glibc as it comes (malloc_trim became the default later)
 # The faithful baseline is the original's code path *and* the original's allocator behaviour.
 UNTILED = ["perf.tile_rows=null"]  # whole images (tile_rows=64 became the default after these configs were measured)
 FAITHFUL = ["perf.lean_backward=false", "perf.mmap_threshold_kb=null", *GLIBC, *UNTILED]
@@ -67,7 +67,7 @@ CONFIGS: dict[str, list[str]] = {
     "defaults+bf16": ["perf.amp=bf16"],
     "glibc": GLIBC,
     **{f"glibc+mmap{kb}": GLIBC + [f"perf.mmap_threshold_kb={kb}"] for kb in MMAP_THRESHOLDS_KB},
-    "glibc+trim": GLIBC + ["perf.malloc_trim=true"],
+    "glibc+trim": ["perf.allocator=glibc", "perf.malloc_trim=true"],  # the defaults where tcmalloc is missing
     "lean": GLIBC + UNTILED,
     "lean+mmap128": GLIBC + ["perf.mmap_threshold_kb=128"] + UNTILED,
     "lean+bf16": GLIBC + ["perf.amp=bf16"] + UNTILED,

@@ -36,7 +36,8 @@ CONFIGS: dict[str, list[str]] = {
     "defaults": [],
     "glibc": ["perf.allocator=glibc"],
     "defaults+untiled": ["perf.tile_rows=null"],
-    "glibc+untiled": ["perf.allocator=glibc", "perf.tile_rows=null"],  # main's defaults before auto + tiling
+    # the defaults before perf.allocator=auto, perf.tile_rows=64 and perf.malloc_trim=true
+    "glibc+untiled": ["perf.allocator=glibc", "perf.tile_rows=null", "perf.malloc_trim=false"],
     "crop": ["region=crop"],
 }
 STAGES = ("read", "model", "pyramid", "refine", "match_size", "write")
@@ -187,12 +188,14 @@ def main() -> None:
 
     h, w = (int(v) for v in args.size.split("x"))
     paths = make_inputs(args.scratch, h, w)
-    rows = []
+    # results accumulate over runs (a config run again replaces its row), kept in CONFIGS' order
+    done = {r["config"]: r for r in json.loads(args.results.read_text())} if args.results.is_file() else {}
     for name in [c for c in args.configs.split(",") if c]:
-        rows.append(run(name, CONFIGS[name], paths, args.scratch / "out" / f"{name}.png", args.n_iters))
-        print(json.dumps({k: v for k, v in rows[-1].items() if k != "marks"}), flush=True)
+        done[name] = run(name, CONFIGS[name], paths, args.scratch / "out" / f"{name}.png", args.n_iters)
+        print(json.dumps({k: v for k, v in done[name].items() if k != "marks"}), flush=True)
+        rows = [done[c] for c in CONFIGS if c in done]
         args.results.write_text(json.dumps(rows, indent=1))
-    text = markdown(rows, f"{w}x{h}", args.n_iters)
+    text = markdown([done[c] for c in CONFIGS if c in done], f"{w}x{h}", args.n_iters)
     print(text)
     if not args.no_docs:
         for path in (REPO / "docs" / "benchmarks.md", REPO / "benchmarks" / "notes.md"):

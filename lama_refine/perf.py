@@ -41,7 +41,7 @@ class PerfConfig:
     mmap_threshold_kb: int | None = None  # glibc: mmap (return on free) allocations above this; null: glibc's
     allocator: str | None = "auto"  # auto (tcmalloc where installed) | glibc | jemalloc | tcmalloc | a .so path:
     # preloaded by the CLI (lama_refine.allocator)
-    malloc_trim: bool = False  # glibc: malloc_trim(0) after each optimiser step (hands freed heap pages back)
+    malloc_trim: bool = True  # glibc: malloc_trim(0) after each optimiser step (hands freed heap pages back)
     tile_rows: int | None = 64  # run the full-resolution front and tail in bands of this many rows (lama_refine.tiling); None: whole
     tile_tail: bool = True  # with tile_rows: the tail too (the front alone is bit-identical on CPU; the tail to rounding)
 

@@ -121,9 +121,9 @@ def test_the_perf_object_is_built_once_and_applied_in_one_pass(monkeypatch):
 def test_malloc_trim_runs_once_per_optimiser_step_and_keeps_the_output_bit_identical(monkeypatch):
     real, calls = allocator.malloc_trim, []
     monkeypatch.setattr(allocator, "malloc_trim", lambda: calls.append(1) or real())
-    _, plain = inpaint("refiner.n_iters=3")
-    assert calls == []  # off by default
-    _, trimmed = inpaint("refiner.n_iters=3", "perf.malloc_trim=true")
+    _, plain = inpaint("refiner.n_iters=3", "perf.malloc_trim=false")
+    assert calls == []
+    _, trimmed = inpaint("refiner.n_iters=3")  # on by default
     assert torch.equal(plain.image, trimmed.image) and plain.losses == trimmed.losses
     steps = sum(len(losses) - 1 for losses in trimmed.losses if losses)  # n_iters forwards, n_iters - 1 steps
     assert steps > 0 and len(calls) == steps
