@@ -92,7 +92,8 @@ def meta_trace(generator: nn.Module, size: tuple[int, int], perf: PerfConfig,
     trace of the memory model starts from."""
     meta = meta_copy(generator).to(dtype).eval().requires_grad_(False)
     partition = EvenPartitioner().split(meta, [torch.device("meta")])
-    tuned = tune_partition(partition, PerfConfig(lean_backward=perf.lean_backward))
+    # whole images: the model does not credit perf.tile_rows (an upper bound where it is on)
+    tuned = tune_partition(partition, PerfConfig(lean_backward=perf.lean_backward, tile_rows=None))
     with torch.no_grad():
         features = partition.front(torch.zeros(1, input_channels(meta), *size, device="meta", dtype=dtype))
     leaves = tuple(f.detach().requires_grad_(True) if torch.is_tensor(f) else f for f in as_tuple(features))
