@@ -53,7 +53,7 @@ SIZES: dict[str, tuple[int, int]] = {
 # the configs from before name glibc, so they (and their results) mean what they meant.
 GLIBC = ["perf.allocator=glibc", "perf.malloc_trim=false"]  # glibc as it comes (malloc_trim became the default later)
 # The faithful baseline is the original's code path *and* the original's allocator behaviour.
-UNTILED = ["perf.tile_rows=null"]  # whole images (tile_rows=64 became the default after these configs were measured)
+UNTILED = ["perf.tile_rows=null"]  # whole images (banding became the default after these configs were measured)
 FAITHFUL = ["perf.lean_backward=false", "perf.mmap_threshold_kb=null", *GLIBC, *UNTILED]
 MMAP_THRESHOLDS_KB = (256, 1024, 4096, 16384, 32768)  # the glibc study: fixed thresholds up to glibc's cap
 CONFIGS: dict[str, list[str]] = {
@@ -62,7 +62,7 @@ CONFIGS: dict[str, list[str]] = {
     "original": FAITHFUL,
     "faithful": FAITHFUL,
     "faithful+checkpointing": FAITHFUL + ["perf.checkpointing=true"],
-    "defaults": [],  # the app's defaults as shipped (perf.allocator=auto, perf.tile_rows=64)
+    "defaults": [],  # the app's defaults as shipped (perf.allocator=auto, perf.tile_rows=32)
     "defaults+untiled": UNTILED,
     "defaults+bf16": ["perf.amp=bf16"],
     "glibc": GLIBC,
