@@ -41,6 +41,7 @@ from .models.ffc import (
 )
 from .models.pix2pixhd import ResnetBlock
 from .models.protocol import handler, register_block, register_handler
+from .tiling import banded_conv_transpose, banded_conv_transpose_grad
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,35 @@ def unpack_mask(packed: Tensor, shape: torch.Size) -> Tensor:
         n *= s
     bits = packed.unsqueeze(-1).bitwise_and(_bit_weights(packed.device)).ne(0)
     return bits.view(-1)[:n].view(shape)
+
+
+PACK_CHUNK = 1 << 22  # elements packed or unpacked per step: the bool / byte temporaries stay at 4-8 MiB
+
+
+def pack_positive(y: Tensor) -> Tensor:
+    """`pack_mask(y > 0)` without the y-sized bool and byte temporaries: `PACK_CHUNK` elements
+    at a time (the same bytes: each chunk is a whole number of bytes)."""
+    flat = y.reshape(-1)
+    n = flat.numel()
+    if n <= PACK_CHUNK:
+        return pack_mask(flat > 0)
+    packed = torch.empty((n + 7) // 8, dtype=torch.uint8, device=y.device)
+    for start in range(0, n, PACK_CHUNK):
+        packed[start // 8: (min(n, start + PACK_CHUNK) + 7) // 8] = pack_mask(flat[start: start + PACK_CHUNK] > 0)
+    return packed
+
+
+def mul_unpacked_(grad: Tensor, packed: Tensor) -> Tensor:
+    """`grad.mul_(unpack_mask(packed, grad.shape))`, unpacking `PACK_CHUNK` elements at a time
+    (for a contiguous `grad`; otherwise whole)."""
+    n = grad.numel()
+    if n <= PACK_CHUNK or not grad.is_contiguous():
+        return grad.mul_(unpack_mask(packed, grad.shape))
+    flat = grad.view(-1)
+    for start in range(0, n, PACK_CHUNK):
+        stop = min(n, start + PACK_CHUNK)
+        flat[start:stop].mul_(unpack_mask(packed[start // 8: (stop + 7) // 8], torch.Size((stop - start,))))
+    return grad
 
 
 # ---------------------------------------------------------------------------------------------
@@ -115,6 +145,7 @@ class ConvSpec:
         self.pad = pad
         self.pad_mode = pad_mode
         self.transposed = isinstance(conv, nn.ConvTranspose2d)
+        self.band_rows: int | None = None  # transposed: run the forward in bands (`band_upsampling`)
         if not self.transposed and conv.padding_mode != "zeros":
             if pad is not None:
                 raise ValueError("a conv with its own padding_mode cannot also take an explicit pad")
@@ -151,7 +182,7 @@ class ConvSpec:
         if self.pad is not None and any(self.pad):
             x = F.pad(x, self.pad, mode=self.pad_mode)
         if self.transposed:
-            return conv(x)
+            return banded_conv_transpose(x, conv, self.band_rows) if self.band_rows else conv(x)
         return F.conv2d(x, conv.weight, conv.bias, conv.stride, self.conv_padding, conv.dilation, conv.groups)
 
     def input_grad(self, grad: Tensor, input_shape: torch.Size, padded_shape: torch.Size, dtype: torch.dtype) -> Tensor:
@@ -159,6 +190,8 @@ class ConvSpec:
         conv = self.conv
         weight, _ = self.cast_weights(dtype)
         grad = grad.to(dtype)
+        if self.transposed and self.band_rows and (self.pad is None or not any(self.pad)):
+            return banded_conv_transpose_grad(grad, conv, input_shape, self.band_rows, weight)
         # convolution_backward reads only the input's shape (and layout hint); a zero-stride view
         # of one element stands in for the activation we did not keep.
         stand_in = grad.new_empty(1).expand(padded_shape)
@@ -202,6 +235,8 @@ def _cast_forward(spec: ConvSpec, x: Tensor, dtype: torch.dtype) -> Tensor:
     if spec.pad is not None and any(spec.pad):
         x = F.pad(x, spec.pad, mode=spec.pad_mode)
     weight, bias = spec.cast_weights(dtype)
+    if spec.transposed and spec.band_rows:
+        return banded_conv_transpose(x, conv, spec.band_rows, weight, bias)
     if spec.transposed:
         output_padding = conv.output_padding
         return F.conv_transpose2d(x, weight, bias, conv.stride, conv.padding, output_padding, conv.groups,
@@ -234,22 +269,40 @@ def bn_scale(norm: nn.BatchNorm2d) -> Tensor:
     return scale.to(norm.running_var.dtype)
 
 
+def norm_inplace(norm: nn.BatchNorm2d, x: Tensor) -> Tensor:
+    """Eval BatchNorm written over `x` (the kernel `norm(x)` runs, so bit-identical to it), where
+    `x` is float32 like the norm; otherwise a new tensor `norm(x)`."""
+    if x.dtype != norm.running_var.dtype or not x.is_contiguous():
+        return norm(x)
+    empty = x.new_empty(0)
+    torch.ops.aten.native_batch_norm.out(x, norm.weight, norm.bias, norm.running_mean, norm.running_var, False,
+                                         0.0, norm.eps, out=x, save_mean=empty, save_invstd=empty.clone())
+    return x
+
+
 class FrozenNormAct(torch.autograd.Function):
-    """y = relu(bn(x)) (either part optional) with a frozen eval-mode BatchNorm."""
+    """y = relu(bn(x)) (either part optional) with a frozen eval-mode BatchNorm. With `inplace`,
+    y is written over x (for an x nobody else reads: a conv's fresh output), which saves an
+    x-sized buffer; the values are the same."""
 
     @staticmethod
-    def forward(ctx: Any, x: Tensor, norm: nn.BatchNorm2d | None, relu: bool) -> Tensor:
-        y = norm(x) if norm is not None else x.clone()
+    def forward(ctx: Any, x: Tensor, norm: nn.BatchNorm2d | None, relu: bool, inplace: bool = False) -> Tensor:
+        if inplace:
+            y = norm_inplace(norm, x) if norm is not None else x
+            if y is x:
+                ctx.mark_dirty(x)
+        else:
+            y = norm(x) if norm is not None else x.clone()
         if relu:
             y = y.relu_()
-            ctx.save_for_backward(pack_mask(y > 0))
+            ctx.save_for_backward(pack_positive(y))
         ctx.norm, ctx.relu, ctx.shape = norm, relu, y.shape
         return y
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, None, None]:
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, None, None, None]:
         if not ctx.needs_input_grad[0]:
-            return None, None, None
+            return None, None, None, None
         if ctx.norm is not None:
             scale = bn_scale(ctx.norm).to(grad.dtype).view(1, -1, 1, 1)
             grad_x = grad * scale
@@ -257,8 +310,8 @@ class FrozenNormAct(torch.autograd.Function):
             grad_x = grad.clone()
         if ctx.relu:
             (packed,) = ctx.saved_tensors
-            grad_x = grad_x.mul_(unpack_mask(packed, ctx.shape))
-        return grad_x, None, None
+            grad_x = mul_unpacked_(grad_x, packed)
+        return grad_x, None, None, None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -284,12 +337,12 @@ class LeanConvNormAct(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if not _needs_grad(x):
-            y = self.conv(self.pad(x) if self.pad is not None else x)
-            y = self.norm(y) if self.norm is not None else y
+            y = self.spec.forward(x)
+            y = norm_inplace(self.norm, y) if self.norm is not None else y
             return torch.relu_(y) if self.relu else y
         y = FrozenConv.apply(x, self.spec)
         if self.norm is not None or self.relu:
-            y = FrozenNormAct.apply(y, self.norm, self.relu)
+            y = FrozenNormAct.apply(y, self.norm, self.relu, True)  # the conv's output: nobody else reads it
         return y
 
 
@@ -529,6 +582,16 @@ def lean_rear(stage: nn.Sequential) -> nn.Sequential:
     return lean
 
 
+def band_upsampling(stage: nn.Module, rows: int) -> None:
+    """Run the forward of every lean transposed conv in `stage` in bands of `rows` output rows
+    (`tiling.banded_conv_transpose`, `perf.tile_rows`), and its input gradient in bands too: the
+    upsampling convs' buffers are an iteration's largest after the full-resolution tail's."""
+    for module in stage.modules():
+        spec = getattr(module, "spec", None)
+        if isinstance(spec, ConvSpec) and spec.transposed:
+            spec.band_rows = rows
+
+
 _REPORTED: set[frozenset[str]] = set()  # one INFO line per set of unknown modules, not one per stage or trace
 
 
@@ -553,9 +616,13 @@ __all__ = [
     "LeanFourierUnit",
     "LeanResidual",
     "LeanSpectralTransform",
+    "band_upsampling",
     "bn_scale",
     "lean_module",
     "lean_rear",
+    "mul_unpacked_",
+    "norm_inplace",
     "pack_mask",
+    "pack_positive",
     "unpack_mask",
 ]

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from . import allocator as allocators
-from .lean import lean_rear
+from .lean import band_upsampling, lean_rear
 from .models.protocol import is_block
 from .partition import Features, Partition, Stage
 from .tiling import band_front, tile_tail
@@ -43,7 +43,7 @@ class PerfConfig:
     # preloaded by the CLI (lama_refine.allocator)
     malloc_trim: bool = True  # glibc: malloc_trim(0) after each optimiser step (hands freed heap pages back)
     tile_rows: int | None = 32  # run the full-resolution front and tail in bands of this many rows (lama_refine.tiling); None: whole
-    tile_tail: bool = True  # with tile_rows: the tail too (the front alone is bit-identical on CPU; the tail to rounding)
+    tile_tail: bool = True  # with tile_rows: the tail and the upsampling convs too (the front alone is bit-identical on CPU; the tail to rounding)
 
     def __post_init__(self) -> None:
         if self.amp in ("", "none", "null", "fp32", "float32"):
@@ -175,6 +175,8 @@ def tune_stage(stage: Stage, perf: PerfConfig, last: bool) -> Stage:
         modules = tile_tail(modules, perf.tile_rows)
     if perf.lean_backward:
         modules = list(lean_rear(nn.Sequential(*modules)))
+        if perf.tile_rows and perf.tile_tail:
+            band_upsampling(nn.Sequential(*modules), perf.tile_rows)
     if perf.checkpointing:
         modules = [Checkpointed(m) if is_block(m) else m for m in modules]
     if perf.channels_last:

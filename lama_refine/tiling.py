@@ -29,6 +29,97 @@ from .partition import as_tuple
 _ACTS = (nn.Sigmoid, nn.Tanh, nn.Identity)
 
 
+def _empty_as(like: Tensor, shape: tuple[int, ...]) -> Tensor:
+    """An uninitialised tensor of `shape` in `like`'s dtype, device and layout (NCHW or NHWC)."""
+    channels_last = like.dim() == 4 and not like.is_contiguous() and like.is_contiguous(memory_format=torch.channels_last)
+    return torch.empty(shape, dtype=like.dtype, device=like.device,
+                       memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+
+def up_size(up: nn.ConvTranspose2d, h: int) -> int:
+    """Output rows of the transposed conv `up` on an input `h` rows high."""
+    s, p, k, op = up.stride[0], up.padding[0], up.kernel_size[0], up.output_padding[0]
+    return (h - 1) * s - 2 * p + up.dilation[0] * (k - 1) + 1 + op
+
+
+def up_input_rows(up: nn.ConvTranspose2d, ya: int, yb: int, h: int) -> tuple[int, int]:
+    """Input rows [ia, ib) whose transposed conv covers output rows [ya, yb) completely (plus a
+    spare row); in the band's output, global row r is row r - ia * stride."""
+    s, p, k = up.stride[0], up.padding[0], up.dilation[0] * (up.kernel_size[0] - 1) + 1
+    ia = max(0, math.floor((ya + p - k + 1) / s))
+    ib = min(h, math.floor((yb - 1 + p) / s) + 2)
+    # oneDNN's transposed conv rounds a row the same way as in the whole image only when the
+    # band has as many rows as the image modulo the stride (measured: bands of even length
+    # are bit-identical on an even-height image, odd ones differ by ~1e-6): grow it by a row
+    if (ib - ia) % s != h % s:
+        if ib < h:
+            ib += 1
+        elif ia > 0:
+            ia -= 1
+    return ia, ib
+
+
+def banded_conv_transpose(x: Tensor, up: nn.ConvTranspose2d, rows: int, weight: Tensor | None = None,
+                          bias: Tensor | None = None) -> Tensor:
+    """`up(x)` (with `weight` / `bias` in their place if given), computed `rows` output rows at a
+    time into one output tensor. (B, C_in, h, w) -> (B, C_out, H, W), any float dtype.
+
+    Why: on CPU, oneDNN's transposed conv holds about three output-sized buffers at once (its
+    blocked result, the reorder to NCHW and a contiguous copy): 324 MiB for the 108 MiB output of
+    big-lama's second upsampling at 1152x768, the peak of a whole refinement iteration. In bands,
+    the output plus one band's buffers. Every output row is computed from the same input rows
+    and columns as in the whole image, so on CPU the result is bit-identical in our tests."""
+    weight = up.weight if weight is None else weight
+    bias = up.bias if weight is up.weight else bias
+    h, big_h = x.shape[-2], up_size(up, x.shape[-2])
+    if up.stride[0] != up.stride[1] or big_h <= 2 * rows or torch.is_grad_enabled() and x.requires_grad:
+        return F.conv_transpose2d(x, weight, bias, up.stride, up.padding, up.output_padding, up.groups, up.dilation)
+    out = None
+    s = up.stride[0]
+    for r0 in range(0, big_h, rows):
+        r1 = min(big_h, r0 + rows)
+        ia, ib = up_input_rows(up, r0, r1, h)
+        y = F.conv_transpose2d(x[:, :, ia:ib], weight, bias, up.stride, up.padding, up.output_padding, up.groups,
+                               up.dilation)
+        if out is None:
+            out = _empty_as(y, (*y.shape[:2], big_h, y.shape[-1]))
+        out[:, :, r0:r1] = y[:, :, r0 - ia * s: r1 - ia * s]
+    return out
+
+
+def banded_conv_transpose_grad(grad: Tensor, up: nn.ConvTranspose2d, input_shape: torch.Size, rows: int,
+                               weight: Tensor | None = None) -> Tensor:
+    """The input gradient of `up` (a transposed conv, with `weight` in its place if given) from the
+    output gradient `grad` (B, C_out, H, W), in bands of about `rows` gradient rows: (B, C_in, h, w).
+
+    Why: as in the forward, oneDNN holds about three output-gradient-sized buffers at once; in bands
+    the working set is one band's. Each input row's gradient is computed once, in a band whose
+    output rows include every row it influences (the band's halo rows get partial gradients there
+    and are dropped), so every sum runs inside one kernel call as in the whole image."""
+    weight = up.weight if weight is None else weight
+    s, p, reach = up.stride[0], up.padding[0], up.dilation[0] * (up.kernel_size[0] - 1)
+    h, big_h = input_shape[-2], grad.shape[-2]
+
+    def input_grad(g: Tensor, shape: tuple[int, ...]) -> Tensor:
+        stand_in = g.new_empty(1).expand(shape)  # convolution_backward reads only the input's shape
+        return torch.ops.aten.convolution_backward(
+            g, stand_in, weight, None, up.stride, up.padding, up.dilation, True, up.output_padding, up.groups,
+            (True, False, False))[0]
+
+    if up.stride[0] != up.stride[1] or big_h <= 2 * rows:
+        return input_grad(grad, tuple(input_shape))
+    grad_x = _empty_as(grad, (*grad.shape[:1], *input_shape[1:]))
+    step = max(1, rows // s)
+    for ja in range(0, h, step):
+        jb = min(h, ja + step)
+        r0, r1 = max(0, ja * s - p), min(big_h, (jb - 1) * s - p + reach + 1)  # the rows [ja, jb) reach
+        ia, ib = up_input_rows(up, r0, r1, h)
+        band_h = up_size(up, ib - ia)
+        g = input_grad(grad[:, :, ia * s: ia * s + band_h], (*input_shape[:2], ib - ia, input_shape[-1]))
+        grad_x[:, :, ja:jb] = g[:, :, ja - ia: jb - ia]
+    return grad_x
+
+
 class TiledTail(nn.Module):
     """[up (ConvTranspose2d) -> norm -> ReLU] -> ReflectionPad2d(P) -> conv (k = 2P+1) -> act,
     run in bands of `rows` output rows. Input (B, C, h, w), any float dtype; output (B, C_out, H, W)
@@ -43,23 +134,10 @@ class TiledTail(nn.Module):
         self.pad, self.rows = pad, rows
 
     def up_size(self, h: int) -> int:
-        s, p, k, op = self.up.stride[0], self.up.padding[0], self.up.kernel_size[0], self.up.output_padding[0]
-        return (h - 1) * s - 2 * p + k + op
+        return up_size(self.up, h)
 
     def input_rows(self, ya: int, yb: int, h: int) -> tuple[int, int]:
-        """Input rows whose transposed conv covers output rows [ya, yb) completely (plus a spare row)."""
-        s, p, k = self.up.stride[0], self.up.padding[0], self.up.kernel_size[0]
-        ia = max(0, math.floor((ya + p - k + 1) / s))
-        ib = min(h, math.floor((yb - 1 + p) / s) + 2)
-        # oneDNN's transposed conv rounds a row the same way as in the whole image only when the
-        # band has as many rows as the image modulo the stride (measured: bands of even length
-        # are bit-identical on an even-height image, odd ones differ by ~1e-6): grow it by a row
-        if (ib - ia) % s != h % s:
-            if ib < h:
-                ib += 1
-            elif ia > 0:
-                ia -= 1
-        return ia, ib
+        return up_input_rows(self.up, ya, yb, h)
 
     def band(self, x: Tensor, r0: int, r1: int) -> Tensor:
         """Output rows [r0, r1) from `x`, the whole input."""
@@ -263,4 +341,5 @@ def band_front(front: nn.Sequential, rows: int) -> nn.Module:
 # band at a time in backward (the lean backward takes it as it is, without an INFO line).
 register_handler("lean", TiledTail, lambda module: module)
 
-__all__ = ["BandedFront", "TiledTail", "band_front", "find_tail", "local_geometry", "tile_tail"]
+__all__ = ["BandedFront", "TiledTail", "band_front", "banded_conv_transpose", "banded_conv_transpose_grad", "find_tail", "local_geometry",
+           "tile_tail", "up_input_rows", "up_size"]

@@ -3,14 +3,20 @@ import pytest
 import torch
 from torch import nn
 
+from lama_refine import lean
 from lama_refine.lean import (
     ConvSpec,
     FrozenConv,
     FrozenNormAct,
+    LeanConvNormAct,
     LeanFFCResnetBlock,
     LeanResidual,
+    band_upsampling,
     lean_rear,
+    mul_unpacked_,
+    norm_inplace,
     pack_mask,
+    pack_positive,
     unpack_mask,
 )
 from lama_refine.models import BIG_LAMA, build_generator
@@ -174,3 +180,53 @@ def test_frozen_norm_act_passes_gradcheck(with_norm, relu):
     norm = randomise_norms(nn.BatchNorm2d(3)).double() if with_norm else None
     x = torch.randn(1, 3, 6, 5, dtype=torch.double, requires_grad=True)
     assert torch.autograd.gradcheck(lambda t: FrozenNormAct.apply(t, norm, relu), (x,))
+
+
+@pytest.mark.parametrize("n", [7, 64, 200, 203])
+def test_chunked_packing_equals_whole_packing(monkeypatch, n):
+    monkeypatch.setattr(lean, "PACK_CHUNK", 64)  # a multiple of 8: every chunk is whole bytes
+    y = torch.randn(1, 1, 1, n, generator=torch.Generator().manual_seed(n))
+    packed = pack_positive(y)
+    assert torch.equal(packed, pack_mask(y > 0))
+    grad = torch.randn(1, 1, 1, n, dtype=torch.double)
+    assert torch.equal(mul_unpacked_(grad.clone(), packed), grad * (y > 0))
+
+
+def test_norm_inplace_is_the_norms_own_output_written_over_its_input():
+    norm = randomise_norms(nn.BatchNorm2d(4)).eval()
+    x = torch.randn(2, 4, 5, 6)
+    expected = norm(x)
+    out = norm_inplace(norm, x)
+    assert out is x and torch.equal(out, expected)
+    half = torch.randn(2, 4, 5, 6, dtype=torch.bfloat16)  # not the norm's dtype: a new tensor
+    assert norm_inplace(norm, half) is not half
+
+
+def test_conv_norm_act_in_place_keeps_autograds_gradient():
+    torch.manual_seed(0)
+    conv = nn.ConvTranspose2d(3, 4, 3, stride=2, padding=1, output_padding=1).double().requires_grad_(False)
+    norm = randomise_norms(nn.BatchNorm2d(4)).double()
+    lean_module = LeanConvNormAct(conv, norm, relu=True)
+    x = torch.randn(1, 3, 7, 5, dtype=torch.double, requires_grad=True)
+    assert torch.autograd.gradcheck(lean_module, (x,))
+    reference = torch.relu(norm(conv(x)))
+    assert torch.equal(lean_module(x), reference)
+
+
+@pytest.mark.slow  # seconds: full suite only
+def test_banded_upsampling_keeps_the_rear_and_its_gradient():
+    """perf.tile_rows bands the lean rear's transposed convs (forward and input gradient)."""
+    generator = randomise_norms(small_ffc())
+    rear, features = rear_and_features(generator, size=(64, 48))
+    lean_whole, lean_banded = lean_rear(rear), lean_rear(rear)
+    band_upsampling(lean_banded, 8)
+    specs = [m.spec for m in lean_banded.modules() if isinstance(getattr(m, "spec", None), ConvSpec)]
+    assert any(s.transposed and s.band_rows == 8 for s in specs)
+    assert all(s.band_rows is None for s in specs if not s.transposed)
+    leaves = leaves_of(features)
+    out_whole, out_banded = lean_whole(as_features(features, leaves)), lean_banded(as_features(features, leaves))
+    assert torch.allclose(out_banded, out_whole, atol=1e-12, rtol=0)
+    g = torch.randn_like(out_whole)
+    expected = torch.autograd.grad(out_whole, leaves, g)
+    got = torch.autograd.grad(out_banded, leaves, g)
+    assert all(torch.allclose(a, b, atol=1e-12, rtol=0) for a, b in zip(got, expected))

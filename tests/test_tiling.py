@@ -8,7 +8,13 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from lama_refine.models import build_generator
-from lama_refine.tiling import TiledTail, find_tail, tile_tail
+from lama_refine.tiling import (
+    TiledTail,
+    banded_conv_transpose,
+    banded_conv_transpose_grad,
+    find_tail,
+    tile_tail,
+)
 from lama_refine.weights import DEFAULT_MODEL_PATH
 
 
@@ -114,3 +120,59 @@ def test_float32_tail_bands_match_the_whole_tail_on_an_even_height():
     (g_tiled,) = torch.autograd.grad(tiled(x), x, g)
     assert (whole(x) - tiled(x)).abs().max() <= 1e-6
     assert (g_whole - g_tiled).abs().max() <= 1e-6
+
+
+def _up(c_in: int, c_out: int, kernel: int, padding: int, output_padding: int) -> nn.ConvTranspose2d:
+    torch.manual_seed(0)
+    return nn.ConvTranspose2d(c_in, c_out, kernel, stride=2, padding=padding,
+                              output_padding=output_padding).double().requires_grad_(False)
+
+
+@pytest.mark.slow  # seconds: full suite only
+@settings(max_examples=30, deadline=None)
+@given(h=st.integers(1, 40), w=st.integers(1, 6), rows=st.integers(1, 12),
+       geometry=st.sampled_from([(3, 1, 1), (3, 1, 0), (4, 1, 0), (2, 0, 0), (5, 2, 1)]))
+def test_banded_transposed_conv_equals_the_whole_in_value_and_input_gradient(h, w, rows, geometry):
+    kernel, padding, output_padding = geometry
+    up = _up(3, 2, kernel, padding, output_padding)
+    x = torch.randn(2, 3, h, w, dtype=torch.double)
+    expected = up(x)
+    with torch.no_grad():
+        got = banded_conv_transpose(x, up, rows)
+    assert got.shape == expected.shape and torch.allclose(got, expected, atol=1e-12, rtol=0)
+    g = torch.randn_like(expected)
+    leaf = x.clone().requires_grad_(True)
+    (g_expected,) = torch.autograd.grad(up(leaf), leaf, g)
+    g_got = banded_conv_transpose_grad(g, up, x.shape, rows)
+    assert g_got.shape == x.shape and torch.allclose(g_got, g_expected, atol=1e-12, rtol=0)
+
+
+def test_banded_transposed_conv_float32_matches_the_whole_on_an_even_height():
+    # big-lama's upsampling geometry (k3 s2 p1 op1): bands grown to the image's row parity run
+    # oneDNN in the same phases (bit-identical in our measurements; the tolerance keeps the test
+    # independent of the CPU)
+    torch.manual_seed(2)
+    up = nn.ConvTranspose2d(32, 16, 3, stride=2, padding=1, output_padding=1).requires_grad_(False)
+    x = torch.rand(1, 32, 48, 40)
+    with torch.no_grad():
+        assert (banded_conv_transpose(x, up, 16) - up(x)).abs().max() <= 1e-6
+    g = torch.rand(1, 16, 96, 80)
+    leaf = x.clone().requires_grad_(True)
+    (g_whole,) = torch.autograd.grad(up(leaf), leaf, g)
+    assert (banded_conv_transpose_grad(g, up, x.shape, 16) - g_whole).abs().max() <= 1e-6
+
+
+def test_banded_transposed_conv_keeps_channels_last():
+    up = _up(4, 2, 3, 1, 1).float()
+    x = torch.rand(1, 4, 40, 6).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        out = banded_conv_transpose(x, up, 8)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(out, up(x), atol=1e-6)
+
+
+def test_a_transposed_conv_needing_gradients_runs_whole():
+    up = _up(3, 2, 3, 1, 1)
+    x = torch.randn(1, 3, 30, 4, dtype=torch.double, requires_grad=True)
+    out = banded_conv_transpose(x, up, 4)
+    assert out.grad_fn is not None and "Convolution" in type(out.grad_fn).__name__
