@@ -175,7 +175,7 @@ def tune_stage(stage: Stage, perf: PerfConfig, last: bool) -> Stage:
         modules = tile_tail(modules, perf.tile_rows)
     if perf.lean_backward:
         modules = list(lean_rear(nn.Sequential(*modules)))
-        if perf.tile_rows and perf.tile_tail and not allocators.on_glibc_malloc(perf.allocator):
+        if perf.tile_rows and perf.tile_tail:
             band_upsampling(nn.Sequential(*modules), perf.tile_rows)
     if perf.checkpointing:
         modules = [Checkpointed(m) if is_block(m) else m for m in modules]

@@ -4,7 +4,6 @@ import torch
 
 from lama_refine import allocator
 from lama_refine.config import build_inpainter, compose
-from lama_refine.lean import ConvSpec
 from lama_refine.perf import Checkpointed, PerfConfig, RearStage, step_hook
 
 from conftest import GOLDEN, Case
@@ -136,20 +135,3 @@ def test_malloc_trim_is_a_no_op_off_glibcs_malloc(monkeypatch):
     monkeypatch.setattr(allocator, "libc", lambda: None)  # no glibc at all
     monkeypatch.setattr(allocator, "is_loaded", lambda name, maps=None: False)
     assert step_hook(PerfConfig(malloc_trim=True)) is None and not allocator.malloc_trim()
-
-
-def _upsampling_band_rows(inpainter) -> set:
-    return {m.spec.band_rows for stage in inpainter.partition.rear for m in stage.module.modules()
-            if isinstance(getattr(m, "spec", None), ConvSpec) and m.spec.transposed}
-
-
-@pytest.mark.parametrize("on_glibc", [False, True])
-def test_upsampling_bands_follow_the_allocator_and_keep_the_goldens(monkeypatch, faithful, on_glibc):
-    """Banded transposed convs where the allocator reuses freed blocks by size (tcmalloc); on
-    glibc's malloc they run whole (the band buffers raised its peak: docs/benchmarks.md)."""
-    monkeypatch.setattr(allocator, "on_glibc_malloc", lambda value=None: on_glibc)
-    inpainter, result = inpaint("perf.tile_rows=8", "perf.malloc_trim=false")
-    assert _upsampling_band_rows(inpainter) == ({None} if on_glibc else {8})
-    assert (result.image - faithful.image).abs().max() <= 1e-5
-    inpainter, _ = inpaint("perf.tile_rows=8", "perf.tile_tail=false", "perf.malloc_trim=false")
-    assert _upsampling_band_rows(inpainter) == {None}
