@@ -12,6 +12,11 @@ whole-image computation (halo rows are included and cropped, the reflection at t
 is taken at the border), and every sum runs inside one kernel call as in the whole-image
 computation: on CPU (oneDNN, float32) the output and the input gradient are bit-identical to the
 untiled tail's in our tests; other backends may round differently.
+
+The transposed convs before the tail (big-lama's other upsamplings) run in bands too under the
+lean backward (`banded_conv_transpose`, `banded_conv_transpose_grad`, used by
+`lean.band_upsampling`): oneDNN holds about three output-sized buffers while it computes one,
+which made big-lama's second upsampling the peak of an iteration.
 """
 from __future__ import annotations
 

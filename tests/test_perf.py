@@ -4,6 +4,7 @@ import torch
 
 from lama_refine import allocator
 from lama_refine.config import build_inpainter, compose
+from lama_refine.lean import ConvSpec
 from lama_refine.perf import Checkpointed, PerfConfig, RearStage, step_hook
 
 from conftest import GOLDEN, Case
@@ -135,3 +136,16 @@ def test_malloc_trim_is_a_no_op_off_glibcs_malloc(monkeypatch):
     monkeypatch.setattr(allocator, "libc", lambda: None)  # no glibc at all
     monkeypatch.setattr(allocator, "is_loaded", lambda name, maps=None: False)
     assert step_hook(PerfConfig(malloc_trim=True)) is None and not allocator.malloc_trim()
+
+
+def _upsampling_band_rows(inpainter) -> set:
+    return {m.spec.band_rows for stage in inpainter.partition.rear for m in stage.module.modules()
+            if isinstance(getattr(m, "spec", None), ConvSpec) and m.spec.transposed}
+
+
+def test_tile_rows_bands_the_upsampling_convs_and_keeps_the_goldens(faithful):
+    inpainter, result = inpaint("perf.tile_rows=8")
+    assert _upsampling_band_rows(inpainter) == {8}
+    assert (result.image - faithful.image).abs().max() <= 1e-5
+    inpainter, _ = inpaint("perf.tile_rows=8", "perf.tile_tail=false")
+    assert _upsampling_band_rows(inpainter) == {None}
