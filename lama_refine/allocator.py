@@ -43,8 +43,8 @@ DEFAULT_NAMES = (None, "", "glibc", "system", "default", "none", "null")
 AUTO = "auto"  # the default: tcmalloc where installed, else the system allocator
 REEXEC_MARK = "LAMA_REFINE_ALLOCATOR_REEXEC"  # set in the re-executed process: never loop
 # What tcmalloc gives over glibc, measured (docs/benchmarks.md, the allocator tables)
-TCMALLOC_GAIN = ("at 1152x768 with the big-lama model, peak RSS 1.47 GiB instead of 2.64 GiB on glibc, "
-                 "at the same or better speed (docs/benchmarks.md, --plan anchor)")
+TCMALLOC_GAIN = ("at 1152x768 with the big-lama model, peak RSS 1.21 GiB instead of 2.4-3.5 GiB on glibc, "
+                 "at the same speed (docs/benchmarks.md, --plan anchor)")
 TCMALLOC_INSTALL = ("apt install libtcmalloc-minimal4 (Debian/Ubuntu); elsewhere gperftools' "
                     "tcmalloc (conda install gperftools)")
 
