@@ -145,7 +145,7 @@ class ConvSpec:
         self.pad = pad
         self.pad_mode = pad_mode
         self.transposed = isinstance(conv, nn.ConvTranspose2d)
-        self.band_rows: int | None = None  # transposed: run the forward in bands (`band_upsampling`)
+        self.band_rows: int | None = None  # transposed: forward and input gradient in bands (`band_upsampling`)
         if not self.transposed and conv.padding_mode != "zeros":
             if pad is not None:
                 raise ValueError("a conv with its own padding_mode cannot also take an explicit pad")
