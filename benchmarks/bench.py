@@ -268,10 +268,13 @@ def run_child(spec: Spec, out_dir: Path) -> dict:
     import torch
 
     from lama_refine.config import build_inpainter
+    from lama_refine.perf import apply_process_settings
+    from lama_refine.refine import RefineHooks
 
     image, mask = case_inputs(spec)
     generator = benchmark_generator(spec.model)
     inpainter = build_inpainter(run_config(spec), generator=generator)
+    apply_process_settings(inpainter.perf)  # this script is the entry point
     device = inpainter.devices[-1]
 
     stamps: list[tuple[int, int, float]] = []  # (scale, iteration, time after that forward)
@@ -281,7 +284,7 @@ def run_child(spec: Spec, out_dir: Path) -> dict:
             torch.cuda.synchronize(device)
         stamps.append((scale, it, time.perf_counter()))
 
-    inpainter.refiner.progress = progress
+    inpainter.hooks = RefineHooks(progress=progress)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     rss_before = peak_rss_bytes()

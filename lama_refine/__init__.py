@@ -23,7 +23,7 @@ from .partition import (BalancedPartitioner, DevicePartitioner, EvenPartitioner,
 from .pipeline import Inpainter, plain_inpaint
 from .pyramid import (FixedPyramid, FullResolutionPyramid, HalvingPyramid, Level, OriginalPyramid, PyramidBuilder,
                       TrainResolutionPyramid)
-from .refine import L1Refiner, PlainRefiner, Refinement, Refiner, ScaleInputs
+from .refine import L1Refiner, PlainRefiner, RefineHooks, Refinement, Refiner, ScaleInputs
 
 __version__ = "0.1.0"
 
@@ -51,6 +51,7 @@ __all__ = [
     "Partition",
     "PlainRefiner",
     "PyramidBuilder",
+    "RefineHooks",
     "Refinement",
     "Refiner",
     "ScaleInputs",

@@ -29,6 +29,7 @@ from .errors import UserError
 from .usage import compose_checked
 from .io import read_image, read_mask, to_hwc, to_uint8, write_result
 from .partition import DevicePartitioner
+from .perf import apply_process_settings
 from .pipeline import Inpainter
 from .pyramid import PyramidBuilder
 from .refine import Refiner
@@ -42,9 +43,13 @@ def make_inpainter(config: DictConfig | Sequence[str] = (), generator: nn.Module
     `generator` replaces the model `model.path` names (it is not loaded then); `pyramid`,
     `refiner` and `partitioner` objects replace the configured parts, so one part can be your
     own object while the rest come from the config. `indir` and `outdir` are not needed.
+
+    An entry point: it applies the config's process-wide `perf` settings (CPU threads, glibc's
+    mmap threshold; `perf.apply_process_settings`) to this process.
     """
     cfg = config if isinstance(config, DictConfig) else compose_checked(list(config))[0]
     inpainter = build_inpainter(cfg, generator=generator)
+    apply_process_settings(inpainter.perf)
     replaced = {k: v for k, v in {"pyramid": pyramid, "refiner": refiner, "partitioner": partitioner}.items()
                 if v is not None}
     return dataclasses.replace(inpainter, **replaced) if replaced else inpainter

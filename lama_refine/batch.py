@@ -5,12 +5,11 @@
   `O_APPEND` write, so shard processes on one machine can share the file.
 - `Shard`: `shard=i/n` keeps the jobs whose index k in the sorted list has `k % n == i`.
 - out-of-memory retries: `oom_retry_plan` lists what to change for each retry.
-- `process_jobs`: the loop.
+- `Batch.run`: the loop.
 """
 from __future__ import annotations
 
 import contextlib
-import gc
 import hashlib
 import json
 import logging
@@ -32,6 +31,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from .errors import describe_os_error
 from .io import InputError, Inputs, Job, MaskRule, load_inputs, output_is_intact, stale_temporaries, write_result
+from .perf import release_memory
 from .pipeline import Inpainter
 from .refine import Refinement
 
@@ -252,14 +252,6 @@ def is_out_of_memory(error: BaseException) -> bool:
     return isinstance(error, RuntimeError) and any(m in str(error).lower() for m in OOM_MESSAGES)
 
 
-def release_memory() -> None:
-    """Free what the failed try held: Python garbage first (tensors kept alive by the failed try's
-    frames), then CUDA's cached blocks."""
-    gc.collect()
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        torch.cuda.empty_cache()
-
-
 @contextlib.contextmanager
 def halved_px_budget(inpainter: Inpainter) -> Iterator[str | None]:
     """Refine a smaller working image (the pyramid's pixel budget halved, through the
@@ -283,8 +275,8 @@ def halved_px_budget(inpainter: Inpainter) -> Iterator[str | None]:
 
 def oom_retry_plan(inpainter: Inpainter) -> list[Retry]:
     """The retries after an out-of-memory error, in order; each is tried once, then the file is
-    recorded as failed. Today: half the pixel budget. (Activation checkpointing, once the pipeline
-    has it, belongs here too, e.g. before or with the smaller budget.)"""
+    recorded as failed. Today: half the pixel budget. (Activation checkpointing, `perf.checkpointing`,
+    could join it, e.g. before or with the smaller budget.)"""
     return [halved_px_budget]
 
 
@@ -504,5 +496,4 @@ __all__ = [
     "Attempts", "Batch", "BatchFailed", "SetupError", "deferred_interrupts", "MANIFEST", "Manifest", "Retry", "Shard", "Summary", "config_hash",
     "halved_px_budget", "inpaint_with_retries", "is_out_of_memory", "oom_retry_plan", "output_hashes", "overwrite_mode",
     "read_manifest",
-    "release_memory",
 ]

@@ -28,7 +28,9 @@ from .batch import MANIFEST, Batch, BatchFailed, Manifest, SetupError, Shard, Su
 from .config import build_inpainter, conf_dir, perf_config, resolve_gpu_ids
 from .errors import UserError
 from .io import OUTPUT_SUFFIXES, Job, MaskRule, find_jobs
+from .perf import apply_process_settings
 from .pipeline import Inpainter
+from .refine import RefineHooks
 from .sweep import sweep_job_dir
 from .usage import USAGE, check_command_line, is_single_image, selectable_groups, sweeps
 
@@ -105,9 +107,12 @@ def sigterm_as_exit() -> Iterator[None]:
 
 
 def make_batch_inpainter(cfg: DictConfig, progress: ScaleProgress):
+    """Builds the pipeline on first use (a batch whose outputs all exist loads no model) and
+    applies its process-wide `perf` settings then: the CLI is their entry point."""
     def make() -> Inpainter:
         inpainter = build_inpainter(cfg)
-        inpainter.refiner.progress = progress
+        apply_process_settings(inpainter.perf)
+        inpainter.hooks = RefineHooks(progress=progress)
         return inpainter
     return make
 

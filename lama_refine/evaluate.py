@@ -14,7 +14,6 @@ to the sweep dir, `outdir/sweeps/<time>/`. Nothing is written outside `outdir`.
 from __future__ import annotations
 
 import csv
-import gc
 import json
 import logging
 import math
@@ -39,9 +38,9 @@ from PIL import Image, ImageDraw
 from torch import Tensor
 from tqdm import tqdm
 
-from .allocator import malloc_trim
 from .config import build_inpainter, conf_dir
 from .io import IMAGE_SUFFIXES, find_jobs, read_image, read_mask, to_hwc, to_uint8, write_result
+from .perf import apply_process_settings, release_memory
 from .pipeline import Inpainter
 from .sweep import in_sweep, sweep_job_dir
 
@@ -163,13 +162,6 @@ def image_metrics(result: Tensor, truth: Tensor, mask: Tensor) -> dict[str, floa
     }
 
 
-def release_free_memory() -> None:
-    """Hand memory the C allocator keeps after frees back to the OS (glibc's `malloc_trim`), so
-    that the next RSS baseline is not inflated by an earlier, larger run; a no-op elsewhere."""
-    gc.collect()
-    malloc_trim()
-
-
 def rss_bytes() -> int:
     """This process's resident set size now."""
     try:
@@ -186,9 +178,9 @@ class PeakMemory:
     CUDA: `torch.cuda.max_memory_allocated` minus the allocation at the start, summed over the
     devices used. CPU: the process's resident set size, sampled every `interval` seconds by a
     thread (torch releases the GIL in its kernels), peak minus the start, where the start is taken
-    after returning freed heap memory to the OS (`release_free_memory`). `ru_maxrss` and
-    tracemalloc are no use here: the first is a lifetime peak, the second does not see torch's
-    allocations. CPU numbers are approximate: memory the allocator cannot trim (fragmented
+    after returning freed heap memory to the OS (`perf.release_memory`), so an earlier, larger run
+    does not inflate it. `ru_maxrss` and tracemalloc are no use here: the first is a lifetime
+    peak, the second does not see torch's allocations. CPU numbers are approximate: memory the allocator cannot trim (fragmented
     arenas) still hides part of a run's growth, and short spikes between samples are missed.
     """
 
@@ -205,7 +197,7 @@ class PeakMemory:
                 torch.cuda.reset_peak_memory_stats(d)
                 self.start[d] = torch.cuda.memory_allocated(d)
         else:
-            release_free_memory()
+            release_memory()
             self.start_rss = self.peak_rss = rss_bytes()
             self.stop = threading.Event()
             self.thread = threading.Thread(target=self._sample, daemon=True)
@@ -328,6 +320,7 @@ def evaluate(cfg: DictConfig) -> Evaluation:
     log.info("%d images from %s (masks: %s) -> %s", len(samples), gt_dir, masks, out)
 
     inpainter = build_inpainter(cfg)
+    apply_process_settings(inpainter.perf)  # lama-refine-eval is an entry point
     if cfg.warmup:  # the first run pays for lazy initialisation (threads, kernels, the device split)
         inpainter(*load_sample(samples[0], cfg.masks.family))
     rows, kept = [], []

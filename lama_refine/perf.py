@@ -9,6 +9,7 @@ and leave the generator's own module tree (used by plain inference) as it is, ex
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
@@ -101,6 +102,17 @@ def step_hook(perf: PerfConfig) -> Callable[[], object] | None:
         log.debug("perf.malloc_trim: glibc's malloc is not this process's allocator; nothing to trim")
         return None
     return allocators.malloc_trim
+
+
+def release_memory() -> None:
+    """Give back what dead objects held: Python garbage first (tensors kept alive by reference
+    cycles, e.g. a failed try's frames), then glibc's free heap pages (`malloc_trim`, a no-op
+    without glibc) and CUDA's cached blocks. Used after an out-of-memory error (the batch's
+    retries) and before a memory baseline (lama-refine-eval's peak readings)."""
+    gc.collect()
+    allocators.malloc_trim()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
 
 
 def apply_process_settings(perf: PerfConfig) -> None:
@@ -198,5 +210,5 @@ def tune_partition(partition: Partition, perf: PerfConfig) -> Partition:
     return Partition(front, rear)
 
 
-__all__ = ["AMP_DTYPES", "Checkpointed", "PerfConfig", "RearStage", "apply_process_settings", "set_mmap_threshold",
-           "step_hook", "tune_partition", "tune_stage"]
+__all__ = ["AMP_DTYPES", "Checkpointed", "PerfConfig", "RearStage", "apply_process_settings", "release_memory",
+           "set_mmap_threshold", "step_hook", "tune_partition", "tune_stage"]

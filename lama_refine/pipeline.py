@@ -1,6 +1,7 @@
 """The inpainting pipeline: plain LaMa (one forward) or pyramid + partition + refiner (feature refinement)."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -11,9 +12,9 @@ from torch import Tensor, nn
 
 from .padding import pad_symmetric
 from .partition import DevicePartitioner, Partition
-from .perf import PerfConfig, apply_process_settings, step_hook, tune_partition
+from .perf import PerfConfig, step_hook, tune_partition
 from .pyramid import PyramidBuilder
-from .refine import Refinement, Refiner
+from .refine import NO_HOOKS, RefineHooks, Refinement, Refiner, run_refiner
 from .region import CropConfig, hole_groups, inpaint_crops
 
 REGIONS = ("whole", "crop")
@@ -61,6 +62,12 @@ class Inpainter:
     `perf` tunes the rear stages (lean backward by default, see `lama_refine.perf`);
     `region="crop"` inpaints a crop around each group of holes instead of the whole photo (see
     `lama_refine.region`; crops always come back at their own size, whatever `match_input_size`).
+
+    `hooks` are passed to every `refiner.refine()` call, with `perf`'s per-step hook
+    (`perf.step_hook`: glibc's `malloc_trim`) called after the hooks' own `after_step`. Building
+    an Inpainter changes neither the refiner it is given nor the process: the process-wide
+    settings of `perf` (threads, allocator, mmap threshold) are the entry points' job
+    (`perf.apply_process_settings`, called by the CLI, `api.make_inpainter` and `lama-refine-eval`).
     """
 
     generator: nn.Module
@@ -74,6 +81,7 @@ class Inpainter:
     perf: PerfConfig = field(default_factory=PerfConfig)
     region: str = "whole"
     crop: CropConfig = field(default_factory=CropConfig)
+    hooks: RefineHooks = NO_HOOKS
     _partition: Partition | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -83,8 +91,6 @@ class Inpainter:
             raise ValueError("devices must name at least one device")
         if self.region not in REGIONS:
             raise ValueError(f"region={self.region!r}: expected one of {REGIONS}")
-        apply_process_settings(self.perf)
-        self.refiner.after_step = step_hook(self.perf)
 
     @property
     def partition(self) -> Partition:
@@ -93,6 +99,21 @@ class Inpainter:
             log.info("rear modules per device: %s", dict(zip(map(str, self.devices), split.rear_indices)))
             self._partition = tune_partition(split, self.perf)
         return self._partition
+
+    def refine_hooks(self) -> RefineHooks:
+        """`hooks` with `perf`'s per-step hook chained after their `after_step`."""
+        trim = step_hook(self.perf)
+        if trim is None:
+            return self.hooks
+        own = self.hooks.after_step
+        if own is None:
+            return dataclasses.replace(self.hooks, after_step=trim)
+
+        def both() -> None:
+            own()
+            trim()
+
+        return dataclasses.replace(self.hooks, after_step=both)
 
     def run(self, image: Tensor, mask: Tensor) -> Refinement:
         """image (1, 3, H, W) in [0, 1], mask (1, 1, H, W) in {0, 1} -> Refinement (image on CPU).
@@ -125,7 +146,7 @@ class Inpainter:
             self.generator.to(self.devices[0])
             return Refinement(image=plain_inpaint(self.generator, image, mask, self.modulo))
         levels = self.pyramid.build(image, mask)
-        result = self.refiner.refine(self.partition, levels)
+        result = run_refiner(self.refiner, self.partition, levels, self.refine_hooks())
         result.image = result.image.cpu()
         if self.match_input_size:
             result.image = match_size(result.image, image, mask)

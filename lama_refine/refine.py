@@ -1,8 +1,11 @@
 """Refiners: walk the pyramid coarsest first and produce the finest scale's result."""
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 import math
+import warnings
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
@@ -91,19 +94,77 @@ def upsample_residual(residual: Tensor, coarse_size: tuple[int, int], fine_size:
     return F.pad(up, pad, mode="replicate") if any(pad) else up
 
 
-class Refiner(ABC):
-    """Produces the inpainted image from a split generator and an image-mask pyramid."""
+@dataclass(frozen=True)
+class RefineHooks:
+    """What the caller of `Refiner.refine` wants to hear about one run; every field is optional.
+
+    - `progress(scale, n_scales, iteration, n_iterations, loss)`: after every forward of the rear
+      (`loss` is None where nothing is optimised, e.g. the coarsest scale).
+    - `after_step()`: after every optimiser step (the pipeline passes `perf.step_hook`, glibc's
+      `malloc_trim`, here).
+
+    Frozen and passed to each `refine()` call, so one refiner object serves callers with
+    different hooks and nobody rewires a refiner from outside. A new callback (e.g. a `trace` of
+    per-scale images, masks and losses) is one more field defaulting to None: refiners that
+    forward the object they were given keep working, and those that call it check for None.
+    """
 
     progress: ProgressCallback | None = None
-    after_step: Callable[[], object] | None = None  # called after each optimiser step (perf.step_hook)
+    after_step: Callable[[], object] | None = None
+
+    def report(self, scale: int, n_scales: int, iteration: int, n_iterations: int, loss: Tensor | None) -> None:
+        if self.progress is not None:
+            self.progress(scale, n_scales, iteration, n_iterations, loss)
+
+    def stepped(self) -> None:
+        if self.after_step is not None:
+            self.after_step()
+
+
+NO_HOOKS = RefineHooks()
+
+
+class Refiner(ABC):
+    """Produces the inpainted image from a split generator and an image-mask pyramid.
+
+    Contract for subclasses: `refine(partition, levels, hooks)` takes the hooks as its third
+    argument and calls them itself (`hooks.report(...)` after each forward of the rear,
+    `hooks.stepped()` after each optimiser step) or forwards them to the refiner or helper it
+    delegates to; a refiner that drops them runs silently (no progress bar, no `malloc_trim`).
+    Refiners keep no per-run callbacks as attributes: the caller passes them to every call.
+    """
 
     @abstractmethod
-    def refine(self, partition: Partition, levels: Sequence[Level]) -> Refinement:
+    def refine(self, partition: Partition, levels: Sequence[Level], hooks: RefineHooks = NO_HOOKS) -> Refinement:
         """levels: coarsest first, images (1, 3, h, w) in [0, 1], masks (1, 1, h, w) in {0, 1}.
 
         Returns the finest level's inpainting, (1, 3, h, w) in [0, 1], whose known pixels
-        (mask 0) equal the finest level's image.
+        (mask 0) equal the finest level's image. `hooks` as `RefineHooks` describes.
         """
+
+
+@functools.lru_cache(maxsize=None)
+def _takes_hooks(cls: type) -> bool:
+    try:
+        params = list(inspect.signature(cls.refine).parameters.values())
+    except (TypeError, ValueError):  # no signature to read: assume the current contract
+        return True
+    return "hooks" in {p.name for p in params} or any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in params)
+
+
+def run_refiner(refiner: Refiner, partition: Partition, levels: Sequence[Level],
+                hooks: RefineHooks = NO_HOOKS) -> Refinement:
+    """`refiner.refine(partition, levels, hooks)`, also for a refiner written against 0.1's
+    `refine(partition, levels)`: that one gets the hooks as the `progress` / `after_step`
+    attributes it read then, with a DeprecationWarning (supported until 0.3)."""
+    if _takes_hooks(type(refiner)):
+        return refiner.refine(partition, levels, hooks)
+    warnings.warn(f"{type(refiner).__qualname__}.refine(partition, levels) has no `hooks` parameter; "
+                  "accept `hooks: RefineHooks` and call or forward it (docs/extending.md): the progress and "
+                  "after_step attributes are set for it until lama-refine 0.3", DeprecationWarning, stacklevel=2)
+    refiner.progress = hooks.progress  # type: ignore[attr-defined]  # the 0.1 contract, for old refiners
+    refiner.after_step = hooks.after_step  # type: ignore[attr-defined]
+    return refiner.refine(partition, levels)  # type: ignore[call-arg]
 
 
 def ellipse_kernel(size: int) -> Tensor:
@@ -301,12 +362,12 @@ class L1Refiner(Refiner):
                              "(only FFC generators have local and global branches; use 'both')")
         return chosen
 
-    def refine(self, partition: Partition, levels: Sequence[Level]) -> Refinement:
+    def refine(self, partition: Partition, levels: Sequence[Level], hooks: RefineHooks = NO_HOOKS) -> Refinement:
         result = Refinement(image=levels[-1].image)
         previous: Tensor | None = None
         self._residual = None  # warm_start: (the coarser scale's size, its optimised residuals)
         for index, level in enumerate(levels):
-            previous, losses = self.refine_scale(partition, level, previous, index, len(levels))
+            previous, losses = self.refine_scale(partition, level, previous, index, len(levels), hooks)
             result.scales.append(previous)
             result.losses.append(losses)
         self._residual = None
@@ -314,7 +375,7 @@ class L1Refiner(Refiner):
         return result
 
     def refine_scale(self, partition: Partition, level: Level, previous: Tensor | None, index: int,
-                     n_scales: int) -> tuple[Tensor, list[float]]:
+                     n_scales: int, hooks: RefineHooks = NO_HOOKS) -> tuple[Tensor, list[float]]:
         """One scale -> (its result (1, 3, h, w) cropped to the unpadded size, its loss values)."""
         size = level.size
         device_out = partition.output_device
@@ -325,11 +386,11 @@ class L1Refiner(Refiner):
             # The coarsest scale has nothing to agree with: plain LaMa at this size.
             with torch.no_grad():
                 pred = partition.run_rear(features)
-            self._report(index, n_scales, 0, 1, None)
+            hooks.report(index, n_scales, 0, 1, None)
             losses: list[float] = []
         else:
             pred, losses = self._optimise(partition, features, image, mask, previous.to(device_out), size,
-                                          index, n_scales)
+                                          index, n_scales, hooks)
         return composite(pred, image, mask, size), losses
 
     def _initial(self, features: Features, size: tuple[int, int], device: torch.device) -> list[Tensor]:
@@ -344,7 +405,8 @@ class L1Refiner(Refiner):
                 for t, r in zip(tensors, residuals)]
 
     def _optimise(self, partition: Partition, features: Features, image: Tensor, mask: Tensor, previous: Tensor,
-                  size: tuple[int, int], index: int, n_scales: int) -> tuple[Tensor, list[float]]:
+                  size: tuple[int, int], index: int, n_scales: int,
+                  hooks: RefineHooks = NO_HOOKS) -> tuple[Tensor, list[float]]:
         coarse_mask = self.coarse_loss_mask(mask, size)
         if not coarse_mask.any():
             if self.on_empty_loss_mask == "uneroded":
@@ -369,7 +431,7 @@ class L1Refiner(Refiner):
             pred_down = self.downsampler(pred[..., : size[0], : size[1]])
             loss = self.objective(pred, pred_down, inputs)
             losses.append(loss.detach())
-            self._report(index, n_scales, it, self.n_iters, losses[-1])
+            hooks.report(index, n_scales, it, self.n_iters, losses[-1])
             if self.stop.enabled:
                 seen.append(float(losses[-1]))
                 if self.stop.should_stop(seen):
@@ -378,16 +440,11 @@ class L1Refiner(Refiner):
             if it < self.n_iters - 1:
                 loss.backward()
                 optimizer.step()
-                if self.after_step is not None:
-                    self.after_step()
+                hooks.stepped()
         if self.warm_start:
             self._residual = (size, [(leaf.detach() - f) if leaf.requires_grad else None
                                      for leaf, f in zip(leaves, front)])
         return pred.detach(), [float(v) for v in torch.stack(losses).cpu()]
-
-    def _report(self, index: int, n_scales: int, it: int, n_iters: int, loss: Tensor | None) -> None:
-        if self.progress is not None:
-            self.progress(index, n_scales, it, n_iters, loss)
 
 
 class PlainRefiner(Refiner):
@@ -404,14 +461,13 @@ class PlainRefiner(Refiner):
         self.modulo = modulo
         self.eps = eps
 
-    def refine(self, partition: Partition, levels: Sequence[Level]) -> Refinement:
+    def refine(self, partition: Partition, levels: Sequence[Level], hooks: RefineHooks = NO_HOOKS) -> Refinement:
         level = levels[-1]
         image, mask, features = encode_level(partition, level, self.modulo, self.eps)
         device_out = partition.output_device
         with torch.no_grad():
             pred = partition.run_rear(features)
-        if self.progress is not None:
-            self.progress(0, 1, 0, 1, None)
+        hooks.report(0, 1, 0, 1, None)
         result = composite(pred, image.to(device_out), mask.repeat(1, 3, 1, 1).to(device_out), level.size)
         return Refinement(image=result, scales=[result], losses=[[]])
 
@@ -419,8 +475,10 @@ class PlainRefiner(Refiner):
 __all__ = [
     "EarlyStop",
     "L1Refiner",
+    "NO_HOOKS",
     "PlainRefiner",
     "ProgressCallback",
+    "RefineHooks",
     "Refinement",
     "Refiner",
     "ScaleInputs",
@@ -429,6 +487,7 @@ __all__ = [
     "encode_level",
     "feature_names",
     "flatten_features",
+    "run_refiner",
     "unflatten_features",
     "upsample_residual",
 ]

@@ -45,7 +45,8 @@ def user_dir(tmp_path_factory) -> Path:
     assert REPO not in root.parents
     files = doc_files()
     assert {"my_parts.py", "myconf/refiner/tv.yaml", "myconf/pyramid_mask/maxpool.yaml", "use_objects.py",
-            "use_config.py", "my_generator.py", "refine_my_generator.py", "myconf/model/tiny.yaml"} <= set(files)
+            "use_config.py", "my_generator.py", "refine_my_generator.py", "myconf/model/tiny.yaml",
+            "my_refiner.py", "myconf/refiner/two_rates.yaml", "use_my_refiner.py"} <= set(files)
     for name, text in files.items():
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_text(text)
@@ -125,3 +126,14 @@ def test_the_docs_own_generator_is_refined_from_python_and_from_the_command_line
     assert saved.model._target_ == "my_generator.TinyInpainter" and saved.model.width == 16
     image, hole = CASE.image()[0].permute(1, 2, 0).numpy(), CASE.mask()[0, 0].numpy() == 1
     assert np.abs(from_cli - image)[hole].max() > 0.05  # the hole is the network's, not the input's
+
+
+@pytest.mark.slow  # a subprocess
+def test_the_docs_own_refiner_gets_the_shared_downsamplers_and_forwards_the_hooks(user_dir):
+    """'A refiner of your own': its constructor declares the injected names and gets the objects
+    the pyramid got; the progress hook hears both delegated runs (2 scales: 1 + n_iters forwards each)."""
+    proc = python(user_dir, "use_my_refiner.py", str(MODEL), "photos/photo.png", "photos/photo_mask.png", "two.npy")
+    assert "shared downsampler True" in proc.stdout
+    assert "forwards 8" in proc.stdout
+    assert "DeprecationWarning" not in proc.stderr
+    check_inpainted(user_dir / "two.npy")

@@ -12,10 +12,13 @@ from conftest import GOLDEN, Case
 CASE = Case(GOLDEN / "odd_nonsquare_2scales")
 
 
+def built_overrides(*overrides, case=CASE) -> list[str]:
+    return [f"model.path={case.path / 'generator.safetensors'}", "indir=x", "outdir=y", "progress=false",
+            "output.match_input_size=false", *case.overrides(), *overrides]
+
+
 def inpaint(*overrides, case=CASE):
-    cfg = compose([f"model.path={case.path / 'generator.safetensors'}", "indir=x", "outdir=y", "progress=false",
-                   "output.match_input_size=false", *case.overrides(), *overrides])
-    inpainter = build_inpainter(cfg)
+    inpainter = build_inpainter(compose(built_overrides(*overrides, case=case)))
     return inpainter, inpainter.run(case.image(), case.mask())
 
 
@@ -50,11 +53,17 @@ def test_neutral_switches_keep_outputs_and_losses_within_1e5(faithful, overrides
         assert ours == pytest.approx(theirs, rel=1e-5)
 
 
-def test_threads_switch_sets_torch_threads(faithful):
+def test_threads_switch_sets_torch_threads_at_the_entry_point(faithful):
+    from lama_refine.api import make_inpainter
+
     before = torch.get_num_threads()
     try:
-        _, result = inpaint("perf.threads=1")
+        torch.set_num_threads(2)
+        built, _ = inpaint("perf.threads=1")
+        assert torch.get_num_threads() == 2  # building a pipeline leaves the process alone
+        inpainter = make_inpainter(built_overrides("perf.threads=1"))  # an entry point applies it
         assert torch.get_num_threads() == 1
+        result = inpainter.run(CASE.image(), CASE.mask())
         assert (result.image - faithful.image).abs().max() <= 1e-5
     finally:
         torch.set_num_threads(before)
