@@ -1,4 +1,6 @@
-"""`lama-refine-download`: the one place lama-refine touches the network, and only when asked.
+"""`lama-refine-download`: the one place inpainting's side of lama-refine touches the network, and
+only when asked (training the demo model, `python -m lama_refine.train`, fetches its photos with
+`apt-get download`: `train/data.py`).
 
     lama-refine-download big-lama                                 a known model (lama_refine.models.zoo)
     lama-refine-download mymodel --url URL --sha256 HEX           any other checkpoint, under your name
