@@ -299,7 +299,7 @@ def run_child(spec: Spec, out_dir: Path) -> dict:
         times = [t for s, _, t in stamps if s == scale]
         scale_times.append(times[-1] - previous_end)
         previous_end = times[-1]
-        iterations += [b - a for a, b in zip(times, times[1:])]  # backward + step + next forward
+        iterations += [b - a for a, b in zip(times, times[1:], strict=False)]  # backward + step + next forward
     return {
         "total_s": total,
         "scale_s": scale_times,
@@ -430,8 +430,8 @@ def run_original_child(spec: Spec, out_dir: Path, job: dict) -> dict:
     np.save(out_dir / f"{spec.key}.npy", result[0].detach().numpy().astype(np.float32))
 
     bounds = [start, *(made for made, _ in clock.scales[1:]), start + total]
-    scale_times = [b - a for a, b in zip(bounds, bounds[1:])]
-    iterations = [b - a for _, starts in clock.scales for a, b in zip(starts, starts[1:])]
+    scale_times = [b - a for a, b in zip(bounds, bounds[1:], strict=False)]
+    iterations = [b - a for _, starts in clock.scales for a, b in zip(starts, starts[1:], strict=False)]
     return {
         "total_s": total,
         "scale_s": scale_times,  # from one scale's bar to the next (the first from the start)

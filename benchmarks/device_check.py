@@ -138,7 +138,7 @@ class Check:
         total = time.perf_counter() - start
         finest = max(s for s, _ in stamps)
         times = [t for s, t in stamps if s == finest]
-        steps = [b - a for a, b in zip(times, times[1:])]
+        steps = [b - a for a, b in zip(times, times[1:], strict=False)]
         return {"image": result.image, "total_s": total, "s_per_iter": statistics.median(steps) if steps else None,
                 "peak_bytes": self.peak(), "scales": [list(s.shape[-2:]) for s in result.scales]}
 
@@ -193,7 +193,7 @@ def lean_gradients(device: torch.device) -> dict[str, Any]:
         y, y_lean = rear(tuple(a)), lean(tuple(b))
         grad_out = torch.randn(y.shape, dtype=dtype, generator=torch.Generator().manual_seed(2)).to(device)
         rel = max(float((g - e).abs().max() / e.abs().max())
-                  for e, g in zip(torch.autograd.grad(y, a, grad_out), torch.autograd.grad(y_lean, b, grad_out)))
+                  for e, g in zip(torch.autograd.grad(y, a, grad_out), torch.autograd.grad(y_lean, b, grad_out), strict=True))
         out[str(dtype).replace("torch.", "")] = {"forward_max_abs_diff": float((y - y_lean).detach().abs().max()),
                                                  "grad_max_rel_diff": rel, "tol": tol, "ok": rel <= tol}
     return out

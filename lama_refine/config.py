@@ -219,7 +219,8 @@ def perf_config(cfg: DictConfig) -> PerfConfig:
 def resolve_px_budget(cfg: DictConfig, generator: nn.Module, devices: Sequence[torch.device],
                       perf: PerfConfig | None = None) -> DictConfig:
     """`pyramid.px_budget=auto` -> the largest budget whose estimated peak fits the free memory
-    of the last device (it holds the full-resolution decoder) (lama_refine.memory); any other value is returned unchanged."""
+    of the last device (it holds the full-resolution decoder) (lama_refine.memory); any other
+    value is returned unchanged."""
     if str(cfg.pyramid.get("px_budget")) != "auto":
         return cfg
     from .memory import auto_px_budget

@@ -180,8 +180,9 @@ class PeakMemory:
     thread (torch releases the GIL in its kernels), peak minus the start, where the start is taken
     after returning freed heap memory to the OS (`perf.release_memory`), so an earlier, larger run
     does not inflate it. `ru_maxrss` and tracemalloc are no use here: the first is a lifetime
-    peak, the second does not see torch's allocations. CPU numbers are approximate: memory the allocator cannot trim (fragmented
-    arenas) still hides part of a run's growth, and short spikes between samples are missed.
+    peak, the second does not see torch's allocations. CPU numbers are approximate: memory the
+    allocator cannot trim (fragmented arenas) still hides part of a run's growth, and short
+    spikes between samples are missed.
     """
 
     def __init__(self, devices: Sequence[torch.device], interval: float = 0.002):
@@ -399,11 +400,11 @@ def comparison_figure(rows: Sequence[dict[str, Any]], metrics: Sequence[str] = M
     fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 2.6 + 0.12 * max(map(len, labels))),
                              squeeze=False)
     x = range(len(rows))
-    for ax, metric in zip(axes[0], metrics):
+    for ax, metric in zip(axes[0], metrics, strict=True):
         values = [r[metric] for r in rows]
         # markers on an autoscaled axis: settings often differ in the third digit, which bars from 0 hide
         ax.plot(x, values, "o", color="tab:blue")
-        for xi, v in zip(x, values):
+        for xi, v in zip(x, values, strict=True):
             ax.annotate(fmt(v, metric), (xi, v), textcoords="offset points", xytext=(0, 4), ha="center", fontsize=6)
         ax.set_xticks(list(x), labels, rotation=60, ha="right", fontsize=7)
         ax.set_xlim(-0.5, len(rows) - 0.5)

@@ -91,7 +91,7 @@ def split_by_block_counts(generator: nn.Module, devices: Sequence[torch.device],
     model = layers(generator)
     front = Stage(_slice(model, 0, first).to(devices[0]), devices[0])
     rear, start = [], first
-    for count, device in zip(counts, devices[:-1]):
+    for count, device in zip(counts, devices[:-1], strict=True):
         rear.append(Stage(_slice(model, start, start + count).to(device), device))
         start += count
     rear.append(Stage(_slice(model, start, len(model)).to(devices[-1]), devices[-1]))
@@ -201,7 +201,8 @@ def balanced_block_counts(block_costs: Sequence[float], tail_cost: float, n_devi
     for c in block_costs:
         prefix.append(prefix[-1] + c)
 
-    # best[d][i]: the smallest max load placing blocks[i:] on the last d devices; choice[d][i]: blocks on the first of them.
+    # best[d][i]: the smallest max load placing blocks[i:] on the last d devices;
+    # choice[d][i]: blocks on the first of them.
     inf = float("inf")
     best = [[inf] * (n + 1) for _ in range(n_devices + 1)]
     choice = [[0] * (n + 1) for _ in range(n_devices + 1)]

@@ -43,8 +43,11 @@ class PerfConfig:
     allocator: str | None = "auto"  # auto (tcmalloc where installed) | glibc | jemalloc | tcmalloc | a .so path:
     # preloaded by the CLI (lama_refine.allocator)
     malloc_trim: bool = True  # glibc: malloc_trim(0) after each optimiser step (hands freed heap pages back)
-    tile_rows: int | None = 32  # run the full-resolution front and tail in bands of this many rows (lama_refine.tiling); None: whole
-    tile_tail: bool = True  # with tile_rows: the tail and the upsampling convs too (the front alone is bit-identical on CPU; the tail to rounding)
+    # run the full-resolution front and tail in bands of this many rows (lama_refine.tiling); None: whole
+    tile_rows: int | None = 32
+    # with tile_rows: the tail and the upsampling convs too (the front alone is bit-identical on
+    # CPU; the tail to rounding)
+    tile_tail: bool = True
 
     def __post_init__(self) -> None:
         if self.amp in ("", "none", "null", "fp32", "float32"):

@@ -96,7 +96,7 @@ class Inpainter:
     def partition(self) -> Partition:
         if self._partition is None:
             split = self.partitioner.split(self.generator, self.devices)
-            log.info("rear modules per device: %s", dict(zip(map(str, self.devices), split.rear_indices)))
+            log.info("rear modules per device: %s", dict(zip(map(str, self.devices), split.rear_indices, strict=True)))
             self._partition = tune_partition(split, self.perf)
         return self._partition
 

@@ -187,7 +187,7 @@ def feature_names(features: Features) -> list[str]:
     (only where the branch has channels); a single tensor (pix2pixHD) is "features"."""
     if isinstance(features, tuple):
         names = ["local", "global"] if len(features) == 2 else [f"features{i}" for i in range(len(features))]
-        return [n for n, f in zip(names, features) if torch.is_tensor(f)]
+        return [n for n, f in zip(names, features, strict=True) if torch.is_tensor(f)]
     return ["features"]
 
 
@@ -402,7 +402,7 @@ class L1Refiner(Refiner):
             return tensors
         coarse_size, residuals = residual
         return [t if r is None else t + upsample_residual(r.to(t), coarse_size, size, t.shape)
-                for t, r in zip(tensors, residuals)]
+                for t, r in zip(tensors, residuals, strict=True)]
 
     def _optimise(self, partition: Partition, features: Features, image: Tensor, mask: Tensor, previous: Tensor,
                   size: tuple[int, int], index: int, n_scales: int,
@@ -421,7 +421,7 @@ class L1Refiner(Refiner):
         # The leaves may share storage with the front's features (Adam updates them in place).
         front = [t.detach().to(rear_device).clone() for t in flatten_features(features)] if self.warm_start else []
         leaves = [t.requires_grad_(train)
-                  for t, train in zip(self._initial(features, size, rear_device), self.trainable(features))]
+                  for t, train in zip(self._initial(features, size, rear_device), self.trainable(features), strict=True)]
         optimizer = self.make_optimizer([t for t in leaves if t.requires_grad])
         losses: list[Tensor] = []
         seen: list[float] = []  # host copies, read only when early stopping is on
@@ -443,7 +443,7 @@ class L1Refiner(Refiner):
                 hooks.stepped()
         if self.warm_start:
             self._residual = (size, [(leaf.detach() - f) if leaf.requires_grad else None
-                                     for leaf, f in zip(leaves, front)])
+                                     for leaf, f in zip(leaves, front, strict=True)])
         return pred.detach(), [float(v) for v in torch.stack(losses).cpu()]
 
 

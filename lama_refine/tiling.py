@@ -317,7 +317,7 @@ class BandedFront(nn.Sequential):
             out = self._local(x[:, :, ia:ib])
             j0, j1 = (i0 - ia) // self.stride, (i1 - ia) // self.stride
             bands.append(tuple(o[:, :, j0:j1] if torch.is_tensor(o) else o for o in as_tuple(out)))
-        merged = tuple(torch.cat(parts, dim=-2) if torch.is_tensor(parts[0]) else parts[0] for parts in zip(*bands))
+        merged = tuple(torch.cat(parts, dim=-2) if torch.is_tensor(parts[0]) else parts[0] for parts in zip(*bands, strict=True))
         return merged if isinstance(out, tuple) else merged[0]
 
 

@@ -207,7 +207,8 @@ def test_reexec_preloads_the_library_once():
     if lib is None:
         pytest.skip("no libm.so.6 in the search folders")
     code = ("import os, sys; from lama_refine.allocator import reexec_with_preload, REEXEC_MARK; "
-            "reexec_with_preload(sys.argv[1].split('=', 1)[1]); print(os.environ.get('LD_PRELOAD'), os.environ.get(REEXEC_MARK), sys.argv[1:])")
+            "reexec_with_preload(sys.argv[1].split('=', 1)[1]); "
+            "print(os.environ.get('LD_PRELOAD'), os.environ.get(REEXEC_MARK), sys.argv[1:])")
     env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", allocator.REEXEC_MARK)}
     # libm is mapped into every Python already, so is_loaded() would skip the re-exec: name it by a
     # symlink whose stem is not mapped yet

@@ -148,7 +148,7 @@ def test_a_file_under_the_users_name_keeps_its_suffix_and_loads(home, server, pa
     assert path == home / "mymodel.safetensors"
     assert json.loads((home / "mymodel.json").read_text())["digest"] == hashlib.sha256(payload).hexdigest()
     loaded, reference = load_model({"path": "mymodel"}), load_generator(DEFAULT_MODEL_PATH).generator
-    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), reference.state_dict().values()))
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), reference.state_dict().values(), strict=True))
 
 
 def test_a_wrong_checksum_leaves_nothing_and_says_so(home, server, payload):

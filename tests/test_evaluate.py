@@ -192,7 +192,7 @@ def test_evaluation_sweep_writes_one_comparison_of_all_settings(tmp_path):
                 "refine=False,pyramid=fixed"]
     table = rows_of(sweep / "comparison.csv")
     assert [r["setting"] for r in table] == settings
-    for setting, row in zip(settings, table):
+    for setting, row in zip(settings, table, strict=True):
         mean = rows_of(sweep / setting / "metrics.csv")[-1]
         assert float(row["psnr"]) == pytest.approx(float(mean["psnr"]))
         assert (sweep / setting / "visuals" / "crop0.png").is_file()

@@ -94,7 +94,7 @@ def test_banded_front_fills_the_whole_image_then_bands(size) -> None:
     image, mask = random_case(4, (1, 3, *size))
     x = torch.cat([image * (1 - mask), mask], dim=1).double()
     with torch.no_grad():
-        for e, g in zip(front(x), banded(x)):
+        for e, g in zip(front(x), banded(x), strict=True):
             assert e.shape == g.shape and torch.allclose(e, g, atol=1e-12, rtol=0)
 
 

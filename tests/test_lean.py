@@ -88,7 +88,7 @@ def test_lean_rear_equals_autograd_in_double_precision(name):
     grad_out = torch.randn_like(out)
     expected = torch.autograd.grad(out, plain_leaves, grad_out)
     got = torch.autograd.grad(out_lean, lean_leaves, grad_out)
-    for e, g in zip(expected, got):
+    for e, g in zip(expected, got, strict=True):
         assert torch.allclose(g, e, rtol=1e-10, atol=1e-12)
 
 
@@ -100,7 +100,7 @@ def test_lean_rear_float32_gradients_within_1e5_of_autograd():
     out, out_lean = rear(tuple(a)), lean(tuple(b))
     assert torch.equal(out, out_lean)
     grad_out = torch.randn_like(out)
-    for e, g in zip(torch.autograd.grad(out, a, grad_out), torch.autograd.grad(out_lean, b, grad_out)):
+    for e, g in zip(torch.autograd.grad(out, a, grad_out), torch.autograd.grad(out_lean, b, grad_out), strict=True):
         assert (g - e).abs().max() <= 1e-5 * e.abs().max()
 
 
@@ -229,4 +229,4 @@ def test_banded_upsampling_keeps_the_rear_and_its_gradient():
     g = torch.randn_like(out_whole)
     expected = torch.autograd.grad(out_whole, leaves, g)
     got = torch.autograd.grad(out_banded, leaves, g)
-    assert all(torch.allclose(a, b, atol=1e-12, rtol=0) for a, b in zip(got, expected))
+    assert all(torch.allclose(a, b, atol=1e-12, rtol=0) for a, b in zip(got, expected, strict=True))

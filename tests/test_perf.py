@@ -49,7 +49,7 @@ def test_faithful_baseline_is_the_originals_output(faithful):
 def test_neutral_switches_keep_outputs_and_losses_within_1e5(faithful, overrides):
     _, result = inpaint(*overrides)
     assert (result.image - faithful.image).abs().max() <= 1e-5
-    for ours, theirs in zip(result.losses, faithful.losses):
+    for ours, theirs in zip(result.losses, faithful.losses, strict=True):
         assert ours == pytest.approx(theirs, rel=1e-5)
 
 

@@ -51,7 +51,7 @@ def test_the_single_feature_tensor_is_optimised_and_the_loss_falls(setup):
     losses = result.losses[1]
     assert len(losses) == CASE.params["n_iters"] and all(np.isfinite(losses))
     assert losses[-1] < losses[0]
-    assert all(b <= a for a, b in zip(losses, losses[1:]))
+    assert all(b <= a for a, b in zip(losses, losses[1:], strict=False))
 
 
 def test_one_scale_refinement_equals_plain(setup):

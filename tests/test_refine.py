@@ -53,7 +53,7 @@ def test_each_scale_matches_the_original(case):
 
 def test_losses_match_the_original_per_iteration(case):
     _, _, result = refine_case(case)
-    for ours, theirs in zip(result.losses, case.losses["per_scale"]):
+    for ours, theirs in zip(result.losses, case.losses["per_scale"], strict=True):
         assert len(ours) == len(theirs)
         if theirs:
             assert np.allclose(ours, theirs, rtol=1e-5, atol=0)

@@ -91,7 +91,7 @@ def test_banded_front_equals_the_whole_front(size):
     x = torch.rand(1, 4, *size, dtype=torch.double)
     with torch.no_grad():
         expected, got = front(x), banded(x)
-    for e, g in zip(expected, got):
+    for e, g in zip(expected, got, strict=True):
         assert e.shape == g.shape
         assert torch.allclose(e, g, atol=1e-12, rtol=0)
 

@@ -135,7 +135,7 @@ class FFC(nn.Module):
         return out_xl, out_xg
 
 
-class FFC_BN_ACT(nn.Module):  # noqa: N801 - LaMa's class name, kept for checkpoint/layout parity
+class FFC_BN_ACT(nn.Module):  # LaMa's class name, kept for checkpoint/layout parity
     """FFC followed by BatchNorm + activation on each branch (Identity where a branch is empty)."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, ratio_gin: float,

@@ -68,7 +68,7 @@ class Row:
 
 def hole_metrics(outputs: Tensor, images: Tensor, masks: Tensor) -> tuple[np.ndarray, np.ndarray]:
     """Per-image hole L1 (mean absolute error over hole pixels, [0, 1] scale) and hole PSNR."""
-    l1 = np.array([float(masked_l1(o[None], t[None], m[None])) for o, t, m in zip(outputs, images, masks)])
+    l1 = np.array([float(masked_l1(o[None], t[None], m[None])) for o, t, m in zip(outputs, images, masks, strict=True)])
     return l1, psnr(outputs, images, masks).numpy()
 
 
@@ -209,7 +209,7 @@ def family_markdown(rows: Sequence[HighResRow]) -> str:
              "|---|---|---|---|---|---|---|"]
     for family in (*dict.fromkeys(r.family for r in rows), "all"):
         sel = [r for r in rows if family in ("all", r.family)]
-        mean = lambda attr: float(np.mean([getattr(r, attr) for r in sel]))  # noqa: E731
+        mean = lambda attr, sel=sel: float(np.mean([getattr(r, attr) for r in sel]))  # noqa: E731
         wins = sum(r.refined_l1 < r.plain_l1 and r.refined_psnr > r.plain_psnr for r in sel)
         l1_change = 100 * (mean("refined_l1") / mean("plain_l1") - 1)
         lines.append(f"| {family} | {len(sel)} | {mean('plain_l1'):.4f} / {mean('plain_psnr'):.2f} | "

@@ -176,7 +176,7 @@ def evaluate(generator: nn.Module, images: Tensor, masks: Tensor, batch_size: in
         x, m = images[i:i + batch_size], masks[i:i + batch_size]
         pred = generator(network_input(x, m))
         out = m * pred + (1 - m) * x
-        l1 += [float(masked_l1(o[None], t[None], mm[None])) for o, t, mm in zip(out, x, m)]
+        l1 += [float(masked_l1(o[None], t[None], mm[None])) for o, t, mm in zip(out, x, m, strict=True)]
         ps += psnr(out, x, m).tolist()
     generator.train(was_training)
     return {"val_l1": float(np.mean(l1)), "val_psnr": float(np.mean(ps))}

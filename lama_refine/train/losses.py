@@ -43,7 +43,7 @@ def gradient_loss(pred: Tensor, target: Tensor, mask: Tensor, n_scales: int = 3)
             pred, target = F.avg_pool2d(pred, 2), F.avg_pool2d(target, 2)
             mask = F.max_pool2d(mask, 2)
         weight = mask[..., :-1, :-1]
-        for p, t in zip(image_gradients(pred), image_gradients(target)):
+        for p, t in zip(image_gradients(pred), image_gradients(target), strict=True):
             total = total + masked_l1(p, t, weight)
     return total / (2 * n_scales)
 
@@ -101,7 +101,7 @@ def generator_adversarial_loss(fake_logits: Tensor, mask: Tensor) -> Tensor:
 def feature_matching_loss(fake_feats: list[Tensor], real_feats: list[Tensor], mask: Tensor) -> Tensor:
     """L1 between discriminator features of the fill and of the real image, inside the hole."""
     total = fake_feats[0].new_zeros(())
-    for fake, real in zip(fake_feats, real_feats):
+    for fake, real in zip(fake_feats, real_feats, strict=True):
         total = total + masked_l1(fake, real.detach(), resize_mask(mask, fake))
     return total / len(fake_feats)
 
