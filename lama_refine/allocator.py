@@ -223,7 +223,7 @@ def on_glibc_malloc(value: str | None = None) -> bool:
     """Whether glibc's malloc serves this process: glibc is the C library and no other allocator
     (jemalloc, tcmalloc, or the library `value` names) is mapped."""
     allocator = normalise(value)
-    others = [*LIBRARIES, *([allocator] if allocator not in (None, AUTO, *LIBRARIES) else [])]
+    others = [*LIBRARIES, *([allocator] if allocator is not None and allocator not in (AUTO, *LIBRARIES) else [])]
     return libc() is not None and not any(is_loaded(a) for a in others)
 
 

@@ -50,8 +50,8 @@ def make_inpainter(config: DictConfig | Sequence[str] = (), generator: nn.Module
     cfg = config if isinstance(config, DictConfig) else compose_checked(list(config))[0]
     inpainter = build_inpainter(cfg, generator=generator)
     apply_process_settings(inpainter.perf)
-    replaced = {k: v for k, v in {"pyramid": pyramid, "refiner": refiner, "partitioner": partitioner}.items()
-                if v is not None}
+    parts: dict[str, Any] = {"pyramid": pyramid, "refiner": refiner, "partitioner": partitioner}
+    replaced = {k: v for k, v in parts.items() if v is not None}
     return dataclasses.replace(inpainter, **replaced) if replaced else inpainter
 
 

@@ -55,7 +55,7 @@ class ScaleProgress:
     def __call__(self, scale: int, n_scales: int, it: int, n_iters: int, loss) -> None:
         if not self.enabled:
             return
-        if it == 0:
+        if it == 0 or self.bar is None:
             self.close()
             self.bar = tqdm(total=n_iters, desc=f"scale {scale + 1}/{n_scales}", leave=False, position=1)
         self.bar.update(1)

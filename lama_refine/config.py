@@ -4,7 +4,7 @@ from __future__ import annotations
 import inspect
 import logging
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Sequence, cast
 
 import torch
 from hydra import compose as hydra_compose
@@ -115,7 +115,8 @@ def load_model(model_cfg: DictConfig | dict[str, Any]) -> nn.Module:
     from .models.loading import load_generator, load_weights
 
     if model_cfg.get("_target_"):
-        plain = OmegaConf.to_container(model_cfg, resolve=True) if isinstance(model_cfg, DictConfig) else dict(model_cfg)
+        plain = (cast("dict[str, Any]", OmegaConf.to_container(model_cfg, resolve=True))
+                 if isinstance(model_cfg, DictConfig) else dict(model_cfg))
         generator = instantiate({k: v for k, v in plain.items() if k not in ("path", "checkpoint")})
         if not isinstance(generator, nn.Module):
             raise UserError(f"model._target_={model_cfg['_target_']} made a {type(generator).__name__}, not an "

@@ -196,7 +196,7 @@ def tune_stage(stage: Stage, perf: PerfConfig, last: bool) -> Stage:
         modules = [Checkpointed(m) if is_block(m) else m for m in modules]
     if perf.channels_last:
         for m in modules:
-            m.to(memory_format=torch.channels_last)
+            m.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs omit memory_format
     module = RearStage(modules, stage.device, perf.amp_dtype, perf.channels_last, float_output=last,
                        compile=perf.compile)
     return Stage(module, stage.device)
@@ -209,7 +209,8 @@ def tune_partition(partition: Partition, perf: PerfConfig) -> Partition:
     rear = [tune_stage(stage, perf, last=i == n - 1) for i, stage in enumerate(partition.rear)]
     front = partition.front
     if perf.tile_rows:  # the front's full-resolution maps, one band at a time (no gradients there)
-        front = Stage(band_front(front.module, perf.tile_rows), front.device)
+        # only rear stages are iterated as Sequentials; the banded front is a plain module
+        front = Stage(band_front(front.module, perf.tile_rows), front.device)  # type: ignore[arg-type]
     return Partition(front, rear)
 
 

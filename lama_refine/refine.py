@@ -77,7 +77,7 @@ class EarlyStop:
 
     def should_stop(self, losses: Sequence[float]) -> bool:
         """True when the scale should stop after the last of `losses` (its forward's result is kept)."""
-        return self.enabled and self.stalled(losses) >= self.patience
+        return self.patience is not None and self.stalled(losses) >= self.patience
 
 
 def upsample_residual(residual: Tensor, coarse_size: tuple[int, int], fine_size: tuple[int, int],
@@ -144,7 +144,7 @@ class Refiner(ABC):
 
 
 @functools.lru_cache(maxsize=None)
-def _takes_hooks(cls: type) -> bool:
+def _takes_hooks(cls: type[Refiner]) -> bool:
     try:
         params = list(inspect.signature(cls.refine).parameters.values())
     except (TypeError, ValueError):  # no signature to read: assume the current contract
@@ -164,7 +164,7 @@ def run_refiner(refiner: Refiner, partition: Partition, levels: Sequence[Level],
                   "after_step attributes are set for it until lama-refine 0.3", DeprecationWarning, stacklevel=2)
     refiner.progress = hooks.progress  # type: ignore[attr-defined]  # the 0.1 contract, for old refiners
     refiner.after_step = hooks.after_step  # type: ignore[attr-defined]
-    return refiner.refine(partition, levels)  # type: ignore[call-arg]
+    return refiner.refine(partition, levels)
 
 
 def ellipse_kernel(size: int) -> Tensor:
@@ -371,6 +371,8 @@ class L1Refiner(Refiner):
             result.scales.append(previous)
             result.losses.append(losses)
         self._residual = None
+        if previous is None:
+            raise ValueError("refine() needs at least one pyramid level")
         result.image = previous
         return result
 

@@ -163,16 +163,16 @@ def find_jobs(indir: str | os.PathLike, maskdir: str | os.PathLike | None = None
     root = Path(indir)
     if not root.is_dir():
         raise FileNotFoundError(f"input folder {root} does not exist or is not a folder")
-    exclude = [Path(p) for p in exclude]
+    excluded = [Path(p) for p in exclude]
     if from_alpha and maskdir is not None:
         raise ValueError("mask.from_alpha=true takes holes from the images: leave maskdir unset")
     if maskdir is not None and not Path(maskdir).exists():
         raise FileNotFoundError(f"maskdir {maskdir} does not exist")
     if from_alpha:
-        jobs = alpha_jobs(root, exclude)
+        jobs = alpha_jobs(root, excluded)
     elif maskdir is None:
-        jobs = lama_jobs(root, exclude)
+        jobs = lama_jobs(root, excluded)
     else:
-        jobs = split_jobs(root, Path(maskdir), exclude)
+        jobs = split_jobs(root, Path(maskdir), excluded)
     jobs.sort(key=lambda j: (str(j.relative), str(j.name)))
     return mark_collisions(jobs)

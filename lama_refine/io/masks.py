@@ -47,7 +47,7 @@ def dilate(mask: Tensor, pixels: int) -> Tensor:
 
 def resize_nearest(holes: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """bool (h, w) -> bool `size` (height, width), nearest neighbour."""
-    resized = Image.fromarray(holes.astype(np.uint8) * 255).resize((size[1], size[0]), Image.NEAREST)
+    resized = Image.fromarray(holes.astype(np.uint8) * 255).resize((size[1], size[0]), Image.Resampling.NEAREST)
     return np.asarray(resized) > 0
 
 
@@ -70,12 +70,13 @@ def load_inputs(job: Job, rule: MaskRule = MaskRule()) -> Inputs:
     `rule.resize`. With the default rule the result equals read_image / read_mask."""
     picture = read_picture(job.image)
     notes = list(picture.notes)
-    size = tuple(picture.image.shape[-2:])
+    size = (picture.image.shape[-2], picture.image.shape[-1])
     if rule.from_alpha:
         if picture.alpha is None:
             raise InputError(f"{job.image}: has no alpha channel to take the hole from (mask.from_alpha=true)")
         levels = 255 - picture.alpha  # transparent = hole
     else:
+        assert job.mask is not None, "a job has a mask file unless its holes come from the alpha channel"
         levels = read_mask_levels(job.mask)
     holes = binarize(levels, rule)
     if holes.shape != size:

@@ -15,7 +15,7 @@ from typing import Callable
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 from torch import Tensor
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
@@ -57,7 +57,7 @@ def open_image(path: Path) -> Image.Image:
         raise InputError(f"{path}: truncated or corrupt image ({e})") from e
 
 
-def _is_16bit_colour(im: Image.Image) -> bool:
+def _is_16bit_colour(im: ImageFile.ImageFile) -> bool:
     """An RGB(A) PNG or TIFF with 16 bits per sample, which Pillow decodes to 8 bits."""
     if im.mode not in ("RGB", "RGBA") or not im.tile:
         return False

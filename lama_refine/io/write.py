@@ -6,7 +6,7 @@ import struct
 import tempfile
 import zlib
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 from PIL import Image
@@ -38,7 +38,7 @@ def _file_mode() -> int:
     return 0o666 & ~umask
 
 
-def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
+def write_atomic(path: Path, write: Callable[[Path], object]) -> None:
     """Call `write(tmp_path)` on a temporary file beside `path`, then rename it into place, so a
     crash never leaves a half-written output under the final name."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -150,10 +150,11 @@ def write_result(path: Path, image: Tensor, bits: int = 8, quality: int = 95) ->
         def write(tmp: Path) -> None:
             tmp.write_bytes(encode(to_uint16(array)))
     else:
-        options = {".png": {"format": "PNG"}, ".tif": {"format": "TIFF", "compression": "tiff_deflate"},
+        formats: dict[str, dict[str, Any]] = {".png": {"format": "PNG"}, ".tif": {"format": "TIFF", "compression": "tiff_deflate"},
                    ".tiff": {"format": "TIFF", "compression": "tiff_deflate"},
                    ".jpg": {"format": "JPEG", "quality": quality}, ".jpeg": {"format": "JPEG", "quality": quality},
-                   ".webp": {"format": "WEBP", "quality": quality, "lossless": quality >= 100}}[suffix]
+                   ".webp": {"format": "WEBP", "quality": quality, "lossless": quality >= 100}}
+        options = formats[suffix]
 
         def write(tmp: Path) -> None:
             Image.fromarray(to_uint8(array)).save(tmp, **options)

@@ -166,7 +166,7 @@ def _read_generator_yaml(yaml_path: Path) -> dict[str, Any]:
     OmegaConf.load resolves nothing, so `${env:TORCH_HOME}` elsewhere in the file is harmless.
     """
     try:
-        return generator_config(OmegaConf.load(yaml_path))
+        return generator_config(OmegaConf.load(yaml_path))  # type: ignore[arg-type]  # a LaMa config is a mapping
     except Exception as error:
         raise CheckpointError(f"{yaml_path}: cannot read a generator config: {error}") from error
 
@@ -260,7 +260,7 @@ def _read_torch_pickle(path: Path, map_location: MapLocation) -> _Weights:
     names = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
     stand_ins = [(_inert_global(name), name) for name in names]
     try:
-        with torch.serialization.safe_globals(stand_ins):
+        with torch.serialization.safe_globals(stand_ins):  # type: ignore[arg-type]  # stubs: classes are callables
             loaded = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
         raise CheckpointError(f"{path}: refused to load: {_refusal_reason(error)}") from error

@@ -115,7 +115,7 @@ def shrink_to_short_side(image: np.ndarray, max_short_side: int | None) -> np.nd
         return image
     r = max_short_side / min(h, w)
     size = (max(1, round(w * r)), max(1, round(h * r)))
-    return np.asarray(Image.fromarray(image).resize(size, Image.LANCZOS))
+    return np.asarray(Image.fromarray(image).resize(size, Image.Resampling.LANCZOS))
 
 
 def folder_images(folder: Path | str) -> dict[str, Path]:

@@ -15,7 +15,7 @@ import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -114,7 +114,7 @@ def fit_size(image: np.ndarray, long_side: int) -> np.ndarray:
     """Resize (Lanczos) so the long side is `long_side`."""
     h, w = image.shape[:2]
     r = long_side / max(h, w)
-    return np.asarray(Image.fromarray(image).resize((round(w * r), round(h * r)), Image.LANCZOS))
+    return np.asarray(Image.fromarray(image).resize((round(w * r), round(h * r)), Image.Resampling.LANCZOS))
 
 
 def default_inpainter(generator: nn.Module, refine: bool, n_iters: int = 15):
@@ -128,14 +128,14 @@ def default_inpainter(generator: nn.Module, refine: bool, n_iters: int = 15):
     ds = GaussianDownsampler()
     return Inpainter(generator, OriginalPyramid(ds, BlurMaskDownsampler()),
                      L1Refiner(ds, AllPixelsMaskDownsampler(), n_iters=n_iters), EvenPartitioner(),
-                     ["cpu"], refine=refine)
+                     [torch.device("cpu")], refine=refine)
 
 
-def highres_case(generator: nn.Module, image: Tensor, mask: Tensor, n_iters: int = 15) -> dict[str, object]:
+def highres_case(generator: nn.Module, image: Tensor, mask: Tensor, n_iters: int = 15) -> dict[str, Any]:
     """Plain and refined inpainting of one (1, 3, H, W) image: outputs, metrics, timings."""
     from ..pyramid import count_scales, fit_pixel_budget
 
-    result: dict[str, object] = {}
+    result: dict[str, Any] = {}
     for refine in (False, True):
         inpainter = default_inpainter(generator, refine, n_iters)
         started = time.time()
@@ -146,7 +146,8 @@ def highres_case(generator: nn.Module, image: Tensor, mask: Tensor, n_iters: int
         l1, ps = hole_metrics(out, image, mask)
         result[f"{key}_l1"], result[f"{key}_psnr"] = float(l1[0]), float(ps[0])
     working, _ = fit_pixel_budget(image, mask, 1_800_000)
-    result["scales"] = count_scales(*working.shape[-2:], 512, 3)
+    h, w = working.shape[-2:]
+    result["scales"] = count_scales(h, w, 512, 3)
     return result
 
 
@@ -235,7 +236,7 @@ def grid_picture(rows: Sequence[Sequence[np.ndarray]], cell: tuple[int, int], ga
     sheet = Image.new("RGB", (n_cols * cw + (n_cols - 1) * gap, len(rows) * ch + (len(rows) - 1) * gap), "white")
     for i, row in enumerate(rows):
         for j, picture in enumerate(row):
-            tile = Image.fromarray(picture).resize((cw, ch), Image.LANCZOS)
+            tile = Image.fromarray(picture).resize((cw, ch), Image.Resampling.LANCZOS)
             sheet.paste(tile, (j * (cw + gap), i * (ch + gap)))
     return sheet
 

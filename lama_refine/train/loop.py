@@ -13,7 +13,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, cast
 
 import numpy as np
 import torch
@@ -107,7 +107,7 @@ class ThreadTuner:
         """A probe replaces the old estimate (the load may have changed since); use smooths it."""
         old = self.times.get(self.current)
         fresh = old is None or self.probing
-        self.times[self.current] = seconds if fresh else old + self.smoothing * (seconds - old)
+        self.times[self.current] = seconds if fresh or old is None else old + self.smoothing * (seconds - old)
 
 
 def network_input(images: Tensor, masks: Tensor) -> Tensor:
@@ -125,7 +125,7 @@ class Models:
 
 def build_models(cfg: DictConfig) -> Models:
     """Generator (through the same `build_generator` big-lama uses), discriminator, optimisers."""
-    generator = build_generator(OmegaConf.to_container(cfg.model, resolve=True))
+    generator = build_generator(cast("dict[str, Any]", OmegaConf.to_container(cfg.model, resolve=True)))
     discriminator = PatchDiscriminator(ndf=cfg.train.disc_ndf, n_layers=cfg.train.disc_layers)
     opt_g = torch.optim.Adam(generator.parameters(), lr=cfg.train.lr, betas=tuple(cfg.train.betas))
     opt_d = torch.optim.Adam(discriminator.parameters(), lr=cfg.train.disc_lr,
@@ -228,8 +228,9 @@ def export_generator(generator: nn.Module, model_cfg: Mapping[str, Any] | DictCo
     # creates 0600 files)
     write_atomic(weights, lambda tmp: save_file(tensors, str(tmp), metadata=dict(metadata or {})))
     config = stem.with_suffix(".yaml")
+    # any Mapping works here; omegaconf's overloads name only dict and DictConfig
     section = generator_config(OmegaConf.create({"generator": OmegaConf.to_container(
-        OmegaConf.create(model_cfg), resolve=True)}))
+        OmegaConf.create(model_cfg), resolve=True)}))  # type: ignore[arg-type]
     # Our own generator options at their LaMa defaults are left out: the yaml stays a plain
     # LaMa `generator:` section wherever the model is one.
     for key, lama_default in NON_LAMA_OPTIONS.items():
@@ -278,7 +279,7 @@ def train(cfg: DictConfig) -> Path:
         step = load_checkpoint(last, models, rng)
         log.info("resumed from %s at step %d", last, step)
     sampler = datamod.CropSampler(photos, rng, dict(cfg.data.mask_weights))
-    phases = plan_phases(int(t.steps), OmegaConf.to_container(t.phases, resolve=True))
+    phases = plan_phases(int(t.steps), cast("list[Mapping[str, Any]]", OmegaConf.to_container(t.phases, resolve=True)))
     log.info("phases: %s", phases)
 
     log_file = (out_dir / "log.jsonl").open("a")
@@ -315,7 +316,7 @@ def train(cfg: DictConfig) -> Path:
         bar.set_postfix(crop=phase.crop, l1=f"{parts['l1_hole']:.4f}")
         record: dict[str, Any] = {"step": step, "lr": t.lr * factor, "crop": phase.crop,
                                   "threads": torch.get_num_threads(), **parts}
-        if val_images is not None and (step % t.val_every == 0 or step == t.steps):
+        if val_images is not None and val_masks is not None and (step % t.val_every == 0 or step == t.steps):
             record.update(evaluate(models.generator, val_images, val_masks))
             bar.write(f"step {step}: val L1 {record['val_l1']:.4f}, PSNR {record['val_psnr']:.2f} dB")
         record["elapsed_s"] = round(time.time() - started, 1)
