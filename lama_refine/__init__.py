@@ -25,7 +25,7 @@ from .pyramid import (FixedPyramid, FullResolutionPyramid, HalvingPyramid, Level
                       TrainResolutionPyramid)
 from .refine import L1Refiner, PlainRefiner, RefineHooks, Refinement, Refiner, ScaleInputs
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 __all__ = [
     "AllPixelsMaskDownsampler",
