@@ -95,10 +95,11 @@ def set_mmap_threshold(n_bytes: int) -> bool:
 
 
 def step_hook(perf: PerfConfig) -> Callable[[], object] | None:
-    """What the refiner calls after each optimiser step (`Refiner.after_step`): with
-    `perf.malloc_trim`, glibc's `malloc_trim(0)`, which hands the heap's free pages back to the
-    system; None when off or where glibc's malloc does not serve this process (another allocator
-    is preloaded, or no glibc): the switch is then a no-op. Numbers are unchanged either way."""
+    """What the refiner calls after each optimiser step (the pipeline chains it into the
+    `RefineHooks.after_step` it passes): with `perf.malloc_trim`, glibc's `malloc_trim(0)`, which
+    hands the heap's free pages back to the system; None when off or where glibc's malloc does
+    not serve this process (another allocator is preloaded, or no glibc): the switch is then a
+    no-op. Numbers are unchanged either way."""
     if not perf.malloc_trim:
         return None
     if not allocators.on_glibc_malloc(perf.allocator):
