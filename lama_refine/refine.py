@@ -219,9 +219,9 @@ class L1Refiner(Refiner):
     - `optimizer`: a callable `(params, lr=...) -> torch.optim.Optimizer`, e.g. a Hydra
       `_partial_` of `torch.optim.SGD`; None is Adam with torch's defaults.
     - `optimize`: which of the front's features are optimised: "both" (all of them), or one by
-      the name the generator's front gives it (`register_generator(..., front_emits=)`; LaMa's
-      `ffc_resnet` names its two branches "local" and "global"); the others stay as the front
-      computed them.
+      the name the generator's front gives it (`register_generator(..., front_emits=)`, e.g. the
+      names of LaMa's two Fourier-convolution branches, `models/kinds.py`); the others stay as the
+      front computed them.
     - `known_weight`, `coarse_weight`: weights of the known-pixel and the coarse-consistency terms.
     - `erosion_size`: side of the elliptical structuring element that erodes the coarse hole.
     - `on_empty_loss_mask`: when erosion leaves no coarse hole pixel: "warn" (skip the
