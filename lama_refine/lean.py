@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .models.protocol import handler
+from .models.protocol import handler, is_empty
 from .tiling import banded_conv_transpose, banded_conv_transpose_grad
 
 log = logging.getLogger(__name__)
@@ -343,8 +343,9 @@ def lean_conv(spec: ConvSpec, x: Tensor) -> Tensor:
 
 
 def lean_norm_act(norm: nn.Module, act: nn.Module, x: Tensor) -> Tensor:
-    """norm then act, lean where both are (BatchNorm or Identity) and (ReLU or Identity)."""
-    if not torch.is_tensor(x):
+    """norm then act, lean where both are (BatchNorm or Identity) and (ReLU or Identity); an empty
+    branch (`models.protocol.is_empty`) goes through them as it is."""
+    if is_empty(x):
         return act(norm(x))
     norm_ok = isinstance(norm, nn.Identity) or bn_supported(norm)
     act_ok = isinstance(act, (nn.Identity, nn.ReLU))
