@@ -2,7 +2,7 @@
 
 Refinement differentiates the rear with respect to its *input features* only; the weights are
 frozen. Plain autograd still keeps every conv's and every norm's input alive until backward
-(about ten float tensors per FFC block), although an input-gradient needs much less:
+(about ten float tensors per block of big-lama), although an input-gradient needs much less:
 
 - a convolution (and its reflect padding) needs only its weight, which is alive anyway;
 - eval-mode BatchNorm is a per-channel affine map: it needs only its scale;
@@ -14,11 +14,13 @@ functions (`FrozenConv`, `FrozenNormAct` and the bit-packed ReLU mask they share
 exactly that. The forward runs the original modules' own ops, so outputs are bit-identical;
 backward calls the kernels autograd would call (`convolution_backward`, the padding's backward),
 so gradients agree with autograd's to float rounding. Modules it does not know (or knows but
-cannot make lean, e.g. gated FFCs, training-mode norms) are kept as they are and go through
+cannot make lean, e.g. gated blocks, training-mode norms) are kept as they are and go through
 plain autograd, so any generator stays correct (one INFO line names the generator-specific module
-classes left so). Which module gets which lean version is asked of the generator protocol
-(`models.protocol.handler("lean", module)`); LaMa's blocks are registered at the end of this
-module. The new modules share the original parameters; the original module tree is not modified.
+classes left so). This module holds the generic machinery and torch's own modules; which
+generator-specific module gets which lean version is asked of the generator protocol
+(`models.protocol.handler("lean", module)`), where each generator registers its blocks' (LaMa's:
+`models/lama/lean_blocks.py`, registered in `models/kinds.py`). The new modules share the
+original parameters; the original module tree is not modified.
 """
 from __future__ import annotations
 
@@ -30,17 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .models.ffc import (
-    FFC,
-    FFC_BN_ACT,
-    ConcatTupleLayer,
-    FFCResnetBlock,
-    FourierUnit,
-    SpectralTransform,
-    stack_quadrants,
-)
-from .models.pix2pixhd import ResnetBlock
-from .models.protocol import handler, register_block, register_handler
+from .models.protocol import handler, is_empty
 from .tiling import banded_conv_transpose, banded_conv_transpose_grad
 
 log = logging.getLogger(__name__)
@@ -351,8 +343,9 @@ def lean_conv(spec: ConvSpec, x: Tensor) -> Tensor:
 
 
 def lean_norm_act(norm: nn.Module, act: nn.Module, x: Tensor) -> Tensor:
-    """norm then act, lean where both are (BatchNorm or Identity) and (ReLU or Identity)."""
-    if not torch.is_tensor(x):
+    """norm then act, lean where both are (BatchNorm or Identity) and (ReLU or Identity); an empty
+    branch (`models.protocol.is_empty`) goes through them as it is."""
+    if is_empty(x):
         return act(norm(x))
     norm_ok = isinstance(norm, nn.Identity) or bn_supported(norm)
     act_ok = isinstance(act, (nn.Identity, nn.ReLU))
@@ -363,11 +356,6 @@ def lean_norm_act(norm: nn.Module, act: nn.Module, x: Tensor) -> Tensor:
     if bn is None and not relu:
         return x
     return FrozenNormAct.apply(x, bn, relu)
-
-
-def _fft_precision(x: Tensor) -> Tensor:
-    """bf16 / fp16 -> float32 for the FFT; float32 and float64 unchanged."""
-    return x.float() if x.dtype in (torch.bfloat16, torch.float16) else x
 
 
 class LinearMap(torch.autograd.Function):
@@ -394,115 +382,6 @@ class LinearMap(torch.autograd.Function):
 
 def linear_map(fn: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
     return LinearMap.apply(x, fn) if _needs_grad(x) else fn(x)
-
-
-class LeanFourierUnit(nn.Module):
-    """`FourierUnit` with a frozen 1x1 conv and BN+ReLU; the FFTs keep nothing for backward."""
-
-    def __init__(self, fu: FourierUnit):
-        super().__init__()
-        self.fu = fu
-        self.spec = ConvSpec(fu.conv_layer)
-
-    def forward(self, x: Tensor) -> Tensor:
-        # The FFT runs in float32 (no bf16/fp16 FFT on CPU; cuFFT half needs power-of-two sizes).
-        x = _fft_precision(x)
-        size = tuple(x.shape[-2:])
-        ffted = linear_map(self.fu.to_spectrum, x)
-        ffted = lean_norm_act(self.fu.bn, self.fu.relu, lean_conv(self.spec, ffted))
-        return linear_map(lambda f: self.fu.from_spectrum(f, size), _fft_precision(ffted))
-
-
-class LeanSpectralTransform(nn.Module):
-    """`SpectralTransform`: conv1 (1x1+BN+ReLU), Fourier unit(s), conv2 (1x1), all lean."""
-
-    def __init__(self, st: SpectralTransform):
-        super().__init__()
-        self.st = st
-        conv, norm, act = st.conv1
-        self.conv1 = lean_sequence([conv, norm, act])
-        self.fu = LeanFourierUnit(st.fu)
-        self.lfu = LeanFourierUnit(st.lfu) if st.enable_lfu else None
-        self.conv2 = ConvSpec(st.conv2)
-
-    def forward(self, x: Tensor) -> Tensor:
-        x = self.conv1(self.st.downsample(x))
-        output = self.fu(x)
-        xs = self.lfu(stack_quadrants(x)).repeat(1, 1, 2, 2).contiguous() if self.lfu is not None else 0
-        return lean_conv(self.conv2, x + output.to(x.dtype) + xs)
-
-
-def _lean_path(module: nn.Module) -> nn.Module:
-    """One FFC path: a lean conv, a lean spectral transform, or the module itself (Identity)."""
-    if isinstance(module, nn.Conv2d) and ConvSpec.supported(module):
-        return LeanConvNormAct(module)
-    if isinstance(module, SpectralTransform):
-        return LeanSpectralTransform(module)
-    return module
-
-
-def ffc_supported(block: FFC_BN_ACT) -> bool:
-    ffc = block.ffc
-    convs_ok = all(isinstance(m, (nn.Identity, SpectralTransform)) or ConvSpec.supported(m)
-                   for m in (ffc.convl2l, ffc.convl2g, ffc.convg2l))
-    spectral_ok = not isinstance(ffc.convg2g, SpectralTransform) or all(
-        ConvSpec.supported(c) for c in (ffc.convg2g.conv1[0], ffc.convg2g.fu.conv_layer, ffc.convg2g.conv2))
-    return isinstance(ffc, FFC) and not ffc.gated and convs_ok and spectral_ok
-
-
-class LeanFFCBNAct(nn.Module):
-    """`FFC_BN_ACT` (four FFC paths, then BN + activation per branch) with lean paths."""
-
-    def __init__(self, block: FFC_BN_ACT):
-        super().__init__()
-        self.block = block
-        ffc = block.ffc
-        self.l2l, self.l2g = _lean_path(ffc.convl2l), _lean_path(ffc.convl2g)
-        self.g2l, self.g2g = _lean_path(ffc.convg2l), _lean_path(ffc.convg2g)
-
-    def forward(self, x: Tensor | tuple) -> tuple:
-        block, ffc = self.block, self.block.ffc
-        x_l, x_g = x if isinstance(x, tuple) else (x, 0)
-        out_l: Tensor | int = 0
-        out_g: Tensor | int = 0
-        if ffc.ratio_gout != 1:
-            out_l = self.l2l(x_l) + self.g2l(x_g)
-        if ffc.ratio_gout != 0:
-            out_g = self.l2g(x_l) + self.g2g(x_g)
-        return lean_norm_act(block.bn_l, block.act_l, out_l), lean_norm_act(block.bn_g, block.act_g, out_g)
-
-
-class LeanFFCResnetBlock(nn.Module):
-    """`FFCResnetBlock` with lean conv blocks; the identity skips are plain additions."""
-
-    def __init__(self, block: FFCResnetBlock):
-        super().__init__()
-        self.block = block
-        self.conv1 = lean_module(block.conv1)
-        self.conv2 = lean_module(block.conv2)
-
-    def forward(self, x: Any) -> Any:
-        block = self.block
-        if block.inline:
-            n_global = block.conv1.ffc.global_in_num
-            x_l, x_g = x[:, :-n_global], x[:, -n_global:]
-        else:
-            x_l, x_g = x if isinstance(x, tuple) else (x, 0)
-        x_l2, x_g2 = self.conv2(self.conv1((x_l, x_g)))
-        out = (x_l + x_l2, x_g + x_g2)
-        return torch.cat(out, dim=1) if block.inline else out
-
-
-class LeanResidual(nn.Module):
-    """pix2pixHD `ResnetBlock`: x + lean(conv_block)(x)."""
-
-    def __init__(self, block: ResnetBlock):
-        super().__init__()
-        self.block = block
-        self.conv_block = lean_module(block.conv_block)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return x + self.conv_block(x)
 
 
 _PADS = (nn.ReflectionPad2d, nn.ReplicationPad2d, nn.ZeroPad2d)
@@ -595,31 +474,22 @@ def band_upsampling(stage: nn.Module, rows: int) -> None:
 _REPORTED: set[frozenset[str]] = set()  # one INFO line per set of unknown modules, not one per stage or trace
 
 
-def _lean_ffc_bn_act(block: FFC_BN_ACT) -> nn.Module:
-    return LeanFFCBNAct(block) if ffc_supported(block) else block
-
-
-register_handler("lean", FFCResnetBlock, LeanFFCResnetBlock)
-register_handler("lean", FFC_BN_ACT, _lean_ffc_bn_act)
-register_handler("lean", ResnetBlock, LeanResidual)
-register_handler("lean", ConcatTupleLayer, lambda module: module)  # no parameters, nothing saved
-register_block(LeanFFCResnetBlock, LeanResidual)  # still one trunk block each (perf.checkpointing)
-
 
 __all__ = [
     "ConvSpec",
     "FrozenConv",
     "FrozenNormAct",
     "LeanConvNormAct",
-    "LeanFFCBNAct",
-    "LeanFFCResnetBlock",
-    "LeanFourierUnit",
-    "LeanResidual",
-    "LeanSpectralTransform",
+    "LeanNormAct",
+    "LinearMap",
     "band_upsampling",
     "bn_scale",
+    "lean_conv",
     "lean_module",
+    "lean_norm_act",
     "lean_rear",
+    "lean_sequence",
+    "linear_map",
     "mul_unpacked_",
     "norm_inplace",
     "pack_mask",

@@ -15,7 +15,7 @@ The estimate is a sum of parts, each per pixel of the finest working scale unles
 
 The constants were fitted on CPU peak RSS measurements (docs/benchmarks.md, where the predicted
 and measured peaks stand side by side); the meta trace carries what depends on the model and on
-the configuration, so a pix2pixhd or a smaller FFC model needs no new constants.
+the configuration, so another generator, or a smaller one of the same kind, needs no new constants.
 """
 from __future__ import annotations
 
@@ -30,8 +30,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from .allocator import assumed as assumed_allocator
-from .models.protocol import input_channels, is_block
-from .partition import EvenPartitioner, Features, Partition, as_tuple
+from .models.protocol import Features, feature_tensors, is_block, map_tensors, probe_input
+from .partition import EvenPartitioner, Partition, SavedBytes
 from .perf import PerfConfig, tune_partition
 
 CPU_PROCESS_BYTES = 400 * 2**20  # python + torch + oneDNN resident before any work
@@ -95,9 +95,8 @@ def meta_trace(generator: nn.Module, size: tuple[int, int], perf: PerfConfig,
     # whole images: the model does not credit perf.tile_rows (an upper bound where it is on)
     tuned = tune_partition(partition, PerfConfig(lean_backward=perf.lean_backward, tile_rows=None))
     with torch.no_grad():
-        features = partition.front(torch.zeros(1, input_channels(meta), *size, device="meta", dtype=dtype))
-    leaves = tuple(f.detach().requires_grad_(True) if torch.is_tensor(f) else f for f in as_tuple(features))
-    return tuned, leaves if isinstance(features, tuple) else leaves[0]
+        features = partition.front(probe_input(meta, size, device="meta", dtype=dtype))
+    return tuned, map_tensors(lambda f: f.detach().requires_grad_(True), features)
 
 
 def trace_rear(generator: nn.Module, size: tuple[int, int], perf: PerfConfig,
@@ -108,23 +107,16 @@ def trace_rear(generator: nn.Module, size: tuple[int, int], perf: PerfConfig,
     Checkpointing is accounted for by the caller (`checkpointed_saved`): traced here without it.
     """
     tuned, features = meta_trace(generator, size, perf, dtype)
-    saved = _SavedBytes()
+    saved = SavedBytes(_weights(tuned))
     largest = _LargestOutput()
-    with torch.autograd.graph.saved_tensors_hooks(saved.pack, lambda t: t), largest:
+    with saved.hooks(), largest:
         tuned.run_rear(features)
     return saved.bytes, largest.largest
 
 
-class _SavedBytes:
-    """saved_tensors_hooks pack function that adds up what autograd keeps (parameters excluded)."""
-
-    def __init__(self) -> None:
-        self.bytes = 0
-
-    def pack(self, t: Tensor) -> Tensor:
-        if not isinstance(t, nn.Parameter):
-            self.bytes += t.numel() * t.element_size()
-        return t
+def _weights(partition: Partition) -> list[Tensor]:
+    """The parameters and buffers of a partition's rear (the weights: counted apart from what autograd saves)."""
+    return [t for stage in partition.rear for t in (*stage.module.parameters(), *stage.module.buffers())]
 
 
 def checkpointed_saved(generator: nn.Module, size: tuple[int, int], perf: PerfConfig, saved: int) -> int:
@@ -132,10 +124,10 @@ def checkpointed_saved(generator: nn.Module, size: tuple[int, int], perf: PerfCo
     input, plus one block's own saved tensors while it is recomputed in backward."""
     tuned, features = meta_trace(generator, size, perf)
     blocks = [m for m in tuned.rear[0].module if is_block(m)]
-    block_saved = _SavedBytes()
-    with torch.autograd.graph.saved_tensors_hooks(block_saved.pack, lambda t: t):
+    block_saved = SavedBytes(_weights(tuned))
+    with block_saved.hooks():
         blocks[0](features)
-    block_input = sum(f.numel() * f.element_size() for f in as_tuple(features) if torch.is_tensor(f))
+    block_input = sum(f.numel() * f.element_size() for f in feature_tensors(features))
     n = len(blocks)
     return saved - n * block_saved.bytes + n * block_input + block_saved.bytes
 

@@ -8,26 +8,18 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import torch
 from torch import Tensor, nn
 
-from .models.protocol import input_channels, layers, trunk_bounds
-
-Features = Any  # a tensor or a tuple of tensors (FFC: (local, global)); ints stand for empty branches
-
-
-def as_tuple(features: Features) -> tuple:
-    """The front's output as a tuple (a single tensor becomes a 1-tuple)."""
-    return features if isinstance(features, tuple) else (features,)
+from .models.protocol import (Features, GeneratorSpec, as_tuple, layers, map_tensors, probe_input, spec_of,
+                              trunk_bounds)
 
 
 def move_features(features: Features, device: torch.device) -> Features:
-    """Move a tensor, or each tensor of a tuple, to `device`; leave non-tensors alone."""
-    if isinstance(features, tuple):
-        return tuple(move_features(f, device) for f in features)
-    return features.to(device) if torch.is_tensor(features) else features
+    """Move each tensor of the front's output to `device` (empty branches stay as they are)."""
+    return map_tensors(lambda t: t.to(device), features)
 
 
 @dataclass
@@ -43,10 +35,15 @@ class Stage:
 
 @dataclass
 class Partition:
-    """The generator cut at its first trunk block: `front` (no gradients) and `rear` stages."""
+    """The generator cut at its first trunk block: `front` (no gradients) and `rear` stages.
+
+    `spec`: the generator's protocol answers (`models.protocol.GeneratorSpec`: its input, the names
+    of its front's features, its tail), set by `split_by_block_counts`; a partition built without
+    one gets its generator's from the `Inpainter` (`spec_of`)."""
 
     front: Stage
     rear: list[Stage]
+    spec: GeneratorSpec | None = None
 
     def run_rear(self, features: Features) -> Tensor:
         """Features from the front -> generator output (1, 3, H, W) on the last stage's device."""
@@ -95,7 +92,7 @@ def split_by_block_counts(generator: nn.Module, devices: Sequence[torch.device],
         rear.append(Stage(_slice(model, start, start + count).to(device), device))
         start += count
     rear.append(Stage(_slice(model, start, len(model)).to(devices[-1]), devices[-1]))
-    return Partition(front, rear)
+    return Partition(front, rear, spec_of(generator))
 
 
 def _slice(model: nn.Sequential, start: int, stop: int) -> nn.Sequential:
@@ -143,9 +140,31 @@ class ExplicitPartitioner(DevicePartitioner):
 ModuleCosts = Callable[[nn.Module], Sequence[float]]
 
 
-def _probe_input(generator: nn.Module, probe_size: int) -> Tensor:
-    weight = next(generator.parameters())
-    return torch.zeros(1, input_channels(generator), probe_size, probe_size, device=weight.device, dtype=weight.dtype)
+class SavedBytes:
+    """Adds up the bytes autograd keeps for backward, as a `saved_tensors_hooks` pack function:
+    each storage once, parameters and the given `weights` (a model's parameters and buffers) left
+    out. On the `meta` device storages cannot be told apart (every data pointer is 0), so every
+    saved tensor counts there. The one counter behind `saved_activation_bytes` (the balanced split)
+    and `memory.trace_rear` (the peak estimate)."""
+
+    def __init__(self, weights: Iterable[Tensor] = ()):
+        weights = list(weights)
+        self._weight_ids = {id(w) for w in weights}
+        self._seen = {w.untyped_storage().data_ptr() for w in weights} - {0}
+        self.bytes = 0
+
+    def pack(self, t: Tensor) -> Tensor:
+        if isinstance(t, nn.Parameter) or id(t) in self._weight_ids:
+            return t
+        ptr = t.untyped_storage().data_ptr()
+        if ptr == 0 or ptr not in self._seen:
+            self._seen.add(ptr)
+            self.bytes += t.numel() * t.element_size()
+        return t
+
+    def hooks(self) -> torch.autograd.graph.saved_tensors_hooks:
+        """The context in which what autograd saves is counted."""
+        return torch.autograd.graph.saved_tensors_hooks(self.pack, lambda t: t)
 
 
 def saved_activation_bytes(generator: nn.Module, probe_size: int = 64) -> list[float]:
@@ -153,8 +172,8 @@ def saved_activation_bytes(generator: nn.Module, probe_size: int = 64) -> list[f
 
     The estimate: run the front, then the rear module by module on a `probe_size` square of zeros
     with the front's features requiring gradients (as the refiner does), and add up the bytes of
-    every tensor autograd saves for the backward pass (`torch.autograd.graph.saved_tensors_hooks`),
-    each storage once, parameters and buffers excluded; divide by the probe's pixel count. Activations grow
+    every tensor autograd saves for the backward pass (`SavedBytes`: each storage once, parameters
+    and buffers excluded); divide by the probe's pixel count. Activations grow
     linearly with the pixel count, so the per-pixel figure carries over to the real size. It leaves
     out the weights (equal per resnet block), the optimiser's state (on the first rear device, the
     size of the front's features) and transient buffers freed inside a module's forward. On the
@@ -162,31 +181,20 @@ def saved_activation_bytes(generator: nn.Module, probe_size: int = 64) -> list[f
     """
     first, _ = trunk_bounds(generator)
     model = layers(generator)
-    weights = list(generator.parameters()) + list(generator.buffers())
-    weight_ids = {id(w) for w in weights}
-    seen = {w.untyped_storage().data_ptr() for w in weights} - {0}
+    saved = SavedBytes(list(generator.parameters()) + list(generator.buffers()))
     was_training = generator.training
     generator.eval()  # never touch BatchNorm running statistics
     costs: list[float] = []
-    current = [0]
-
-    def pack(t: Tensor) -> Tensor:
-        ptr = t.untyped_storage().data_ptr()
-        if id(t) not in weight_ids and (ptr == 0 or ptr not in seen):
-            seen.add(ptr)
-            current[0] += t.numel() * t.element_size()
-        return t
 
     try:
         with torch.no_grad():
-            features = _slice(model, 0, first)(_probe_input(generator, probe_size))
-        features = tuple(f.detach().requires_grad_(True) if torch.is_tensor(f) else f for f in features) \
-            if isinstance(features, tuple) else features.detach().requires_grad_(True)
-        with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            features = _slice(model, 0, first)(probe_input(generator, (probe_size, probe_size)))
+        features = map_tensors(lambda f: f.detach().requires_grad_(True), features)
+        with torch.enable_grad(), saved.hooks():
             for module in list(model)[first:]:
-                current[0] = 0
+                before = saved.bytes
                 features = module(features)
-                costs.append(current[0] / probe_size**2)
+                costs.append((saved.bytes - before) / probe_size**2)
     finally:
         generator.train(was_training)
     return costs
@@ -249,6 +257,7 @@ __all__ = [
     "ModuleCosts",
     "as_tuple",
     "Partition",
+    "SavedBytes",
     "SinglePartitioner",
     "Stage",
     "balanced_block_counts",

@@ -20,8 +20,8 @@ from torch.utils.checkpoint import checkpoint
 
 from . import allocator as allocators
 from .lean import band_upsampling, lean_rear
-from .models.protocol import is_block
-from .partition import Features, Partition, Stage
+from .models.protocol import Features, GeneratorSpec, is_block, map_tensors, tail_start
+from .partition import Partition, Stage
 from .tiling import band_front, tile_tail
 
 log = logging.getLogger(__name__)
@@ -131,11 +131,7 @@ def apply_process_settings(perf: PerfConfig) -> None:
 def _to_layout(features: Features, channels_last: bool) -> Features:
     if not channels_last:
         return features
-    if isinstance(features, tuple):
-        return tuple(_to_layout(f, channels_last) for f in features)
-    if torch.is_tensor(features) and features.dim() == 4:
-        return features.contiguous(memory_format=torch.channels_last)
-    return features
+    return map_tensors(lambda f: f.contiguous(memory_format=torch.channels_last) if f.dim() == 4 else f, features)
 
 
 @contextlib.contextmanager
@@ -184,11 +180,14 @@ class RearStage(nn.Sequential):
         return out
 
 
-def tune_stage(stage: Stage, perf: PerfConfig, last: bool) -> Stage:
-    """One rear stage with the switches of `perf` applied."""
+def tune_stage(stage: Stage, perf: PerfConfig, last: bool, spec: GeneratorSpec | None = None) -> Stage:
+    """One rear stage with the switches of `perf` applied; `spec`: the generator's protocol answers
+    (where its tail to band starts: `GeneratorSpec.tail`; None: the default generator's, no tail)."""
     modules: list[nn.Module] = list(stage.module)
     if perf.tile_rows and perf.tile_tail and last:
-        modules = tile_tail(modules, perf.tile_rows)
+        start = tail_start(spec if spec is not None else GeneratorSpec(), modules)
+        if start is not None:
+            modules = tile_tail(modules, perf.tile_rows, start)
     if perf.lean_backward:
         modules = list(lean_rear(nn.Sequential(*modules)))
         if perf.tile_rows and perf.tile_tail:
@@ -207,12 +206,12 @@ def tune_partition(partition: Partition, perf: PerfConfig) -> Partition:
     """The partition with every rear stage tuned; the front (it runs once per scale without
     gradients) only changes with `tile_rows`, which runs it in bands."""
     n = len(partition.rear)
-    rear = [tune_stage(stage, perf, last=i == n - 1) for i, stage in enumerate(partition.rear)]
+    rear = [tune_stage(stage, perf, last=i == n - 1, spec=partition.spec) for i, stage in enumerate(partition.rear)]
     front = partition.front
     if perf.tile_rows:  # the front's full-resolution maps, one band at a time (no gradients there)
         # only rear stages are iterated as Sequentials; the banded front is a plain module
         front = Stage(band_front(front.module, perf.tile_rows), front.device)  # type: ignore[arg-type]
-    return Partition(front, rear)
+    return Partition(front, rear, partition.spec)
 
 
 __all__ = ["AMP_DTYPES", "Checkpointed", "PerfConfig", "RearStage", "apply_process_settings", "release_memory",

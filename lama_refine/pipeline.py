@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .models.protocol import generator_input, spec_of
 from .padding import pad_symmetric
 from .partition import DevicePartitioner, Partition
 from .perf import PerfConfig, step_hook, tune_partition
@@ -25,15 +26,16 @@ log = logging.getLogger(__name__)
 def plain_inpaint(generator: nn.Module, image: Tensor, mask: Tensor, modulo: int = 8) -> Tensor:
     """Plain LaMa: image (1, 3, H, W) in [0, 1], mask (1, 1, H, W) in {0, 1} -> (1, 3, H, W).
 
-    As LaMa's data loader and trainer do it: symmetric padding to `modulo`, the hole zeroed and
-    the mask appended, known pixels copied from the input. Runs on the generator's device.
+    As LaMa's data loader and trainer do it: symmetric padding to `modulo`, the generator's input
+    as the protocol says (`models.protocol.generator_input`; LaMa's: the hole zeroed and the mask
+    appended), known pixels copied from the input. Runs on the generator's device.
     """
     device = next(generator.parameters()).device
     h, w = image.shape[-2:]
     with torch.inference_mode():
         padded_image = pad_symmetric(image.to(device), modulo)
         padded_mask = pad_symmetric(mask.to(device), modulo)
-        pred = generator(torch.cat([padded_image * (1 - padded_mask), padded_mask], dim=1))
+        pred = generator(generator_input(generator, padded_image, padded_mask))
         inpainted = padded_mask * pred + (1 - padded_mask) * padded_image
     return inpainted[..., :h, :w].cpu()
 
@@ -96,6 +98,8 @@ class Inpainter:
     def partition(self) -> Partition:
         if self._partition is None:
             split = self.partitioner.split(self.generator, self.devices)
+            if split.spec is None:  # a partitioner of the user's that built its Partition without one
+                split.spec = spec_of(self.generator)
             log.info("rear modules per device: %s", dict(zip(map(str, self.devices), split.rear_indices, strict=True)))
             self._partition = tune_partition(split, self.perf)
         return self._partition

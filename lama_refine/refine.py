@@ -8,7 +8,7 @@ import math
 import warnings
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -17,7 +17,9 @@ from torch import Tensor
 
 from .downsample import EPS, Downsampler, MaskDownsampler, binarize_at_least
 from .padding import pad_reflect
-from .partition import Features, Partition
+from .models.protocol import (Features, GeneratorSpec, feature_names as protocol_feature_names, feature_tensors,
+                              generator_input, known_feature_names, with_tensors)
+from .partition import Partition
 from .pyramid import Level
 
 log = logging.getLogger(__name__)
@@ -182,41 +184,39 @@ def ellipse_kernel(size: int) -> Tensor:
     return kernel
 
 
-def feature_names(features: Features) -> list[str]:
-    """Names of `flatten_features(features)`, in order: FFC's pair gives "local" and "global"
-    (only where the branch has channels); a single tensor (pix2pixHD) is "features"."""
-    if isinstance(features, tuple):
-        names = ["local", "global"] if len(features) == 2 else [f"features{i}" for i in range(len(features))]
-        return [n for n, f in zip(names, features, strict=True) if torch.is_tensor(f)]
-    return ["features"]
+def feature_names(features: Features, emits: Sequence[str] = ("features",)) -> list[str]:
+    """Names of `flatten_features(features)`, in order, from the generator's `front_emits`
+    (`models.protocol.feature_names`; a partition's are `partition.spec.front_emits`)."""
+    return protocol_feature_names(features, emits)
 
 
 def flatten_features(features: Features) -> list[Tensor]:
-    """The tensors among the front's output (a tensor, or a tuple for FFC's (local, global))."""
-    if isinstance(features, tuple):
-        return [f for f in features if torch.is_tensor(f)]
-    return [features]
+    """The tensors among the front's output (`models.protocol.feature_tensors`)."""
+    return feature_tensors(features)
 
 
 def unflatten_features(template: Features, tensors: Sequence[Tensor]) -> Features:
     """Put `tensors` back into `template`'s structure (inverse of `flatten_features`)."""
-    if not isinstance(template, tuple):
-        return tensors[0]
-    it = iter(tensors)
-    return tuple(next(it) if torch.is_tensor(f) else f for f in template)
+    return with_tensors(template, tensors)
+
+
+def spec(partition: Partition) -> GeneratorSpec:
+    """The partition's generator protocol answers (the default generator's where it has none)."""
+    return partition.spec if partition.spec is not None else GeneratorSpec()
 
 
 def encode_level(partition: Partition, level: Level, modulo: int, eps: float = EPS) -> tuple[Tensor, Tensor, Features]:
     """Pad a level (reflect, to `modulo`) and run the front without gradients.
 
     Returns the padded image (1, 3, Hp, Wp) and binarised mask (1, 1, Hp, Wp), both on the front's
-    device, and the front's features (a tensor, or FFC's (local, global) pair).
+    device, and the front's features (a tensor, or a tuple: `models.protocol`). The generator's
+    input is the protocol's (`partition.spec.make_input`).
     """
     device_in = partition.front.device
     image = pad_reflect(level.image, modulo).to(device_in)
     mask = binarize_at_least(pad_reflect(level.mask, modulo), eps).to(device_in)
     with torch.no_grad():
-        features = partition.front(torch.cat([image * (1 - mask), mask], dim=1))
+        features = partition.front(generator_input(spec(partition), image, mask))
     return image, mask, features
 
 
@@ -279,8 +279,10 @@ class L1Refiner(Refiner):
     Knobs the paper leaves open, each defaulting to the original:
     - `optimizer`: a callable `(params, lr=...) -> torch.optim.Optimizer`, e.g. a Hydra
       `_partial_` of `torch.optim.SGD`; None is Adam with torch's defaults.
-    - `optimize`: which of the front's features are optimised: "both", or FFC's "local" or
-      "global" branch alone (the other stays as the front computed it).
+    - `optimize`: which of the front's features are optimised: "both" (all of them), or one by
+      the name the generator's front gives it (`register_generator(..., front_emits=)`, e.g. the
+      names of LaMa's two Fourier-convolution branches, `models/kinds.py`); the others stay as the
+      front computed them.
     - `known_weight`, `coarse_weight`: weights of the known-pixel and the coarse-consistency terms.
     - `erosion_size`: side of the elliptical structuring element that erodes the coarse hole.
     - `on_empty_loss_mask`: when erosion leaves no coarse hole pixel: "warn" (skip the
@@ -295,7 +297,6 @@ class L1Refiner(Refiner):
       optimised, so this acts from the third scale on.
     """
 
-    OPTIMIZE_CHOICES = ("both", "local", "global")
     EMPTY_MASK_CHOICES = ("warn", "ignore", "uneroded")
 
     def __init__(self, downsampler: Downsampler, loss_mask_downsampler: MaskDownsampler, n_iters: int = 15,
@@ -305,8 +306,9 @@ class L1Refiner(Refiner):
                  stop: EarlyStop | None = None, warm_start: bool = False):
         if n_iters < 1:
             raise ValueError(f"n_iters must be >= 1, got {n_iters}")
-        if optimize not in self.OPTIMIZE_CHOICES:
-            raise ValueError(f"optimize must be one of {self.OPTIMIZE_CHOICES}, got {optimize!r}")
+        if optimize not in self.optimize_choices():
+            raise ValueError(f"optimize must be one of {self.optimize_choices()}, got {optimize!r} (besides 'both', "
+                             "the names registered generators give their front's features)")
         if on_empty_loss_mask not in self.EMPTY_MASK_CHOICES:
             raise ValueError(f"on_empty_loss_mask must be one of {self.EMPTY_MASK_CHOICES}, got {on_empty_loss_mask!r}")
         self.downsampler = downsampler
@@ -353,13 +355,19 @@ class L1Refiner(Refiner):
             coarse = binarize_at_least(erosion(coarse, kernel), 1.0 - self.eps)
         return coarse.repeat(1, 3, 1, 1) >= self.eps
 
-    def trainable(self, features: Features) -> list[bool]:
-        """Which of `flatten_features(features)` the optimiser updates (`optimize`)."""
-        names = feature_names(features)
+    @staticmethod
+    def optimize_choices() -> tuple[str, ...]:
+        """`optimize`'s values: "both" and every feature name a registered generator's front emits."""
+        return ("both", *known_feature_names())
+
+    def trainable(self, features: Features, names: Sequence[str] | None = None) -> list[bool]:
+        """Which of `flatten_features(features)` the optimiser updates (`optimize`); `names`: theirs
+        (`feature_names(features, partition.spec.front_emits)`; default: the default generator's)."""
+        names = list(feature_names(features) if names is None else names)
         chosen = [self.optimize == "both" or name == self.optimize for name in names]
         if not any(chosen):
             raise ValueError(f"refiner.optimize={self.optimize!r} selects none of the front's features {names} "
-                             "(only FFC generators have local and global branches; use 'both')")
+                             "(the names this generator gives them); use 'both' or one of them")
         return chosen
 
     def refine(self, partition: Partition, levels: Sequence[Level], hooks: RefineHooks = NO_HOOKS) -> Refinement:
@@ -422,8 +430,9 @@ class L1Refiner(Refiner):
         rear_device = partition.rear[0].device
         # The leaves may share storage with the front's features (Adam updates them in place).
         front = [t.detach().to(rear_device).clone() for t in flatten_features(features)] if self.warm_start else []
+        names = feature_names(features, spec(partition).front_emits)
         leaves = [t.requires_grad_(train)
-                  for t, train in zip(self._initial(features, size, rear_device), self.trainable(features), strict=True)]
+                  for t, train in zip(self._initial(features, size, rear_device), self.trainable(features, names), strict=True)]
         optimizer = self.make_optimizer([t for t in leaves if t.requires_grad])
         losses: list[Tensor] = []
         seen: list[float] = []  # host copies, read only when early stopping is on

@@ -1,8 +1,10 @@
 """Run the generator's full-resolution tail in horizontal bands (`perf.tile_rows`).
 
-Both LaMa generators end with the same local tail: a stride-2 `ConvTranspose2d` (+ BatchNorm +
-ReLU) up to full resolution, `ReflectionPad2d(P)`, a `(2P+1)`-wide `Conv2d` down to the image's
-channels and an output activation. At full resolution it holds the largest tensors of an
+The tail banded here is a local chain: a stride-2 `ConvTranspose2d` (+ BatchNorm + ReLU) up to
+full resolution, `ReflectionPad2d(P)`, a `(2P+1)`-wide `Conv2d` down to the image's channels and
+an output activation (both LaMa generators end so). Where a generator's tail starts is the
+generator protocol's answer (`GeneratorSpec.tail`, e.g. `find_tail`); a generator without one
+keeps its tail whole. At full resolution it holds the largest tensors of an
 iteration: 2-3 buffers of `ngf` channels (64 for big-lama: 0.23 GB each at 1152x768) in the
 forward and again in the backward, whatever the backward keeps. `TiledTail` computes the output
 band by band, keeps nothing for backward, and in backward recomputes one band at a time with
@@ -22,14 +24,13 @@ from __future__ import annotations
 
 import math
 from contextlib import nullcontext
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .models.protocol import handler, register_handler
-from .partition import as_tuple
+from .models.protocol import as_tuple, handler, is_empty, map_tensors, register_handler
 
 _ACTS = (nn.Sigmoid, nn.Tanh, nn.Identity)
 
@@ -217,26 +218,42 @@ class _TiledTailFunction(torch.autograd.Function):
         return grad_x, None
 
 
-def find_tail(modules: list[nn.Module]) -> int | None:
-    """Index where the tiled tail starts in a stage's top-level modules, or None if it does not end
-    with [ConvTranspose2d, BatchNorm2d|Identity, ReLU, ReflectionPad2d, Conv2d, activation]."""
-    for start in range(len(modules) - 5, -1, -1):
-        up, norm, relu, pad, conv, *rest = modules[start:]
-        if (isinstance(up, nn.ConvTranspose2d) and isinstance(norm, (nn.BatchNorm2d, nn.Identity))
+def is_bandable_tail(modules: Sequence[nn.Module]) -> bool:
+    """Whether `modules` are exactly a tail `TiledTail` runs in bands: [ConvTranspose2d,
+    BatchNorm2d|Identity, ReLU, ReflectionPad2d(P), Conv2d(2P+1, stride 1, no padding), optional
+    activation (Sigmoid, Tanh, Identity)]."""
+    if len(modules) not in (5, 6):
+        return False
+    up, norm, relu, pad, conv, *rest = modules
+    return bool(isinstance(up, nn.ConvTranspose2d) and isinstance(norm, (nn.BatchNorm2d, nn.Identity))
                 and isinstance(relu, nn.ReLU) and isinstance(pad, nn.ReflectionPad2d)
                 and isinstance(conv, nn.Conv2d) and conv.padding == (0, 0) and conv.stride == (1, 1)
                 and up.dilation == (1, 1) and up.groups == 1 and len(set(pad.padding)) == 1
-                and conv.kernel_size[0] == 2 * pad.padding[0] + 1 and len(rest) <= 1
-                and all(isinstance(m, _ACTS) for m in rest)):
+                and conv.kernel_size[0] == 2 * pad.padding[0] + 1
+                and all(isinstance(m, _ACTS) for m in rest))
+
+
+def find_tail(modules: Sequence[nn.Module]) -> int | None:
+    """Index where a bandable tail (`is_bandable_tail`) ends a stage's top-level modules, or None.
+    A generator that ends so registers it as its tail: `register_generator(..., tail=find_tail)`."""
+    for start in range(len(modules) - 5, -1, -1):
+        if is_bandable_tail(modules[start:]):
             return start
     return None
 
 
-def tile_tail(modules: list[nn.Module], rows: int) -> list[nn.Module]:
-    """`modules` with its tail replaced by a `TiledTail` (unchanged if there is no such tail)."""
-    start = find_tail(modules)
+def tile_tail(modules: list[nn.Module], rows: int, start: int | None = None) -> list[nn.Module]:
+    """`modules` with its tail, from `start` (default: `find_tail`'s), replaced by a `TiledTail`
+    (unchanged if there is no such tail)."""
     if start is None:
-        return modules
+        start = find_tail(modules)
+        if start is None:
+            return modules
+    if not is_bandable_tail(modules[start:]):
+        names = [type(m).__name__ for m in modules[start:]]
+        raise ValueError(f"the generator's tail from index {start} ({', '.join(names)}) is not one TiledTail can "
+                         "band: [ConvTranspose2d, BatchNorm2d|Identity, ReLU, ReflectionPad2d(P), Conv2d(2P+1), "
+                         "activation]; fix the generator's registered tail (register_generator(..., tail=...))")
     up, norm, _relu, pad, conv, *rest = modules[start:]
     act = rest[0] if rest else nn.Identity()
     return modules[:start] + [TiledTail(up, norm, pad.padding[0], conv, act, rows)]
@@ -259,7 +276,7 @@ def _conv_geometry(conv: nn.Conv2d) -> tuple[int, int] | None:
 
 def local_geometry(modules: list[nn.Module]) -> tuple[int, int] | None:
     """(total stride, receptive reach in input rows) of a chain of local ops, or None if any op is
-    not local (e.g. an FFC with a Fourier branch) or not understood. A band edge's effect (its
+    not local (e.g. a block with a Fourier branch) or not understood. A band edge's effect (its
     padding) reaches no further into the output than this. Besides torch's local ops, a module is
     understood where the generator protocol has its `local_convs`."""
     stride, reach = 1, 0
@@ -316,8 +333,8 @@ class BandedFront(nn.Sequential):
             ia, ib = max(0, i0 - self.halo), min(h, i1 + self.halo)
             out = self._local(x[:, :, ia:ib])
             j0, j1 = (i0 - ia) // self.stride, (i1 - ia) // self.stride
-            bands.append(tuple(o[:, :, j0:j1] if torch.is_tensor(o) else o for o in as_tuple(out)))
-        merged = tuple(torch.cat(parts, dim=-2) if torch.is_tensor(parts[0]) else parts[0] for parts in zip(*bands, strict=True))
+            bands.append(as_tuple(map_tensors(lambda o: o[:, :, j0:j1], out)))
+        merged = tuple(parts[0] if is_empty(parts[0]) else torch.cat(parts, dim=-2) for parts in zip(*bands, strict=True))
         return merged if isinstance(out, tuple) else merged[0]
 
 
@@ -346,5 +363,5 @@ def band_front(front: nn.Sequential, rows: int) -> nn.Module:
 # band at a time in backward (the lean backward takes it as it is, without an INFO line).
 register_handler("lean", TiledTail, lambda module: module)
 
-__all__ = ["BandedFront", "TiledTail", "band_front", "banded_conv_transpose", "banded_conv_transpose_grad", "find_tail", "local_geometry",
-           "tile_tail", "up_input_rows", "up_size"]
+__all__ = ["BandedFront", "TiledTail", "band_front", "banded_conv_transpose", "banded_conv_transpose_grad", "find_tail",
+           "is_bandable_tail", "local_geometry", "tile_tail", "up_input_rows", "up_size"]

@@ -111,7 +111,7 @@ def test_the_docs_command_line_uses_the_user_parts_without_editing_the_package(u
 
 @pytest.mark.slow  # a subprocess
 def test_the_docs_own_generator_is_refined_from_python_and_from_the_command_line(user_dir):
-    """'Your own generator': a user-written encoder-trunk-decoder, its block registered; the loss
+    """'Your own generator': a user-written encoder-trunk-decoder, registered by one call; the loss
     falls, the known pixels are kept; the same class and its saved weights through `+model=tiny`."""
     proc = python(user_dir, "refine_my_generator.py", "photos/photo.png", "photos/photo_mask.png", "tiny.npy")
     first, last = map(float, proc.stdout.split("finest-scale loss ")[1].split("->"))

@@ -9,8 +9,6 @@ from lama_refine.lean import (
     FrozenConv,
     FrozenNormAct,
     LeanConvNormAct,
-    LeanFFCResnetBlock,
-    LeanResidual,
     band_upsampling,
     lean_rear,
     mul_unpacked_,
@@ -20,6 +18,7 @@ from lama_refine.lean import (
     unpack_mask,
 )
 from lama_refine.models import BIG_LAMA, build_generator
+from lama_refine.models.lama.lean_blocks import LeanFFCResnetBlock, LeanResidual
 from lama_refine.partition import EvenPartitioner
 
 

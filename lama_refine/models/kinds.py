@@ -1,5 +1,6 @@
-"""LaMa's two generator kinds, registered with the generator protocol, and building one from a
-LaMa `generator:` config section."""
+"""LaMa's two generator kinds, registered with the generator protocol (how they are cut, the names
+of their front's features, their bandable tail, the lean versions of their blocks), and building
+one from a LaMa `generator:` config section."""
 from __future__ import annotations
 
 from typing import Any, Mapping
@@ -7,14 +8,26 @@ from typing import Any, Mapping
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from .ffc import FFC_BN_ACT, FFCResNetGenerator, FFCResnetBlock
+from ..tiling import find_tail
+from .ffc import FFC_BN_ACT, ConcatTupleLayer, FFCResNetGenerator, FFCResnetBlock
 from .fill import INPUT_FILLS
+from .lama.lean_blocks import LeanFFCResnetBlock, LeanResidual, lean_ffc_bn_act
 from .pix2pixhd import GlobalGenerator, ResnetBlock
 from .protocol import GENERATOR_KINDS, register_block, register_generator, register_handler
 
-register_generator(FFCResNetGenerator, kind="ffc_resnet", blocks=(FFCResnetBlock,), front_emits=("local", "global"))
-register_generator(GlobalGenerator, kind="pix2pixhd_global", blocks=(ResnetBlock,))
+# Both take LaMa's input (the protocol's default, `hole_zeroed_and_mask`) and end with the decoder
+# tail `tiling.TiledTail` bands; an FFC front emits a (local, global) pair, a branch without channels
+# being the int 0 (the protocol's empty branch).
+register_generator(FFCResNetGenerator, kind="ffc_resnet", blocks=(FFCResnetBlock,), front_emits=("local", "global"),
+                   tail=find_tail)
+register_generator(GlobalGenerator, kind="pix2pixhd_global", blocks=(ResnetBlock,), tail=find_tail)
 register_block(FFCResnetBlock, ResnetBlock)
+
+register_handler("lean", FFCResnetBlock, LeanFFCResnetBlock)
+register_handler("lean", FFC_BN_ACT, lean_ffc_bn_act)
+register_handler("lean", ResnetBlock, LeanResidual)
+register_handler("lean", ConcatTupleLayer, lambda module: module)  # no parameters, nothing saved
+register_block(LeanFFCResnetBlock, LeanResidual)  # still one trunk block each (perf.checkpointing)
 
 
 def _ffc_local_convs(block: FFC_BN_ACT) -> list[nn.Module] | None:

@@ -10,8 +10,10 @@ its registration names.
 Three registries, filled by `register_generator`, `register_block` and `register_handler`:
 
 - generator classes (`GeneratorSpec`): where the layers are, the trunk (block types, or an index
-  range), what the front emits, and optionally a `kind` name for LaMa-style `generator: {kind:}`
-  configs (`build_generator`);
+  range), what the generator takes as input (`make_input`), what its front emits and what those
+  features are called (`front_emits`: the refiner's `optimize=` choices), where its rear ends in
+  a tail the perf layer can run in bands (`tail`), and optionally a `kind` name for LaMa-style
+  `generator: {kind:}` configs (`build_generator`);
 - trunk block types: any generator whose layers contain a registered block can be refined
   without a registration of its own;
 - module handlers, by role, for the perf layer: `lean` (module -> its lean-backward version,
@@ -20,15 +22,22 @@ Three registries, filled by `register_generator`, `register_block` and `register
   `image_wide` (module -> True for a parameter-free op on the whole input, run before the bands).
   A module without a handler runs as it is, under plain autograd.
 
+Features: the front's output is one tensor, or a tuple of entries in which a non-tensor stands
+for an empty branch (LaMa's FFC passes the int 0 for a branch without channels). Code outside a
+generator's own modules handles features only through `as_tuple`, `feature_tensors`,
+`with_tensors`, `map_tensors` and `feature_names`, so that convention has one owner.
+
 LaMa's two kinds are registered in `models/kinds.py`, the lean versions of their blocks in
-`lama_refine/lean.py`. `docs/extending.md` ("Your own generator") registers a new one.
+`models/lama/lean_blocks.py`. `docs/extending.md` ("Your own generator") registers a new one.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Sequence, TypeVar
 
-from torch import nn
+import torch
+from torch import Tensor, nn
 
 from ..errors import UserError
 
@@ -39,6 +48,18 @@ REGISTER_HINT = ("register its trunk block with lama_refine.models.register_bloc
 
 T = TypeVar("T", bound=type)
 
+log = logging.getLogger(__name__)
+
+Features = Any  # the front's output: a tensor, or a tuple of tensors and empty branches (non-tensors)
+MakeInput = Callable[[Tensor, Tensor], Tensor]  # (image (B, 3, H, W) in [0, 1], mask (B, 1, H, W) in {0, 1}) -> input
+FindTail = Callable[[Sequence[nn.Module]], "int | None"]  # last rear stage's modules -> where its bandable tail starts
+
+
+def hole_zeroed_and_mask(image: Tensor, mask: Tensor) -> Tensor:
+    """The default input convention (LaMa's, and most inpainting networks'): the image with the
+    hole zeroed, then the mask as a fourth channel: `cat([image * (1 - mask), mask])`."""
+    return torch.cat([image * (1 - mask), mask], dim=1)
+
 
 @dataclass(frozen=True)
 class GeneratorSpec:
@@ -47,8 +68,13 @@ class GeneratorSpec:
     `layers`: the attribute holding the `nn.Sequential` to cut, None when the generator is one.
     `blocks`: its trunk block types (besides the globally registered ones); `trunk`: instead,
     the trunk's (first, stop) indices in the layers. `front_emits`: names of the front's outputs,
-    one name for a tensor (pix2pixHD), several for a tuple (FFC: local and global features).
-    `kind`: the name `generator: {kind: ...}` configs use, or None.
+    one name for a tensor (pix2pixHD), one per entry of a tuple (FFC: "local" and "global"); the
+    refiner's `optimize=` picks features by these names. `make_input(image, mask)`: the tensor the
+    generator (its first layer) takes (default `hole_zeroed_and_mask`). `tail(modules)`: where, in
+    the last rear stage's modules, a tail `lama_refine.tiling.TiledTail` can run in bands starts
+    ([ConvTranspose2d, BatchNorm2d | Identity, ReLU, ReflectionPad2d(P), Conv2d(2P + 1), activation];
+    `tiling.find_tail` finds one), or None; without it the tail runs whole (`perf.tile_rows`, one INFO
+    line). `kind`: the name `generator: {kind: ...}` configs use, or None.
     """
 
     kind: str | None = None
@@ -56,6 +82,9 @@ class GeneratorSpec:
     blocks: tuple[type[nn.Module], ...] = ()
     trunk: tuple[int, int] | None = None
     front_emits: tuple[str, ...] = ("features",)
+    make_input: MakeInput = hole_zeroed_and_mask
+    tail: FindTail | None = None
+    name: str = "generator"  # the class name, for messages
 
 
 GENERATORS: dict[type[nn.Module], GeneratorSpec] = {}
@@ -66,13 +95,18 @@ HANDLERS: dict[str, dict[type[nn.Module], Callable[[Any], Any]]] = {role: {} for
 
 def register_generator(cls: T, *, kind: str | None = None, layers: str | None = "model",
                        blocks: tuple[type[nn.Module], ...] = (), trunk: tuple[int, int] | None = None,
-                       front_emits: tuple[str, ...] = ("features",)) -> T:
-    """Declare how `cls` is cut (see `GeneratorSpec`); returns `cls`. With `kind`, `build_generator`
-    builds it from `{kind: ..., **constructor kwargs}`."""
+                       front_emits: tuple[str, ...] = ("features",), make_input: MakeInput = hole_zeroed_and_mask,
+                       tail: FindTail | None = None) -> T:
+    """Declare how `cls` is cut and fed (see `GeneratorSpec`); returns `cls`. With `kind`,
+    `build_generator` builds it from `{kind: ..., **constructor kwargs}`."""
     if trunk is not None and (len(trunk) != 2 or not 0 <= trunk[0] < trunk[1]):
         raise UserError(f"register_generator({cls.__name__}): trunk={trunk!r} must be (first, stop) with "
                         "0 <= first < stop, the trunk's indices in the layers")
-    GENERATORS[cls] = GeneratorSpec(kind, layers, tuple(blocks), tuple(trunk) if trunk else None, tuple(front_emits))
+    if isinstance(front_emits, str) or not front_emits or "both" in front_emits:
+        raise UserError(f"register_generator({cls.__name__}): front_emits={front_emits!r} must be a tuple of one "
+                        "name per output of the front (not 'both', the refiner's name for all of them)")
+    GENERATORS[cls] = GeneratorSpec(kind, layers, tuple(blocks), tuple(trunk) if trunk else None, tuple(front_emits),
+                                    make_input, tail, cls.__name__)
     if kind is not None:
         GENERATOR_KINDS[kind] = cls
     return cls
@@ -99,16 +133,20 @@ def handler(role: str, module: nn.Module) -> Callable[[Any], Any] | None:
     return next((table[t] for t in type(module).__mro__ if t in table), None)
 
 
+def _registered(generator: nn.Module) -> GeneratorSpec | None:
+    return next((GENERATORS[t] for t in type(generator).__mro__ if t in GENERATORS), None)
+
+
 def spec_of(generator: nn.Module) -> GeneratorSpec:
     """The registration of `generator`'s class (or a base), else the default for an unregistered
     class: its layers are itself (an `nn.Sequential`) or its `model` attribute."""
-    spec = next((GENERATORS[t] for t in type(generator).__mro__ if t in GENERATORS), None)
+    spec = _registered(generator)
     if spec is not None:
         return spec
     if isinstance(generator, nn.Sequential):
-        return GeneratorSpec(layers=None)
+        return GeneratorSpec(layers=None, name=type(generator).__name__)
     if isinstance(getattr(generator, "model", None), nn.Sequential):
-        return GeneratorSpec()
+        return GeneratorSpec(name=type(generator).__name__)
     raise UserError(f"generator of an unregistered kind: class {type(generator).__name__} is neither an "
                     "nn.Sequential nor has an nn.Sequential `model` to split into a front and a rear; "
                     "name its layers with lama_refine.models.register_generator(YourNet, layers='attribute', "
@@ -153,15 +191,89 @@ def trunk_bounds(generator: nn.Module) -> tuple[int, int]:
     return first, n_blocks
 
 
-def input_channels(generator: nn.Module) -> int:
-    """The channels of the generator's input (image channels + the mask): its first conv's."""
-    first_conv = next((m for m in generator.modules() if isinstance(m, nn.Conv2d)), None)
-    if first_conv is None:
-        raise UserError(f"generator {type(generator).__name__} has no nn.Conv2d: cannot tell its input channels")
-    return first_conv.in_channels
+def generator_input(generator: nn.Module | GeneratorSpec, image: Tensor, mask: Tensor) -> Tensor:
+    """What `generator` takes for `image` (B, 3, H, W) in [0, 1] with the hole `mask` (B, 1, H, W)
+    in {0, 1}: its registered `make_input` (default `hole_zeroed_and_mask`)."""
+    spec = generator if isinstance(generator, GeneratorSpec) else _registered(generator) or GeneratorSpec()
+    return spec.make_input(image, mask)
+
+
+def probe_input(generator: nn.Module, size: tuple[int, int], device: Any = None, dtype: Any = None) -> Tensor:
+    """The generator's input for an all-known zero image of `size` (h, w) (memory probes and traces),
+    on `device` in `dtype` (default: the generator's first parameter's)."""
+    weight = next(generator.parameters())
+    device = weight.device if device is None else device
+    dtype = weight.dtype if dtype is None else dtype
+    image = torch.zeros(1, 3, *size, device=device, dtype=dtype)
+    return generator_input(generator, image, torch.zeros(1, 1, *size, device=device, dtype=dtype))
+
+
+def is_empty(entry: Any) -> bool:
+    """An empty branch of the front's features: any entry that is not a tensor."""
+    return not torch.is_tensor(entry)
+
+
+def as_tuple(features: Features) -> tuple:
+    """The front's output as a tuple (a single tensor becomes a 1-tuple)."""
+    return features if isinstance(features, tuple) else (features,)
+
+
+def feature_tensors(features: Features) -> list[Tensor]:
+    """The tensors among the front's output, in order (empty branches left out)."""
+    return [f for f in as_tuple(features) if not is_empty(f)]
+
+
+def with_tensors(template: Features, tensors: Sequence[Tensor]) -> Features:
+    """`tensors` put back into `template`'s structure (inverse of `feature_tensors`)."""
+    if not isinstance(template, tuple):
+        return tensors[0]
+    it = iter(tensors)
+    return tuple(f if is_empty(f) else next(it) for f in template)
+
+
+def map_tensors(fn: Callable[[Tensor], Any], features: Features) -> Features:
+    """`fn` applied to each tensor of the front's output; empty branches (and the structure) kept."""
+    if isinstance(features, tuple):
+        return tuple(f if is_empty(f) else fn(f) for f in features)
+    return features if is_empty(features) else fn(features)
+
+
+def feature_names(features: Features, emits: Sequence[str] = ("features",)) -> list[str]:
+    """Names of `feature_tensors(features)`, in order: the generator's `front_emits` where they name
+    each entry, else `features0`, `features1`, ... (a lone tensor with one name takes that name)."""
+    entries = as_tuple(features)
+    names = list(emits) if len(emits) == len(entries) else [f"features{i}" for i in range(len(entries))]
+    if not isinstance(features, tuple) and len(emits) != 1:
+        names = ["features"]
+    return [n for n, f in zip(names, entries) if not is_empty(f)]
+
+
+def known_feature_names() -> tuple[str, ...]:
+    """Every name a registered generator's front emits (plus the default "features")."""
+    names = ["features"]
+    for spec in GENERATORS.values():
+        names += [n for n in spec.front_emits if n not in names]
+    return tuple(names)
+
+
+_NO_TAIL_REPORTED: set[str] = set()
+
+
+def tail_start(spec: GeneratorSpec, modules: Sequence[nn.Module]) -> int | None:
+    """Where the bandable tail starts in the last rear stage's `modules` (the spec's `tail`), or None,
+    said once per generator class at INFO (its tail then runs whole)."""
+    start = spec.tail(modules) if spec.tail is not None else None
+    if start is None and spec.name not in _NO_TAIL_REPORTED:
+        _NO_TAIL_REPORTED.add(spec.name)
+        why = "its registered tail() found none" if spec.tail is not None else "none is registered"
+        log.info("perf.tile_rows: generator %s has no tail to run in bands (%s: register_generator(..., "
+                 "tail=lama_refine.tiling.find_tail)); its tail runs whole", spec.name, why)
+    return start
 
 
 __all__ = [
-    "BLOCK_TYPES", "GENERATORS", "GENERATOR_KINDS", "GeneratorSpec", "ROLES", "handler", "input_channels", "is_block",
-    "layers", "register_block", "register_generator", "register_handler", "spec_of", "trunk_bounds",
+    "BLOCK_TYPES", "Features", "GENERATORS", "GENERATOR_KINDS", "GeneratorSpec", "ROLES", "as_tuple", "feature_names",
+    "feature_tensors", "generator_input", "handler", "hole_zeroed_and_mask", "is_block", "is_empty",
+    "known_feature_names", "layers", "map_tensors", "probe_input", "register_block", "register_generator",
+    "register_handler", "spec_of", "tail_start", "trunk_bounds", "with_tensors",
 ]

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from ..models import NON_LAMA_OPTIONS, build_generator, generator_config
+from ..models.protocol import hole_zeroed_and_mask
 from ..io import write_atomic
 from . import data as datamod
 from .losses import (PatchDiscriminator, discriminator_loss, feature_matching_loss,
@@ -111,8 +112,9 @@ class ThreadTuner:
 
 
 def network_input(images: Tensor, masks: Tensor) -> Tensor:
-    """LaMa's input: the image with the hole zeroed, plus the mask (as LaMa's trainer builds it)."""
-    return torch.cat([images * (1 - masks), masks], dim=1)
+    """LaMa's input: the image with the hole zeroed, plus the mask (as LaMa's trainer builds it;
+    the generator protocol's default input, one rule for training and refinement)."""
+    return hole_zeroed_and_mask(images, masks)
 
 
 @dataclass

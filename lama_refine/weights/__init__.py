@@ -1,4 +1,4 @@
-"""The built-in models (docs/default-model.md): small FFC ResNet generators trained by
+"""The built-in models (docs/default-model.md): small LaMa generators (Fourier-convolution ResNets) trained by
 `python -m lama_refine.train` on openly licensed photos. Not big-lama replacements.
 
 - `demo` (`default.safetensors`, the default `model.path`): a plain LaMa generator (zeros in the
