@@ -169,8 +169,9 @@ def grey_mask_job(tmp_path, levels: np.ndarray, image=None) -> Job:
 def test_default_mask_rule_is_lamas_any_nonzero(tmp_path):
     levels = np.array([[0, 1, 127], [128, 254, 255]], np.uint8)
     job = grey_mask_job(tmp_path, levels)
-    assert load_inputs(job).mask[0, 0].tolist() == [[0, 1, 1], [1, 1, 1]]
-    assert torch.equal(load_inputs(job).mask, read_mask(job.mask))
+    whole = MaskRule(max_hole=1.0)  # 5 of 6 pixels are hole: over the default max_hole
+    assert load_inputs(job, whole).mask[0, 0].tolist() == [[0, 1, 1], [1, 1, 1]]
+    assert torch.equal(load_inputs(job, whole).mask, read_mask(job.mask))
 
 
 def test_threshold_and_invert(tmp_path):
