@@ -32,7 +32,7 @@ from tqdm import tqdm
 from . import allocator as allocators
 from .config import build_inpainter
 from .errors import UserError
-from .io import (MaskRule, binarize, hole_problem, is_lossy, open_image, read_image, read_mask, read_mask_levels,
+from .io import (InputError, MaskRule, binarize, hole_problem, is_lossy, open_image, read_image, read_mask, read_mask_levels,
                  to_hwc, to_uint8, write_result)
 from .overrides import compose_checked
 from .partition import DevicePartitioner
@@ -133,7 +133,10 @@ def image_array(image: Image.Image | np.ndarray | str | os.PathLike) -> np.ndarr
     HxWx3 array -> the HxWx3 array the pipeline's input and the known pixels are taken from:
     uint8, or float in [0, 1] as given."""
     if _is_path(image):
-        image = open_image(Path(image))
+        try:
+            image = open_image(Path(image))
+        except InputError as e:  # a user's file: their mistake, said without a traceback
+            raise UserError(f"image: {e}") from None
     if isinstance(image, Image.Image):
         return np.asarray(image.convert("RGB"))
     array = np.asarray(image)
@@ -155,7 +158,10 @@ def hole_array(mask: Image.Image | np.ndarray | str | os.PathLike, rule: MaskRul
     (bool, or numbers where non-zero is a hole) -> HxW bool, True in the hole."""
     if _is_path(mask):
         path = Path(mask)
-        return binarize(read_mask_levels(path), rule, lossy=is_lossy(path))
+        try:
+            return binarize(read_mask_levels(path), rule, lossy=is_lossy(path))
+        except InputError as e:
+            raise UserError(f"mask: {e}") from None
     if isinstance(mask, Image.Image):
         return binarize(np.asarray(mask.convert("L"), dtype=np.float32), rule, lossy=mask.format == "JPEG")
     array = np.asarray(mask)

@@ -66,7 +66,7 @@ def results_line(outdir: Path, summary: Summary, jobs: Sequence[Job]) -> str | N
     outputs = summary.done + summary.redone + summary.skipped
     if not outputs:
         return None
-    after_mask = any(j.mask is not None and j.relative.name == j.mask.name for j in jobs)
+    after_mask = any(j.mask is not None and j.relative.stem == j.mask.stem != j.image.stem for j in jobs)
     naming = ("named after their masks, as LaMa names them; indir=photos maskdir=masks names them after the photos"
               if after_mask else "named after the photos")
     return f"results: {len(outputs)} in {outdir}, e.g. {outputs[0]} ({naming})"

@@ -59,8 +59,10 @@ def hole_problem(fraction: float, rule: MaskRule) -> str | None:
 
 
 def lossy_note(rule: MaskRule) -> str:
-    return (f"lossy (JPEG) mask: grey levels up to {max(rule.threshold, rule.lossy_threshold):g} are compression "
-            "noise, not holes (mask.lossy_threshold); save masks as PNG to keep every level")
+    if rule.lossy_threshold <= rule.threshold:
+        return "lossy (JPEG) mask: its compression noise around the hole counts as hole; save masks as PNG"
+    return (f"lossy (JPEG) mask: grey levels up to {rule.lossy_threshold:g} are taken for compression noise, not "
+            "holes (mask.lossy_threshold); save masks as PNG to keep every level")
 
 
 def dilate(mask: Tensor, pixels: int) -> Tensor:
