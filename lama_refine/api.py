@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 Overrides = Union[Sequence[str], str, Mapping[str, Any]]
 
 
-def make_inpainter(config: DictConfig | Sequence[str] = (), generator: nn.Module | None = None, *,
+def make_inpainter(config: DictConfig | Overrides = (), generator: nn.Module | None = None, *,
                    pyramid: PyramidBuilder | None = None, refiner: Refiner | None = None,
                    partitioner: DevicePartitioner | None = None) -> Inpainter:
     """An `Inpainter` from a composed config or from command-line style overrides.

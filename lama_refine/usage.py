@@ -7,8 +7,9 @@ Hydra starts, so that nothing (no log folder, no config save) happens on a comma
 work; Hydra's own messages ("To append to your config use +key=...") are for config authors.
 
 The checks go from the command line inwards: overrides that parse, keys and group options that
-exist, values of the type their default has, the parts' own argument checks, then the files:
-inputs that exist, an output folder that can be written, a model file, the devices.
+exist, values of the type their default has, devices that are here (those four in
+`overrides.compose_checked`, which the Python API shares), the parts' own argument checks, then
+the files: inputs that exist, an output folder that can be written, a model file.
 """
 from __future__ import annotations
 

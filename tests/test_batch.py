@@ -629,3 +629,13 @@ def test_an_inverted_mask_fails_its_file_and_the_batch_goes_on(tmp_path):
     summary = run(config(indir, tmp_path / "out2", "refine=false", "mask.invert=true"))
     assert len(summary.failed) == 1 and "g0_mask.png" in summary.failed[0][1]  # now the other one is inverted
     assert "inv_mask.png" in {p.name for p in summary.done}
+
+
+def test_config_hash_is_unchanged_by_the_mask_checks_at_their_defaults(tmp_path):
+    # mask.max_hole and mask.lossy_threshold came later: outputs made before them are kept on a rerun
+    cfg = config(tmp_path / "a", tmp_path / "b")
+    with open_dict(cfg):
+        del cfg.mask["max_hole"], cfg.mask["lossy_threshold"]
+    assert config_hash(cfg) == config_hash(config(tmp_path / "a", tmp_path / "b"))
+    assert config_hash(config(tmp_path / "a", tmp_path / "b", "mask.lossy_threshold=0")) != config_hash(cfg)
+    assert config_hash(config(tmp_path / "a", tmp_path / "b", "devices=cpu")) == config_hash(cfg)
