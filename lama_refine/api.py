@@ -221,16 +221,17 @@ def say_allocator(cfg: DictConfig) -> str | None:
         if library is not None or allocators.normalise(value) is None:
             return None  # the command line runs on the system allocator too, by choice
         multiarch = f"/usr/lib/{sysconfig.get_config_var('MULTIARCH') or 'x86_64-linux-gnu'}"
-        line = (f"lama-refine would run on the system allocator here too: tcmalloc is not installed. With it, "
-                f"{allocators.TCMALLOC_GAIN}. Install it ({allocators.TCMALLOC_INSTALL}), then run Python as "
-                f"LD_PRELOAD={multiarch}/libtcmalloc_minimal.so.4 python {script}")
+        line = (f"from Python as from lama-refine, this machine runs on the system allocator: tcmalloc, which "
+                f"lama-refine would use, is not installed, and it keeps the peak memory far lower (docs/benchmarks.md). "
+                f"To get it: apt install libtcmalloc-minimal4, then LD_PRELOAD={multiarch}/libtcmalloc_minimal.so.4 "
+                f"python {script}")
     else:
         env = allocators.preload_env(wanted, {})
         if env is None:
             return None
-        line = (f"lama-refine would run on {wanted} (perf.allocator={value}); this Python process runs on glibc's "
-                f"malloc, which peaks higher ({allocators.TCMALLOC_GAIN if wanted == 'tcmalloc' else 'docs/benchmarks.md'}). "
-                f"For the same from Python: LD_PRELOAD={env['LD_PRELOAD']} python {script}")
+        line = (f"lama-refine would run on {wanted} (perf.allocator={value}), with a far lower peak memory "
+                f"(docs/benchmarks.md); this Python process runs on the system allocator. For the same from Python: "
+                f"LD_PRELOAD={env['LD_PRELOAD']} python {script}")
     allocators._said.update({"missing", "not-loaded"})  # this line says what check_auto would
     log.info("%s", line)
     if not (log.isEnabledFor(logging.INFO) and log.hasHandlers()):
