@@ -61,6 +61,17 @@ class Summary:
         return "\n".join(lines)
 
 
+def results_line(outdir: Path, summary: Summary, jobs: Sequence[Job]) -> str | None:
+    """The run's last line: where the results are, one example path, and what names them."""
+    outputs = summary.done + summary.redone + summary.skipped
+    if not outputs:
+        return None
+    after_mask = any(j.mask is not None and j.relative.stem == j.mask.stem != j.image.stem for j in jobs)
+    naming = ("named after their masks, as LaMa names them; indir=photos maskdir=masks names them after the photos"
+              if after_mask else "named after the photos")
+    return f"results: {len(outputs)} in {outdir}, e.g. {outputs[0]} ({naming})"
+
+
 class SetupError(RuntimeError):
     """Building the inpainter failed (model, devices): no file can be done, so the batch stops."""
 
@@ -80,6 +91,8 @@ class BatchFailed(RuntimeError):
 LATER_SWITCHES_OFF: dict[str, Any] = {
     "refiner.stop": {"_target_": "lama_refine.refine.EarlyStop", "tol": None, "patience": None},
     "refiner.warm_start": False,
+    "mask.max_hole": 0.5,  # decides only whether a file fails
+    "mask.lossy_threshold": 127,  # acts on JPEG masks only; PNG masks' outputs are as before
 }
 # Keys that only decide where memory comes from and when it goes back to the system: outputs are
 # bit-identical under any of their values (docs/benchmarks.md), so each is hashed as one fixed
@@ -489,6 +502,9 @@ class Batch:
                                   f"{MANIFEST} (made by an older run?) and were kept; overwrite=true redoes them"))
         if self.report:
             log.info("%s", summary.report())
+            where = results_line(self.outdir, summary, jobs)
+            if where:
+                log.info("%s", where)
         return summary
 
 

@@ -21,15 +21,15 @@ from hydra.types import RunMode
 from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 import torch
-from tqdm import tqdm
 
 from .allocator import reexec_with_preload
 from .batch import MANIFEST, Batch, BatchFailed, Manifest, SetupError, Shard, Summary, config_hash
-from .config import build_inpainter, conf_dir, perf_config, resolve_gpu_ids
+from .config import build_inpainter, conf_dir, perf_config, read_config
 from .errors import UserError
-from .io import OUTPUT_SUFFIXES, Job, MaskRule, find_jobs
+from .io import OUTPUT_SUFFIXES, Job, MaskRule, check_output_suffix, find_jobs, why_no_jobs
 from .perf import apply_process_settings
 from .pipeline import Inpainter
+from .progress import ScaleProgress
 from .refine import RefineHooks
 from .sweep import sweep_job_dir
 from .usage import USAGE, check_command_line, is_single_image, selectable_groups, sweeps
@@ -45,34 +45,8 @@ def job_outdir(cfg: DictConfig) -> Path:
     return sweep_job_dir(Path(to_absolute_path(cfg.outdir)))
 
 
-class ScaleProgress:
-    """A nested tqdm bar over one image's scales and iterations, showing the current loss."""
-
-    def __init__(self, enabled: bool):
-        self.enabled = enabled
-        self.bar: tqdm | None = None
-
-    def __call__(self, scale: int, n_scales: int, it: int, n_iters: int, loss) -> None:
-        if not self.enabled:
-            return
-        if it == 0 or self.bar is None:
-            self.close()
-            self.bar = tqdm(total=n_iters, desc=f"scale {scale + 1}/{n_scales}", leave=False, position=1)
-        self.bar.update(1)
-        if loss is not None:
-            self.bar.set_postfix(loss=f"{float(loss):.4f}")
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-
-
 def mask_rule(cfg: DictConfig) -> MaskRule:
-    m = cfg.get("mask") or {}
-    return MaskRule(threshold=float(m.get("threshold", 0)), invert=bool(m.get("invert", False)),
-                    dilate=int(m.get("dilate", 0)), resize=bool(m.get("resize", False)),
-                    from_alpha=bool(m.get("from_alpha", False)))
+    return MaskRule.from_config(cfg.get("mask"))
 
 
 def shard_config(cfg: DictConfig, shard: Shard | None) -> DictConfig:
@@ -120,9 +94,8 @@ def make_batch_inpainter(cfg: DictConfig, progress: ScaleProgress):
 def run(cfg: DictConfig) -> Summary:
     """Inpaint every job of `cfg.indir` (this shard's) into the job's outdir; one bad file never
     stops the batch."""
-    cfg = resolve_gpu_ids(cfg)  # from here on `devices` alone says where to run
-    if cfg.out_ext.lower() not in OUTPUT_SUFFIXES:
-        raise UserError(f"out_ext={cfg.out_ext}: use one of {', '.join(OUTPUT_SUFFIXES)}")
+    cfg = read_config(cfg)  # Hydra's copy of the config is read here: from now on `devices` alone says where to run
+    check_output_suffix(cfg.out_ext)
     indir, outdir = Path(to_absolute_path(cfg.indir)), job_outdir(cfg)
     maskdir = cfg.get("maskdir")
     maskdir = Path(to_absolute_path(maskdir)) if maskdir else None
@@ -132,6 +105,10 @@ def run(cfg: DictConfig) -> Summary:
         raise UserError(f"indir={cfg.indir} lies inside outdir={cfg.outdir}: outputs and inputs would mix; "
                         "choose an outdir outside indir (an outdir inside indir is fine)")
     everything = find_jobs(indir, maskdir, from_alpha=rule.from_alpha, exclude=[base_outdir])
+    if not everything and maskdir is None and not rule.from_alpha:
+        why = why_no_jobs(indir, exclude=[base_outdir])
+        if why:  # "0 jobs" and exit 0 would read as success
+            raise UserError(why)
     jobs = shard.select(everything) if shard else everything
     log.info("%d jobs under %s%s -> %s", len(everything), indir,
              f", shard {shard}: {len(jobs)} of them" if shard else "", outdir)

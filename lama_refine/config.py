@@ -10,7 +10,7 @@ import torch
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
 from hydra.utils import get_object, instantiate, to_absolute_path
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from torch import nn
 
 from .downsample import Downsampler, MaskDownsampler
@@ -37,10 +37,12 @@ def conf_dir() -> Path:
                             f"{PACKAGE_DIR.parent}/conf); reinstall the package")
 
 
-def compose(overrides: Sequence[str] = (), config_name: str = "config") -> DictConfig:
-    """The app's config with command-line style overrides, for use from Python and tests."""
+def compose(overrides: Sequence[str] = (), config_name: str = "config", *, raw: bool = False) -> DictConfig:
+    """The app's config with command-line style overrides, for use from Python and tests, read
+    (`read_config`: `devices` settled) unless `raw` (the key checks compare against the yaml as written)."""
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-        return hydra_compose(config_name=config_name, overrides=list(overrides))
+        cfg = hydra_compose(config_name=config_name, overrides=list(overrides))
+    return cfg if raw else read_config(cfg)
 
 
 def parse_gpu_ids(gpu_ids: str | int) -> list[torch.device]:
@@ -56,39 +58,118 @@ def parse_gpu_ids(gpu_ids: str | int) -> list[torch.device]:
     return devices
 
 
-def resolve_gpu_ids(cfg: DictConfig) -> DictConfig:
-    """The one place LaMa's `refiner.gpu_ids` is read: a copy of `cfg` without it, its GPUs
-    moved to `devices` (`"0,1"` -> `[cuda:0, cuda:1]`; it wins over `devices`). Idempotent, so
-    every entry point may call it; after it, `devices` alone says where to run."""
-    if "refiner" not in cfg or "gpu_ids" not in cfg.refiner:
+DEVICE_HINT = ("use devices=cpu, devices=cuda (the first GPU), devices=cuda:1, devices=[cuda:0,cuda:1] or "
+               "devices=mps; or leave devices unset for every visible GPU, else the CPU")
+
+
+def _spelling(value: Any) -> str:
+    """`devices` as the user wrote it on the command line."""
+    if isinstance(value, (list, tuple, ListConfig)):
+        return "[" + ",".join(map(str, value)) + "]"
+    return str(value)
+
+
+def _one_device(token: Any, shown: str) -> torch.device:
+    text = str(token).strip().strip("'\"").lower()
+    if isinstance(token, int) or text.isdigit():  # `devices=0`, `devices=[0,1]`: GPU numbers, as gpu_ids
+        text = f"cuda:{text}"
+    elif text == "gpu" or text.startswith("gpu:"):
+        text = "cuda" + text[3:]
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise UserError(f"devices={shown}: {str(token)!r} is not a device; {DEVICE_HINT}") from None
+    return torch.device("cuda:0") if device.type == "cuda" and device.index is None else device
+
+
+def _missing_device(device: torch.device) -> str | None:
+    """Why `device` cannot be used on this machine, or None when it can."""
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (device.index or 0) >= count:
+            visible = f"{count} visible GPU{'' if count == 1 else 's'}" + (
+                f": {', '.join(f'cuda:{i}' for i in range(count))}" if count else "")
+            return f"{device} is not available ({visible})"
+    elif device.type != "cpu":
+        backend = getattr(torch.backends, device.type, None) or getattr(torch, device.type, None)
+        is_available = getattr(backend, "is_available", None)
+        if is_available is None or not is_available():
+            return f"{device.type} is not available on this machine"
+    return None
+
+
+def parse_devices(value: Any, gpu_ids: str | int | None = None, check: bool = False) -> list[str] | None:
+    """The one reader of `devices` (and LaMa's `refiner.gpu_ids`, which wins over it): every
+    spelling a user tries -> canonical names; None (unset) means every visible GPU, else the CPU
+    (`device_list`). With `check`, each must exist on this machine.
+
+    `cpu` and `[cpu]` are the same; `cuda` and `gpu` are the first GPU (`cuda:0`), `gpu:1` is
+    `cuda:1`, a number is a GPU number, a comma-separated string is a list. A device that cannot be
+    parsed (or, checked, is not there) is a UserError naming the value given."""
+    if gpu_ids is not None:
+        devices, shown = parse_gpu_ids(gpu_ids), f"refiner.gpu_ids={gpu_ids}"
+        key = "refiner.gpu_ids"
+    else:
+        if value is None or (isinstance(value, str) and value.strip().lower() in ("", "null", "none", "auto")):
+            return None
+        shown, key = _spelling(value), "devices"
+        if isinstance(value, str):
+            tokens: list[Any] = [t for t in value.strip().strip("[]").split(",") if t.strip()]
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            tokens = [int(value)]
+        elif isinstance(value, (list, tuple, ListConfig)):
+            tokens = list(value)
+        else:
+            raise UserError(f"devices={shown}: expected a device or a list of them; {DEVICE_HINT}")
+        if not tokens:
+            raise UserError(f"devices={shown}: names no device; {DEVICE_HINT}")
+        devices = [_one_device(t, shown) for t in tokens]
+        shown = f"devices={shown}"
+    for device in devices if check else ():
+        why = _missing_device(device)
+        if why is not None:
+            hint = DEVICE_HINT if key == "devices" else "use devices=cpu, or leave devices and refiner.gpu_ids unset"
+            raise UserError(f"{shown}: {why}; {hint}")
+    return [str(d) for d in devices]
+
+
+def device_list(devices: Sequence[str] | None) -> list[torch.device]:
+    """The devices of a read config (`parse_devices`' names), each checked to be here: unset means
+    every visible GPU, else the CPU."""
+    if devices:
+        return [torch.device(d) for d in parse_devices(list(devices), check=True) or ()]
+    if torch.cuda.is_available():
+        return [torch.device(f"cuda:{i}") for i in range(torch.cuda.device_count())]
+    return [torch.device("cpu")]
+
+
+def read_config(cfg: DictConfig, check: bool = False) -> DictConfig:
+    """The config as the rest of the package reads it, settled once where it is read (`compose`,
+    the command-line and API check `overrides.compose_checked`, the Hydra apps' `main`): LaMa's
+    `refiner.gpu_ids` moved into `devices` and removed, `devices` parsed (`parse_devices`) into a
+    list of device names, or null for every visible GPU. After it, `devices` alone says where to
+    run. `check`: the devices must be on this machine (else building the pipeline checks them)."""
+    has_gpu_ids = "refiner" in cfg and isinstance(cfg.refiner, DictConfig) and "gpu_ids" in cfg.refiner
+    if "devices" not in cfg and not has_gpu_ids:
         return cfg
-    gpu_ids = cfg.refiner.gpu_ids
+    devices = parse_devices(cfg.get("devices"), cfg.refiner.gpu_ids if has_gpu_ids else None, check)
     cfg = cfg.copy()
     with open_dict(cfg):
-        del cfg.refiner["gpu_ids"]
-        if gpu_ids is not None:
-            cfg.devices = [str(d) for d in parse_gpu_ids(gpu_ids)]
+        if has_gpu_ids:
+            del cfg.refiner["gpu_ids"]
+        cfg.devices = devices
     return cfg
 
 
+def resolve_gpu_ids(cfg: DictConfig) -> DictConfig:
+    """Deprecated name of `read_config` (it settles `devices` as well now)."""
+    return read_config(cfg)
+
+
 def resolve_devices(devices: Sequence[str] | None, gpu_ids: str | int | None = None) -> list[torch.device]:
-    """The devices to run on: LaMa's `gpu_ids` if given, else `devices`, else every visible GPU,
-    else the CPU. Asking for a GPU that is not there is an error, not a silent fallback."""
-    if gpu_ids is not None:
-        resolved = parse_gpu_ids(gpu_ids)
-    elif devices:
-        resolved = [torch.device(str(d)) for d in devices]
-    elif torch.cuda.is_available():
-        resolved = [torch.device(f"cuda:{i}") for i in range(torch.cuda.device_count())]
-    else:
-        resolved = [torch.device("cpu")]
-    for device in resolved:
-        if device.type == "cuda":
-            index = device.index or 0
-            if not torch.cuda.is_available() or index >= torch.cuda.device_count():
-                raise ValueError(f"device {device} is not available (visible GPUs: "
-                                 f"{torch.cuda.device_count() if torch.cuda.is_available() else 0})")
-    return resolved
+    """The devices to run on from any spelling (`parse_devices`), unset meaning every visible GPU,
+    else the CPU. Asking for a device that is not there is an error, not a silent fallback."""
+    return device_list(parse_devices(devices, gpu_ids, check=True))
 
 
 def model_path(model_cfg: DictConfig | dict[str, Any]) -> Path:
@@ -199,8 +280,7 @@ def build_parts(cfg: DictConfig) -> dict[str, Any]:
     """Instantiate the pluggable parts: downsampler, pyramid (with its mask downsampler),
     refiner (with its loss-mask downsampler) and partitioner. Each part gets the shared
     downsamplers only where its constructor declares them (`downsampler`, `mask_downsampler`,
-    `loss_mask_downsampler`)."""
-    cfg = resolve_gpu_ids(cfg)
+    `loss_mask_downsampler`). `cfg` is a read config (`read_config`)."""
     downsampler = build_part("downsampler", cfg.downsampler)
     return {
         "downsampler": downsampler,
@@ -235,11 +315,10 @@ def resolve_px_budget(cfg: DictConfig, generator: nn.Module, devices: Sequence[t
 
 
 def build_inpainter(cfg: DictConfig, generator: nn.Module | None = None) -> Inpainter:
-    """The whole pipeline from the app config; `generator` replaces the one `model` names."""
-    cfg = resolve_gpu_ids(cfg)
+    """The whole pipeline from a read app config (`read_config`); `generator` replaces the one `model` names."""
     if generator is None:
         generator = load_model(cfg.model)
-    devices = resolve_devices(cfg.devices)
+    devices = device_list(cfg.devices)
     perf = perf_config(cfg)  # built once: the memory model and the pipeline read the same object
     cfg = resolve_px_budget(cfg, generator, devices, perf)
     parts = build_parts(cfg)
@@ -267,10 +346,13 @@ __all__ = [
     "check_part",
     "compose",
     "conf_dir",
+    "device_list",
     "load_model",
     "model_path",
+    "parse_devices",
     "parse_gpu_ids",
     "perf_config",
+    "read_config",
     "resolve_devices",
     "resolve_gpu_ids",
     "resolve_px_budget",

@@ -16,10 +16,12 @@ ever left where `model.path` would find it. Standard library (urllib) and tqdm o
 from __future__ import annotations
 
 import argparse
+import errno
 import hashlib
 import http.client
 import json
 import os
+import socket
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -104,12 +106,30 @@ def _attempt(url: str, part: Path, timeout: float, progress: bool, label: str) -
         raise Interrupted(f"the connection closed after {size} of {total} bytes")
 
 
+NAME_LOOKUP = "name lookup failed"
+
+
+def unreachable_reason(reason: object) -> str | None:
+    """Plain words for an error that means the server was never reached (a failed name lookup, a
+    refused or timed-out connection); None for one met after it answered."""
+    if isinstance(reason, socket.gaierror):
+        return NAME_LOOKUP
+    if isinstance(reason, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(reason, (socket.timeout, TimeoutError)):
+        return "no answer: the connection timed out"
+    if isinstance(reason, OSError) and reason.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH):
+        return "network unreachable"
+    return None
+
+
 def fetch(url: str, target: Path, algorithm: str, digest: str, *, retries: int = 3, timeout: float = 60,
           progress: bool = True, wait: float = 1.0) -> Path:
     """Download `url` to `target` (a file), verified against `digest`; resume a partial download.
 
     Raises UserError: exit 1 for a failed or interrupted download (the partial file is kept for
-    the next run) and for a checksum mismatch (the download is deleted)."""
+    the next run), at once for a name that does not resolve (retrying cannot help), and for a
+    checksum mismatch (the download is deleted)."""
     part = partial_path(target, url)
     for attempt in range(retries + 1):
         try:
@@ -120,11 +140,20 @@ def fetch(url: str, target: Path, algorithm: str, digest: str, *, retries: int =
         except (Interrupted, URLError, OSError, http.client.HTTPException) as error:
             reason = error.reason if isinstance(error, URLError) else error
             kept = part.stat().st_size if part.exists() else 0
-            if attempt == retries:
-                raise UserError(f"download of {url} interrupted ({reason}); {kept} bytes are kept in {part}: "
-                                "run the same command again to resume", exit_code=1) from error
-            tqdm.write(f"download interrupted ({reason}); resuming from byte {kept} "
-                       f"(attempt {attempt + 2} of {retries + 1})")
+            if part.exists() and not kept:
+                part.unlink(missing_ok=True)  # an empty .part resumes nothing; it would only be named
+            unreachable = unreachable_reason(reason)
+            if unreachable is not None and not kept:  # the name did not resolve or no one answered
+                if unreachable == NAME_LOOKUP or attempt == retries:
+                    raise UserError(f"cannot reach {urlparse(url).netloc} ({unreachable}); nothing was downloaded: "
+                                    "check the network connection (or the proxy settings) and run the same "
+                                    "command again", exit_code=1) from error
+            elif attempt == retries:
+                keeps = (f"{kept} bytes are kept in {part}: run the same command again to resume" if kept else
+                         "nothing was downloaded: run the same command again")
+                raise UserError(f"download of {url} interrupted ({reason}); {keeps}", exit_code=1) from error
+            tqdm.write(f"download interrupted ({reason}); " + (f"resuming from byte {kept}" if kept else "trying again")
+                       + f" (attempt {attempt + 2} of {retries + 1})")
             time.sleep(wait * 2 ** attempt)
     actual = file_digest(part, algorithm)
     if actual != digest:

@@ -38,7 +38,7 @@ from PIL import Image, ImageDraw
 from torch import Tensor
 from tqdm import tqdm
 
-from .config import build_inpainter, conf_dir
+from .config import build_inpainter, conf_dir, read_config
 from .io import IMAGE_SUFFIXES, find_jobs, read_image, read_mask, to_hwc, to_uint8, write_result
 from .perf import apply_process_settings, release_memory
 from .pipeline import Inpainter
@@ -441,7 +441,7 @@ class SweepComparison(Callback):
 
 @hydra.main(config_path=str(conf_dir()), config_name="evaluate", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    evaluate(cfg)
+    evaluate(read_config(cfg))
 
 
 if __name__ == "__main__":

@@ -20,6 +20,13 @@ from .region import CropConfig, hole_groups, inpaint_crops
 
 REGIONS = ("whole", "crop")
 
+
+def check_region(region: str) -> str:
+    """`region` is one of REGIONS (ValueError naming the value otherwise)."""
+    if region not in REGIONS:
+        raise ValueError(f"region={region}: expected one of {', '.join(REGIONS)}")
+    return region
+
 log = logging.getLogger(__name__)
 
 
@@ -91,8 +98,7 @@ class Inpainter:
         self.devices = [torch.device(d) for d in self.devices]
         if not self.devices:
             raise ValueError("devices must name at least one device")
-        if self.region not in REGIONS:
-            raise ValueError(f"region={self.region!r}: expected one of {REGIONS}")
+        check_region(self.region)
 
     @property
     def partition(self) -> Partition:
@@ -160,4 +166,4 @@ class Inpainter:
         return self.run(image, mask).image
 
 
-__all__ = ["Inpainter", "match_size", "plain_inpaint"]
+__all__ = ["Inpainter", "check_region", "match_size", "plain_inpaint"]

@@ -126,3 +126,104 @@ def test_readme_python_snippet_runs(tmp_path, monkeypatch):
     source = np.asarray(Image.open(REPO / "examples" / "ladybird.jpg").convert("RGB"))
     holes = np.asarray(Image.open(REPO / "examples" / "ladybird_mask.png").convert("L")) > 0
     assert out.shape == source.shape and np.array_equal(out[~holes], source[~holes])
+
+
+# ---------------------------------------------------------------------------------------------
+# inpaint() as people call it (issue 24)
+# ---------------------------------------------------------------------------------------------
+
+def test_paths_are_read_as_the_command_line_reads_them(tmp_path):
+    image, holes = picture()
+    Image.fromarray(image).save(tmp_path / "p.png")
+    Image.fromarray(holes.astype(np.uint8) * 255).save(tmp_path / "p_mask.png")
+    from_paths = inpaint(str(tmp_path / "p.png"), tmp_path / "p_mask.png", FAST)
+    assert isinstance(from_paths, Image.Image) and from_paths.size == (52, 36)
+    assert np.array_equal(np.asarray(from_paths), inpaint(image, holes, FAST))
+    with pytest.raises(UserError, match="image: .*nope.png: no such file"):
+        inpaint(str(tmp_path / "nope.png"), holes, FAST)
+    with pytest.raises(UserError, match="mask: .*nope_mask.png: no such file"):
+        inpaint(image, tmp_path / "nope_mask.png", FAST)
+
+
+@pytest.mark.parametrize("overrides", [
+    tuple(FAST), " ".join(FAST), {"model.path": MODEL, "refine": False, "progress": False},
+    {"model": {"path": str(MODEL)}, "refine": False, "progress": False},
+])
+def test_overrides_as_a_tuple_a_string_or_a_mapping(overrides):
+    image, holes = picture()
+    assert api.override_list(overrides) == [f"model.path={MODEL}", "refine=false", "progress=false"]
+    assert np.array_equal(inpaint(image, holes, overrides), inpaint(image, holes, FAST))
+
+
+def test_override_values_from_python_keep_their_meaning():
+    assert api.override_list({"devices": ["cpu"], "refiner.n_iters": 3, "refiner.lr": 0.01, "shard": None,
+                              "out": "my result.png"}) == [
+        "devices=[cpu]", "refiner.n_iters=3", "refiner.lr=0.01", "shard=null", "out='my result.png'"]
+    assert api.override_list("refine=false 'out=a b.png'") == ["refine=false", "out=a b.png"]
+
+
+@pytest.mark.parametrize("overrides, says", [(3, "got int"), (["refine=false", False], "got False (bool)"),
+                                             ({1: 2}, "keys must be strings")])
+def test_overrides_of_another_kind_are_a_type_error(overrides, says):
+    image, holes = picture()
+    with pytest.raises(TypeError, match=re.escape(says)):
+        inpaint(image, holes, overrides)
+
+
+def test_devices_from_python_in_the_command_lines_spellings():
+    image, holes = picture()
+    assert np.array_equal(inpaint(image, holes, [*FAST, "devices=cpu"]), inpaint(image, holes, FAST))
+    if not __import__("torch").cuda.is_available():
+        with pytest.raises(UserError, match=r"devices=cuda:1: cuda:1 is not available .*devices=cpu"):
+            inpaint(image, holes, [*FAST, "devices=cuda:1"])
+
+
+def test_an_inverted_mask_is_refused_and_mask_invert_takes_it():
+    image, holes = picture()
+    with pytest.raises(UserError, match=r"mask: the hole covers 87\.2% of the photo.*mask\.invert=true"):
+        inpaint(image, ~holes, FAST)
+    out = inpaint(image, ~holes, {**{o.split("=")[0]: o.split("=")[1] for o in FAST}, "mask.invert": True})
+    assert np.array_equal(out, inpaint(image, holes, FAST))
+
+
+def test_a_progress_bar_unless_progress_is_false(capsys, monkeypatch):
+    monkeypatch.setattr(api, "_last_built", None)
+    image, holes = picture(64, 80)
+    refined = [f"model.path={MODEL}", "refiner.n_iters=2", "pyramid=fixed"]
+    inpaint(image, holes, refined)
+    assert "scale 2/2" in capsys.readouterr().err
+    inpaint(image, holes, [*refined, "progress=false"])
+    assert "scale" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("installed", [True, False])
+def test_one_line_says_what_the_command_line_would_run_on(installed, monkeypatch, capsys, tmp_path):
+    from lama_refine import allocator as allocators
+    from lama_refine.config import compose
+
+    library = tmp_path / "libtcmalloc_minimal.so.4"
+    library.write_bytes(b"")
+    monkeypatch.setattr(allocators, "find_library", lambda name: library if installed and name == "tcmalloc" else None)
+    monkeypatch.setattr(allocators, "on_glibc_malloc", lambda value=None: True)
+    monkeypatch.setattr(api, "_said", set())
+    monkeypatch.setattr(api.sys, "argv", ["make_strip.py"])
+    cfg = compose([])
+    line = api.say_allocator(cfg)
+    expected = (f"LD_PRELOAD={library} python make_strip.py" if installed else
+                "apt install libtcmalloc-minimal4")
+    assert expected in line and "\n" not in line
+    assert capsys.readouterr().err.strip() == f"lama-refine: {line}"  # logging not set up: said on stderr
+    assert api.say_allocator(cfg) is None  # once per process
+    monkeypatch.setattr(api, "_said", set())
+    assert api.say_allocator(compose(["perf.allocator=glibc"])) is None  # the CLI would not preload either
+
+
+@pytest.mark.slow  # a subprocess
+def test_the_api_imports_neither_the_command_line_checks_nor_the_batch_loop():
+    import subprocess
+    import sys
+
+    code = ("import sys, lama_refine.api; "
+            "print(sorted(m for m in sys.modules if m in ('lama_refine.usage', 'lama_refine.batch', 'lama_refine.cli')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO).stdout
+    assert out.strip() == "[]"

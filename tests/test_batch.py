@@ -1,5 +1,6 @@
 """Batch mode: a corpus of bad inputs, resuming, the manifest, shards, out-of-memory retries."""
 import json
+import re
 import logging
 import multiprocessing
 import os
@@ -120,7 +121,7 @@ def test_bad_input_corpus_in_one_batch(tmp_path, monkeypatch, caplog):
     real_access = os.access  # root reads everything: deny one file the way a locked file would be
     monkeypatch.setattr(os, "access", lambda p, m: False if Path(p).name == "locked.png" else real_access(p, m))
     with caplog.at_level(logging.INFO, logger="lama_refine"):
-        summary = run(config(indir, outdir))
+        summary = run(config(indir, outdir, "mask.max_hole=1.0"))  # full masks are done here, with a note
 
     assert {str(p.relative_to(outdir)) for p in summary.done} == good
     made = {str(p.relative_to(outdir)) for p in outdir.rglob("*.png") if ".lama-refine" not in p.parts}
@@ -574,3 +575,67 @@ def test_config_hash_ignores_the_allocator_and_malloc_trim(tmp_path):
     assert hashed() == hashed("perf.allocator=auto") == hashed("perf.allocator=glibc") == \
         hashed("perf.allocator=tcmalloc") == hashed("perf.malloc_trim=true") == config_hash(old_default)
     assert hashed("perf.tile_rows=null") != hashed()  # other perf keys still count
+
+
+# ---------------------------------------------------------------------------------------------
+# What a newcomer sees (issue 24)
+# ---------------------------------------------------------------------------------------------
+
+def test_the_last_line_says_where_the_results_are_and_what_names_them(tmp_path, caplog):
+    indir, outdir = tmp_path / "in", tmp_path / "out"
+    names = good_pairs(indir, 2)
+    with caplog.at_level(logging.INFO, logger="lama_refine"):
+        run(config(indir, outdir, "refine=false"))
+    last = [r.getMessage() for r in caplog.records if r.name == "lama_refine"][-1]
+    assert last == (f"results: 2 in {outdir}, e.g. {outdir / names[0]} (named after their masks, as LaMa names "
+                    "them; indir=photos maskdir=masks names them after the photos)")
+    masks = tmp_path / "masks"  # the same photos, their masks in a folder of their own: named after the photos
+    masks.mkdir()
+    for name in names:
+        (indir / name).rename(masks / name.replace("_mask", ""))
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="lama_refine"):
+        run(config(indir, tmp_path / "out2", "refine=false", f"maskdir={masks}"))
+    last = [r.getMessage() for r in caplog.records if r.name == "lama_refine"][-1]
+    assert last.startswith(f"results: 2 in {tmp_path / 'out2'}, e.g. {tmp_path / 'out2' / 'g0.png'}")
+    assert last.endswith("(named after the photos)")
+
+
+@pytest.mark.parametrize("files, says", [
+    (["p.jpg", "p_mask.jpg"], "no *mask*.png masks under indir="),
+    (["p.jpg", "q.png"], "no masks under indir="),
+])
+def test_a_folder_with_no_png_masks_but_images_is_one_error_not_0_jobs(tmp_path, files, says):
+    from lama_refine.errors import UserError
+
+    indir = tmp_path / "in"
+    for name in files:
+        save(indir / name, box() if "mask" in name else photo())
+    with pytest.raises(UserError, match=re.escape(says)) as error:
+        run(config(indir, tmp_path / "out"))
+    assert "\n" not in str(error.value) and error.value.exit_code == 2
+    (tmp_path / "empty").mkdir()
+    assert run(config(tmp_path / "empty", tmp_path / "out")).done == []  # an empty folder stays a run of nothing
+
+
+def test_an_inverted_mask_fails_its_file_and_the_batch_goes_on(tmp_path):
+    indir, outdir = tmp_path / "in", tmp_path / "out"
+    good = good_pairs(indir, 1)
+    save(indir / "inv.png", photo())
+    save(indir / "inv_mask.png", 255 - box())
+    summary = run(config(indir, outdir, "refine=false"))
+    assert [p.name for p in summary.done] == good and len(summary.failed) == 1
+    assert "inv_mask.png: the hole covers" in summary.failed[0][1] and "mask.invert=true" in summary.failed[0][1]
+    summary = run(config(indir, tmp_path / "out2", "refine=false", "mask.invert=true"))
+    assert len(summary.failed) == 1 and "g0_mask.png" in summary.failed[0][1]  # now the other one is inverted
+    assert "inv_mask.png" in {p.name for p in summary.done}
+
+
+def test_config_hash_is_unchanged_by_the_mask_checks_at_their_defaults(tmp_path):
+    # mask.max_hole and mask.lossy_threshold came later: outputs made before them are kept on a rerun
+    cfg = config(tmp_path / "a", tmp_path / "b")
+    with open_dict(cfg):
+        del cfg.mask["max_hole"], cfg.mask["lossy_threshold"]
+    assert config_hash(cfg) == config_hash(config(tmp_path / "a", tmp_path / "b"))
+    assert config_hash(config(tmp_path / "a", tmp_path / "b", "mask.lossy_threshold=0")) != config_hash(cfg)
+    assert config_hash(config(tmp_path / "a", tmp_path / "b", "devices=cpu")) == config_hash(cfg)

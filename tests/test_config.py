@@ -1,10 +1,13 @@
 """Every config in conf/ instantiates; device spellings resolve as LaMa users expect."""
+import re
 import pytest
 import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from lama_refine.config import build_parts, compose, conf_dir, parse_gpu_ids, resolve_devices
+from lama_refine.config import (build_parts, compose, conf_dir, parse_devices, parse_gpu_ids, read_config,
+                                resolve_devices)
+from lama_refine.errors import UserError
 from lama_refine.downsample import Downsampler, MaskDownsampler
 from lama_refine.partition import DevicePartitioner
 from lama_refine.pyramid import PyramidBuilder
@@ -95,3 +98,34 @@ def test_readme_lists_every_option_with_its_override():
         row = rows[f"{group}="]
         for path in (conf_dir() / group).glob("*.yaml"):
             assert f"`{path.stem}`" in row, f"README's swap-point table misses {group}={path.stem}"
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("cpu", ["cpu"]), (["cpu"], ["cpu"]), ("[cpu]", ["cpu"]), ("CPU", ["cpu"]), ("cuda", ["cuda:0"]),
+    ("gpu", ["cuda:0"]), ("gpu:1", ["cuda:1"]), ("cuda:1", ["cuda:1"]), ("cuda:0,cuda:1", ["cuda:0", "cuda:1"]),
+    (["gpu", "cuda:2"], ["cuda:0", "cuda:2"]), (0, ["cuda:0"]), ([0, 1], ["cuda:0", "cuda:1"]), ("mps", ["mps"]),
+    (None, None), ("", None),
+])
+def test_every_device_spelling_parses_to_one_name_each(value, expected):
+    assert parse_devices(value) == expected
+
+
+@pytest.mark.parametrize("value, says", [("tpu", "devices=tpu: 'tpu' is not a device"), ([], "names no device"),
+                                         (["cpu", "c"], "devices=[cpu,c]: 'c' is not a device"),
+                                         ({"a": 1}, "expected a device or a list")])
+def test_a_device_that_does_not_parse_is_one_user_error(value, says):
+    with pytest.raises(UserError, match=re.escape(says)) as error:
+        parse_devices(value)
+    assert "devices=cpu" in str(error.value) and "\n" not in str(error.value)
+
+
+def test_devices_are_read_once_where_the_config_is_read():
+    cfg = compose(["indir=x", "outdir=y", "devices=cpu"])
+    assert list(cfg.devices) == ["cpu"] and "gpu_ids" not in cfg.refiner
+    raw = compose(["indir=x", "outdir=y", "devices=gpu"], raw=True)
+    assert raw.devices == "gpu" and "gpu_ids" in raw.refiner  # the yaml as written, for the key checks
+    assert list(read_config(raw).devices) == ["cuda:0"]
+    if not torch.cuda.is_available():
+        with pytest.raises(UserError, match="devices=gpu: cuda:0 is not available"):
+            read_config(raw, check=True)
+

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from lama_refine.batch import halved_px_budget
-from lama_refine.config import PART_CONTRACTS, build_parts, check_part, compose, declared, resolve_gpu_ids
+from lama_refine.config import PART_CONTRACTS, build_parts, check_part, compose, declared, read_config
 from lama_refine.errors import UserError
 from lama_refine.models import trunk_bounds
 from lama_refine.pipeline import Inpainter
@@ -112,17 +112,17 @@ def test_halving_the_budget_leaves_the_configured_pyramid_alone():
 
 
 def test_gpu_ids_are_resolved_once_into_devices():
-    cfg = resolve_gpu_ids(compose(["indir=x", "outdir=y", "refiner.gpu_ids='0, 2'"]))
+    cfg = compose(["indir=x", "outdir=y", "refiner.gpu_ids='0, 2'"])  # composing reads the config
     assert list(cfg.devices) == ["cuda:0", "cuda:2"] and "gpu_ids" not in cfg.refiner
-    assert resolve_gpu_ids(cfg) == cfg  # idempotent: every entry point may call it
-    unset = resolve_gpu_ids(compose(["indir=x", "outdir=y", "devices=[cpu]"]))
+    assert read_config(cfg) == cfg
+    unset = compose(["indir=x", "outdir=y", "devices=[cpu]"])
     assert list(unset.devices) == ["cpu"] and "gpu_ids" not in unset.refiner
     assert "gpu_ids" not in vars(build_parts(compose(["indir=x", "outdir=y", "refiner.gpu_ids='1'"]))["refiner"])
 
 
 def test_gpu_ids_naming_no_gpu_is_a_user_error():
     with pytest.raises(UserError, match=r"refiner.gpu_ids='x' names no GPU"):
-        resolve_gpu_ids(compose(["indir=x", "outdir=y", "refiner.gpu_ids=x"]))
+        compose(["indir=x", "outdir=y", "refiner.gpu_ids=x"])
 
 
 class Block(nn.Module):

@@ -252,3 +252,38 @@ def test_built_in_names_load_the_shipped_files_unless_a_local_file_has_the_name(
 def test_console_script_is_declared():
     text = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
     assert 'lama-refine-download = "lama_refine.download:main"' in text
+
+
+def test_a_name_that_does_not_resolve_is_said_at_once_with_nothing_kept(home, capsys, monkeypatch):
+    attempts = []
+    real = dl._attempt
+    monkeypatch.setattr(dl, "_attempt", lambda *a, **k: attempts.append(a[0]) or real(*a, **k))
+    url = "http://lama-refine-test.invalid/x.pt"  # the reserved .invalid TLD: the lookup fails, no network used
+    assert run_main("mymodel", "--url", url, "--md5", "0" * 32, "--quiet") == 1
+    err = capsys.readouterr().err
+    assert "cannot reach lama-refine-test.invalid (name lookup failed); nothing was downloaded" in err
+    assert ".part" not in err and "interrupted" not in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1 and attempts == [url]  # no retries: they cannot help
+    assert leftovers(home) == []
+
+
+def test_a_refused_connection_names_the_host_and_no_part_file(home, capsys):
+    import socket
+
+    with socket.socket() as probe:  # a port that was free a moment ago: nothing listens there
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    assert run_main("mymodel", "--url", f"http://127.0.0.1:{port}/x.pt", "--md5", "0" * 32, "--quiet",
+                    "--retries", "1") == 1
+    err = capsys.readouterr().err
+    assert f"cannot reach 127.0.0.1:{port} (connection refused); nothing was downloaded" in err
+    assert ".part" not in err and "bytes are kept" not in err
+    assert leftovers(home) == []
+
+
+def test_a_cut_with_bytes_kept_names_the_part_file_with_its_size(home, server, payload, capsys):
+    server.cut = 5
+    assert run_main(*user_args(server, payload), "--retries", "0") == 1
+    err = capsys.readouterr().err
+    part = dl.partial_path(home / "mymodel.safetensors", server.url("/files/demo.safetensors"))
+    assert f"{part.stat().st_size} bytes are kept in {part}" in err and part.stat().st_size == len(payload) // 2

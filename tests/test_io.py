@@ -169,8 +169,9 @@ def grey_mask_job(tmp_path, levels: np.ndarray, image=None) -> Job:
 def test_default_mask_rule_is_lamas_any_nonzero(tmp_path):
     levels = np.array([[0, 1, 127], [128, 254, 255]], np.uint8)
     job = grey_mask_job(tmp_path, levels)
-    assert load_inputs(job).mask[0, 0].tolist() == [[0, 1, 1], [1, 1, 1]]
-    assert torch.equal(load_inputs(job).mask, read_mask(job.mask))
+    whole = MaskRule(max_hole=1.0)  # 5 of 6 pixels are hole: over the default max_hole
+    assert load_inputs(job, whole).mask[0, 0].tolist() == [[0, 1, 1], [1, 1, 1]]
+    assert torch.equal(load_inputs(job, whole).mask, read_mask(job.mask))
 
 
 def test_threshold_and_invert(tmp_path):
@@ -314,3 +315,77 @@ def test_tiff16_and_png16_are_valid_files(tmp_path):
             im.load()
             assert im.size == (4, 3)
     assert IMAGE_SUFFIXES[0] == ".png"
+
+
+# ---------------------------------------------------------------------------------------------
+# Masks that are probably wrong (issue 24)
+# ---------------------------------------------------------------------------------------------
+
+def lossy_mask_job(tmp_path, suffix: str, **kw) -> tuple[Job, np.ndarray]:
+    """A photo and its box mask saved lossily: compression noise rings the box's edges."""
+    mask = np.zeros((64, 80), np.uint8)
+    mask[13:37, 21:50] = 255  # edges off JPEG's 8x8 blocks, and a diagonal: noise on both sides
+    mask[np.add.outer(np.arange(64), -np.arange(80)) == 5] = 255
+    image = save(tmp_path / "p.png", photo(64, 80))
+    return Job(image, save(tmp_path / f"p_mask{suffix}", mask, **kw), Path("p_mask")), mask > 0
+
+
+@pytest.mark.parametrize("suffix, kw, lossy", [(".jpg", {"quality": 75}, True), (".webp", {"quality": 80}, True),
+                                               (".webp", {"lossless": True}, False), (".png", {}, False)])
+def test_lossy_masks_are_told_by_their_bytes(tmp_path, suffix, kw, lossy):
+    from lama_refine.io import is_lossy
+
+    job, _ = lossy_mask_job(tmp_path, suffix, **kw)
+    assert is_lossy(job.mask) is lossy
+    renamed = job.mask.with_suffix(".png")  # the bytes decide, not the name
+    job.mask.rename(renamed)
+    assert is_lossy(renamed) is lossy
+
+
+def test_a_jpeg_masks_compression_noise_is_no_hole_and_is_noted(tmp_path):
+    job, box = lossy_mask_job(tmp_path, ".jpg", quality=75)
+    inputs = load_inputs(job)
+    assert torch.equal(inputs.mask[0, 0].bool(), torch.from_numpy(box))  # the drawn box, no ring around it
+    assert any("lossy (JPEG) mask" in n and "mask.lossy_threshold" in n for n in inputs.notes)
+    noisy = load_inputs(job, MaskRule(lossy_threshold=0))  # LaMa's rule on the JPEG: the ring is hole
+    assert noisy.hole_fraction > inputs.hole_fraction
+
+
+def test_png_masks_keep_lamas_rule_bit_for_bit(tmp_path):
+    levels = RNG.integers(0, 256, (20, 24)).astype(np.uint8)
+    levels[levels > 100] = 0  # well under max_hole
+    job = grey_mask_job(tmp_path, levels)
+    inputs = load_inputs(job)
+    assert torch.equal(inputs.mask, read_mask(job.mask)) and not inputs.notes
+
+
+def test_a_hole_over_max_hole_fails_the_file_naming_invert_and_max_hole(tmp_path):
+    mask = np.full((10, 10), 255, np.uint8)
+    mask[:4] = 0  # 60 % hole as drawn (an inverted 40 % hole)
+    job = grey_mask_job(tmp_path, mask)
+    with pytest.raises(InputError) as error:
+        load_inputs(job)
+    message = str(error.value)
+    assert message.startswith(f"{job.mask}: the hole covers 60.0% of the photo, more than mask.max_hole=0.5")
+    assert "mask.invert=true" in message and "mask.max_hole=1.0" in message and "\n" not in message
+    assert load_inputs(job, MaskRule(invert=True)).hole_fraction == pytest.approx(0.4)
+    assert load_inputs(job, MaskRule(max_hole=1.0)).hole_fraction == pytest.approx(0.6)
+    with pytest.raises(InputError, match="covers 40.0%"):
+        load_inputs(job, MaskRule(invert=True, max_hole=0.3))
+    with pytest.raises(InputError, match="covers 70.0%"):
+        load_inputs(job, MaskRule(dilate=1, max_hole=0.65))  # counted after dilation
+
+
+def test_why_no_jobs_names_jpeg_masks_and_images_without_masks(tmp_path):
+    from lama_refine.io import why_no_jobs
+
+    save(tmp_path / "a" / "p.jpg", photo())
+    save(tmp_path / "a" / "p_mask.jpg", box_mask())
+    assert find_jobs(tmp_path / "a") == []
+    why = why_no_jobs(tmp_path / "a")
+    assert "no *mask*.png masks" in why and "1 .jpg mask(s), e.g. p_mask.jpg" in why and "maskdir=" in why
+    save(tmp_path / "b" / "p.jpg", photo())
+    why = why_no_jobs(tmp_path / "b")
+    assert "only 1 image(s), e.g. p.jpg" in why and "p_mask.png" in why and "mask.from_alpha=true" in why
+    (tmp_path / "c").mkdir()
+    assert why_no_jobs(tmp_path / "c") is None

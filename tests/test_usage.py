@@ -29,6 +29,17 @@ def photos(folder: Path) -> Path:
     return folder
 
 
+@pytest.mark.parametrize("spelling", ["cpu", "[cpu]", "CPU", "'cpu'", "[cpu,cpu]"])
+def test_devices_cpu_in_every_spelling_passes_the_checks(spelling, tmp_path, monkeypatch):
+    from lama_refine.usage import check_command_line
+    from lama_refine.io import OUTPUT_SUFFIXES
+
+    monkeypatch.chdir(tmp_path)
+    cfg = check_command_line([f"indir={photos(tmp_path / 'in')}", f"outdir={tmp_path / 'o'}", f"devices={spelling}"],
+                             OUTPUT_SUFFIXES)
+    assert list(cfg.devices) == ["cpu"] * (2 if "," in spelling else 1)
+
+
 def cli_in_process(monkeypatch, capsys, *args) -> tuple[int, str]:
     """`lama-refine ARGS` in this process (the checks run before Hydra): (exit status, stderr+stdout)."""
     monkeypatch.setattr(sys, "argv", ["lama-refine", *args])
@@ -73,8 +84,17 @@ MISTAKES = [
     (["indir={indir}", "outdir={indir}/p.png/out"], 2, ["is a file, so no folder can be made under it"]),
     (["indir={indir}", "outdir={tmp}/o", "model.path={tmp}/nope.ckpt"], 2, ["model.path={tmp}/nope.ckpt: no such file",
                                                                           "built-in demo model"]),
-    (["indir={indir}", "outdir={tmp}/o", "devices=[cuda:7]"], 2, ["cuda:7 is not available", "devices=[cpu]"]),
-    (["indir={indir}", "outdir={tmp}/o", "refiner.gpu_ids=5"], 2, ["refiner.gpu_ids=5", "devices=[cpu]"]),
+    (["indir={indir}", "outdir={tmp}/o", "devices=[cuda:7]"], 2, ["cuda:7 is not available", "devices=cpu"]),
+    (["indir={indir}", "outdir={tmp}/o", "refiner.gpu_ids=5"], 2, ["refiner.gpu_ids=5", "devices=cpu"]),
+    # every spelling of a device a newcomer tries (issue 24): parsed, and on this GPU-less machine one line
+    (["indir={indir}", "outdir={tmp}/o", "devices=cuda"], 2, ["devices=cuda: cuda:0 is not available", "devices=cpu"]),
+    (["indir={indir}", "outdir={tmp}/o", "devices=cuda:1"], 2, ["devices=cuda:1: cuda:1 is not available"]),
+    (["indir={indir}", "outdir={tmp}/o", "devices=[gpu]"], 2, ["devices=[gpu]: cuda:0 is not available"]),
+    (["indir={indir}", "outdir={tmp}/o", "devices=gpu"], 2, ["devices=gpu: cuda:0 is not available"]),
+    (["indir={indir}", "outdir={tmp}/o", "devices=mps"], 2, ["devices=mps: mps is not available on this machine"]),
+    (["indir={indir}", "outdir={tmp}/o", "devices=[cpu,cuda:3]"], 2, ["devices=[cpu,cuda:3]: cuda:3 is not available"]),
+    (["indir={indir}", "outdir={tmp}/o", "devices=tpu"], 2, ["devices=tpu: 'tpu' is not a device", "devices=cpu"]),
+    (["indir={indir}", "outdir={tmp}/o", "devices=[]"], 2, ["devices=[]: names no device"]),
     (["indir={indir}", "outdir={tmp}/o", "mask={indir}/p_mask.png"], 2, ["is for one image", "maskdir="]),
     (["image={indir}/p.png"], 2, ["missing: mask=, out="]),
     (["image={indir}/p.png", "mask={indir}/p_mask.png"], 2, ["missing: out="]),

@@ -5,18 +5,18 @@ One module per job: `jobs` (folder layouts -> `Job`s), `read` (decoding images a
 re-exported here, so `from lama_refine.io import X` works for all of them.
 """
 from .jobs import (Job, alpha_jobs, find_jobs, first_existing, has_image_suffix, lama_jobs,
-                   mark_collisions, safe_output, sibling_candidates, split_jobs, walk)
-from .masks import Inputs, MaskRule, binarize, dilate, load_inputs, resize_nearest
-from .read import (IMAGE_SUFFIXES, InputError, Picture, check_readable, open_image, orient, read_image, read_mask,
+                   mark_collisions, safe_output, sibling_candidates, split_jobs, walk, why_no_jobs)
+from .masks import Inputs, MaskRule, binarize, dilate, hole_problem, load_inputs, lossy_note, resize_nearest
+from .read import (IMAGE_SUFFIXES, InputError, Picture, check_readable, is_lossy, open_image, orient, read_image, read_mask,
                    read_mask_levels, read_picture)
-from .write import (OUTPUT_SUFFIXES, SIXTEEN_BIT_OUTPUTS, output_is_intact, png16_bytes, stale_temporaries, tiff16_bytes, to_hwc,
+from .write import (OUTPUT_SUFFIXES, check_output_suffix, SIXTEEN_BIT_OUTPUTS, output_is_intact, png16_bytes, stale_temporaries, tiff16_bytes, to_hwc,
                     to_uint8, to_uint16, write_atomic, write_result)
 
 __all__ = [
     "IMAGE_SUFFIXES", "InputError", "Inputs", "Job", "MaskRule", "OUTPUT_SUFFIXES", "Picture", "SIXTEEN_BIT_OUTPUTS",
-    "alpha_jobs", "binarize", "check_readable", "dilate", "find_jobs", "first_existing", "has_image_suffix",
+    "alpha_jobs", "binarize", "check_output_suffix", "check_readable", "dilate", "find_jobs", "hole_problem", "is_lossy", "lossy_note", "first_existing", "has_image_suffix",
     "lama_jobs", "load_inputs", "mark_collisions", "open_image", "orient", "output_is_intact", "png16_bytes",
     "read_image", "read_mask", "read_mask_levels", "read_picture", "resize_nearest", "safe_output",
     "sibling_candidates", "split_jobs", "stale_temporaries", "tiff16_bytes", "to_hwc", "to_uint16", "to_uint8",
-    "walk", "write_atomic", "write_result",
+    "walk", "why_no_jobs", "write_atomic", "write_result",
 ]

@@ -155,6 +155,26 @@ def mark_collisions(jobs: list[Job]) -> list[Job]:
     return marked
 
 
+def why_no_jobs(root: Path, exclude: Iterable[Path] = ()) -> str | None:
+    """Why LaMa's layout found no job under `root` although it holds images: masks that are not
+    `*mask*.png` (JPEG, WEBP, ...), or images without masks. None for a folder without images."""
+    masks, images = [], []
+    for path in walk(root, exclude):
+        if path.is_file() and has_image_suffix(path):
+            (masks if "mask" in path.name.lower() else images).append(path)
+    if masks:
+        kinds = "/".join(sorted({p.suffix.lower() for p in masks}))
+        return (f"no *mask*.png masks under indir={root}, but {len(masks)} {kinds} mask(s), e.g. "
+                f"{masks[0].relative_to(root)}: LaMa's layout takes PNG masks only (a JPEG mask's compression "
+                "noise grows the hole); save them as PNG, or put them in their own folder and give maskdir=")
+    if images:
+        return (f"no masks under indir={root}, only {len(images)} image(s), e.g. {images[0].relative_to(root)}: "
+                f"LaMa's layout wants each photo's mask beside it as <photo>_mask.png (e.g. "
+                f"{images[0].with_name(images[0].stem + '_mask.png').relative_to(root)}); masks in another folder: "
+                "maskdir=DIR; holes from transparency: mask.from_alpha=true")
+    return None
+
+
 def find_jobs(indir: str | os.PathLike, maskdir: str | os.PathLike | None = None, from_alpha: bool = False,
               exclude: Iterable[str | os.PathLike] = ()) -> list[Job]:
     """Every job under `indir`, sorted by output name (the order shards split): LaMa's layout

@@ -1,11 +1,14 @@
 """Mask rules: grey levels to holes (threshold, invert, resize, dilate), and a job's inputs.
 
 A pixel is a hole where its grey level (0-255 scale) is above `threshold` (0: any non-zero
-pixel, LaMa's rule).
+pixel, LaMa's rule); in a lossy (JPEG, lossy WEBP) mask also above `lossy_threshold` (127), so
+compression noise around the hole is no hole. A hole over `max_hole` of the photo (half) is
+refused: it is most often an inverted mask (hole black), which would return a smear.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -14,7 +17,7 @@ from PIL import Image
 from torch import Tensor
 
 from .jobs import Job
-from .read import InputError, read_mask_levels, read_picture
+from .read import InputError, is_lossy, read_mask_levels, read_picture
 
 
 @dataclass(frozen=True)
@@ -27,12 +30,39 @@ class MaskRule:
     dilate: int = 0
     resize: bool = False
     from_alpha: bool = False
+    max_hole: float = 0.5  # a larger hole fraction fails the file (hole_problem)
+    lossy_threshold: float = 127  # JPEG masks: their compression noise stays below mid-grey
+
+    @classmethod
+    def from_config(cls, section: Any) -> MaskRule:
+        """The config's `mask:` section (defaults where a config predates a key)."""
+        m = section or {}
+        return cls(threshold=float(m.get("threshold", 0)), invert=bool(m.get("invert", False)),
+                   dilate=int(m.get("dilate", 0)), resize=bool(m.get("resize", False)),
+                   from_alpha=bool(m.get("from_alpha", False)), max_hole=float(m.get("max_hole", 0.5)),
+                   lossy_threshold=float(m.get("lossy_threshold", 127)))
 
 
-def binarize(levels: np.ndarray, rule: MaskRule) -> np.ndarray:
-    """Grey levels (H, W) -> bool holes."""
-    holes = levels > rule.threshold
+def binarize(levels: np.ndarray, rule: MaskRule, lossy: bool = False) -> np.ndarray:
+    """Grey levels (H, W) -> bool holes; `lossy`: a JPEG mask's levels, held to `lossy_threshold` too."""
+    holes = levels > (max(rule.threshold, rule.lossy_threshold) if lossy else rule.threshold)
     return ~holes if rule.invert else holes
+
+
+def hole_problem(fraction: float, rule: MaskRule) -> str | None:
+    """Why a hole this large (a fraction of the photo) is refused, or None. An inverted mask (hole
+    black, as other tools draw it) is the most common mask mistake and gives a smear, not an error."""
+    if fraction <= rule.max_hole:
+        return None
+    return (f"the hole covers {fraction:.1%} of the photo, more than mask.max_hole={rule.max_hole:g}: is the mask "
+            f"inverted (hole black)? mask.invert=true inverts it; mask.max_hole=1.0 accepts holes this large")
+
+
+def lossy_note(rule: MaskRule) -> str:
+    if rule.lossy_threshold <= rule.threshold:
+        return "lossy (JPEG) mask: its compression noise around the hole counts as hole; save masks as PNG"
+    return (f"lossy (JPEG) mask: grey levels up to {rule.lossy_threshold:g} are taken for compression noise, not "
+            "holes (mask.lossy_threshold); save masks as PNG to keep every level")
 
 
 def dilate(mask: Tensor, pixels: int) -> Tensor:
@@ -75,10 +105,14 @@ def load_inputs(job: Job, rule: MaskRule = MaskRule()) -> Inputs:
         if picture.alpha is None:
             raise InputError(f"{job.image}: has no alpha channel to take the hole from (mask.from_alpha=true)")
         levels = 255 - picture.alpha  # transparent = hole
+        lossy = False
     else:
         assert job.mask is not None, "a job has a mask file unless its holes come from the alpha channel"
         levels = read_mask_levels(job.mask)
-    holes = binarize(levels, rule)
+        lossy = is_lossy(job.mask)
+        if lossy:
+            notes.append(lossy_note(rule))
+    holes = binarize(levels, rule, lossy)
     if holes.shape != size:
         if not rule.resize:
             raise InputError(f"{job.mask}: mask is {holes.shape[0]}x{holes.shape[1]} but its image {job.image} "
@@ -86,4 +120,7 @@ def load_inputs(job: Job, rule: MaskRule = MaskRule()) -> Inputs:
         notes.append(f"mask resized from {holes.shape[0]}x{holes.shape[1]} to {size[0]}x{size[1]}")
         holes = resize_nearest(holes, size)
     mask = dilate(torch.from_numpy(holes.astype(np.float32))[None, None], rule.dilate)
+    problem = hole_problem(float(mask.mean()), rule)
+    if problem:
+        raise InputError(f"{job.name}: {problem}")
     return Inputs(picture.image, mask, picture.bits, notes)

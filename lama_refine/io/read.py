@@ -149,6 +149,27 @@ def read_mask_levels(path: str | os.PathLike) -> np.ndarray:
     return np.asarray(im.convert("L"), dtype=np.float32)
 
 
+def is_lossy(path: str | os.PathLike) -> bool:
+    """Whether an image file is lossily compressed (JPEG, or WEBP without its lossless VP8L
+    bitstream), by its bytes, not its name: compression noise then surrounds every edge."""
+    try:
+        with open(path, "rb") as file:
+            head = file.read(1 << 20)
+    except OSError:
+        return False
+    if head.startswith(b"\xff\xd8\xff"):
+        return True
+    if head[:4] != b"RIFF" or head[8:12] != b"WEBP":
+        return False
+    offset = 12
+    while offset + 8 <= len(head):  # the first bitstream chunk decides
+        fourcc, size = head[offset:offset + 4], struct.unpack("<I", head[offset + 4:offset + 8])[0]
+        if fourcc in (b"VP8 ", b"VP8L"):
+            return fourcc == b"VP8 "
+        offset += 8 + size + (size & 1)
+    return False
+
+
 def read_mask(path: str | os.PathLike) -> Tensor:
     """A mask file -> (1, 1, H, W) float32 in {0, 1}: any non-zero grey value is a hole."""
     return torch.from_numpy((read_mask_levels(path) > 0).astype(np.float32))[None, None]

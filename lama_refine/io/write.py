@@ -13,6 +13,15 @@ from PIL import Image
 from torch import Tensor
 
 OUTPUT_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".npy")
+
+
+def check_output_suffix(out_ext: str) -> str:
+    """`out_ext` as a folder run uses it (lower case), or a UserError naming the value and the choices."""
+    from ..errors import UserError
+
+    if str(out_ext).lower() not in OUTPUT_SUFFIXES:
+        raise UserError(f"out_ext={out_ext}: use one of {', '.join(OUTPUT_SUFFIXES)}")
+    return str(out_ext).lower()
 SIXTEEN_BIT_OUTPUTS = (".png", ".tif", ".tiff")  # the others are 8-bit (.jpg, .webp) or float (.npy)
 
 

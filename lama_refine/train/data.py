@@ -25,13 +25,12 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-from ..io import read_image, to_hwc, to_uint8
+from ..io import IMAGE_SUFFIXES, read_image, to_hwc, to_uint8
 from .masks import mixed_mask, seeded_mask
 
 log = logging.getLogger(__name__)
 
 DEFAULT_CACHE = Path("~/.cache/lama-refine/data").expanduser()
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 _MATE = "usr/share/backgrounds/mate/nature/{}.jpg"
 _PLASMA = "usr/share/wallpapers/{}/contents/images/2560x1600.jpg"
