@@ -40,7 +40,7 @@ from .perf import apply_process_settings
 from .pipeline import Inpainter
 from .progress import ScaleProgress
 from .pyramid import PyramidBuilder
-from .refine import Refiner
+from .refine import RefineHooks, Refiner
 
 log = logging.getLogger(__name__)
 
@@ -203,7 +203,7 @@ def _inpainter_for(overrides: Sequence[str]):
         say_allocator(cfg)
         inpainter = make_inpainter(cfg)
         if cfg.get("progress", True):
-            inpainter.refiner.progress = ScaleProgress(True, position=0)
+            inpainter = dataclasses.replace(inpainter, hooks=RefineHooks(progress=ScaleProgress(True, position=0)))
         _last_built = (key, inpainter)
     return _last_built[1]
 

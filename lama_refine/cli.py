@@ -7,6 +7,7 @@ traceback instead. One image runs without Hydra's run folder: nothing is written
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -84,9 +85,8 @@ def make_batch_inpainter(cfg: DictConfig, progress: ScaleProgress):
     """Builds the pipeline on first use (a batch whose outputs all exist loads no model) and
     applies its process-wide `perf` settings then: the CLI is their entry point."""
     def make() -> Inpainter:
-        inpainter = build_inpainter(cfg)
+        inpainter = dataclasses.replace(build_inpainter(cfg), hooks=RefineHooks(progress=progress))
         apply_process_settings(inpainter.perf)
-        inpainter.hooks = RefineHooks(progress=progress)
         return inpainter
     return make
 
