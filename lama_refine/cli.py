@@ -24,11 +24,12 @@ import torch
 from tqdm import tqdm
 
 from .allocator import reexec_with_preload
-from .batch import MANIFEST, Batch, BatchFailed, Manifest, SetupError, Shard, Summary, config_hash
+from .batch import MANIFEST, Batch, BatchFailed, Manifest, SetupError, Shard, Summary, config_hash, legacy_config_hash
 from .config import build_inpainter, conf_dir, perf_config, resolve_gpu_ids
 from .errors import UserError
 from .io import OUTPUT_SUFFIXES, Job, MaskRule, find_jobs
 from .pipeline import Inpainter
+from .provenance import config_model_digest
 from .sweep import sweep_job_dir
 from .usage import USAGE, check_command_line, is_single_image, selectable_groups, sweeps
 
@@ -135,7 +136,9 @@ def run(cfg: DictConfig) -> Summary:
     batch = Batch(outdir=outdir, make_inpainter=make_batch_inpainter(cfg, progress), out_ext=cfg.out_ext,
                   out_quality=int(cfg.get("out_quality", 95)), overwrite=cfg.overwrite, rule=rule,
                   manifest=Manifest(outdir / MANIFEST if cfg.get("manifest", True) else None),
-                  config_hash=config_hash(cfg), shard=shard, progress=cfg.progress, on_image_end=progress.close)
+                  config_hash=config_hash(cfg), legacy_hash=legacy_config_hash(cfg),
+                  model_digest=lambda: config_model_digest(cfg), shard=shard, progress=cfg.progress,
+                  on_image_end=progress.close)
     with sigterm_as_exit():
         return batch.run(jobs)
 
