@@ -38,7 +38,7 @@ from .claims import CLAIMS, Claims
 from .errors import describe_os_error
 from .io import InputError, Inputs, Job, MaskRule, load_inputs, output_is_intact, stale_temporaries, write_result
 from .pipeline import Inpainter
-from .provenance import INPUT_KEYS, RESULT_NEUTRAL_KEYS, RESULTS_VERSION, Stamp
+from .provenance import DEVICE_KEYS, INPUT_KEYS, RESULT_NEUTRAL_KEYS, RESULTS_VERSION, Stamp
 from .refine import Refinement
 
 log = logging.getLogger("lama_refine")
@@ -117,7 +117,7 @@ def _parent(data: dict[str, Any], key: str) -> tuple[dict[str, Any], str]:
 
 def device_kinds(cfg: DictConfig) -> list[str]:
     """The kinds of device `cfg` runs on (`["cuda"]`, `["cpu"]`): CPU and GPU round differently,
-    which GPU of a kind does not matter (lama_refine.provenance)."""
+    which GPU of a kind does not matter (lama_refine.provenance). Unset: where it would run."""
     from .config import parse_gpu_ids
 
     gpu_ids = OmegaConf.select(cfg, "refiner.gpu_ids", default=None)
@@ -135,7 +135,7 @@ def config_hash(cfg: DictConfig) -> str:
     (`RESULT_NEUTRAL_KEYS`) and those naming inputs (`INPUT_KEYS`: judged by their digests),
     and with the devices as their kind: two outputs with one hash, from the same inputs, were
     made the same way."""
-    data = _hashed_settings(cfg, RESULT_NEUTRAL_KEYS + INPUT_KEYS + ("devices",))
+    data = _hashed_settings(cfg, RESULT_NEUTRAL_KEYS + INPUT_KEYS + DEVICE_KEYS)
     data["devices"] = device_kinds(cfg)
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:12]
 

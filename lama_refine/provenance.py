@@ -11,13 +11,17 @@ An output is kept only if everything that made it is unchanged (README "Batch pr
 - `RESULTS_VERSION`.
 
 Keys that do not change an output (`RESULT_NEUTRAL_KEYS`) are left out of the config hash and of
-a --multirun job's folder name. `devices` is one of them: it decides where the network runs, not
-what it computes. CPU and GPU results do differ, by float rounding (well below one 8-bit level),
-but so do two GPU models and cuDNN's algorithm picks from run to run; hashing `devices` would
-redo a whole folder when a requeued shard lands on another GPU (each shard's `devices` is set
-per shard) without making any output reproducible. A sweep over `devices` therefore shares one
-folder; give each device its own outdir to compare them. (lama-refine-eval measures time and
-memory, which do depend on the device: its per-image records key on the devices too.)
+a --multirun job's folder name (`lama_refine.sweep`); keys naming inputs (`INPUT_KEYS`) are left
+out of the hash only, their files being judged by digests.
+
+`devices` does change an output, by its kind only (`DEVICE_KEYS`, hashed as `["cpu"]` or
+`["cuda"]`): CPU and GPU kernels (convolutions, FFTs, reductions) add in other orders, so the
+same job gives outputs that differ by float rounding, and "kept only if everything that made it
+is unchanged" has to count that. Which GPUs, and how many, do not count: the same kernels run on
+any of them, a requeued shard may land on another GPU and `shard=i/n` without `devices` gives
+each shard its own (`Shard.devices`); hashing the list would redo finished work for nothing.
+Not counted either, as the hash cannot see them: the GPU model and the torch version (their
+rounding differences are of the same size; `overwrite=true` redoes a folder after such a change).
 """
 from __future__ import annotations
 
@@ -39,10 +43,11 @@ log = logging.getLogger("lama_refine")
 RESULTS_VERSION = 1
 
 # Keys no value of which can change an output: where outputs go, whether existing ones are kept,
-# what is shown, which share of the jobs runs, where the network runs (`devices` and LaMa's
-# spelling of it, `refiner.gpu_ids`; see the module docstring).
-RESULT_NEUTRAL_KEYS = ("outdir", "out", "overwrite", "progress", "shard", "manifest", "debug", "devices",
-                       "refiner.gpu_ids")
+# what is shown or logged, which share of the jobs runs. Not here: anything that picks the model,
+# the inputs, the method, or the devices (see the module docstring).
+RESULT_NEUTRAL_KEYS = ("outdir", "out", "overwrite", "progress", "shard", "manifest", "debug")
+# Where the network runs (`devices`, and LaMa's spelling of it): hashed as the kinds of device.
+DEVICE_KEYS = ("devices", "refiner.gpu_ids")
 # Keys that name inputs: an output depends on the bytes they point at (judged by digests), not on
 # the names, so they are left out of the config hash too (they do change a sweep job's folder).
 INPUT_KEYS = ("indir", "maskdir", "image", "mask.file", "model.path")
@@ -186,5 +191,5 @@ def config_model_digest(cfg) -> str:
     return model_digest(model_path(cfg.model), str(cfg.model.get("checkpoint") or "best.ckpt"))
 
 
-__all__ = ["DigestCache", "INPUT_KEYS", "RESULTS_VERSION", "RESULT_NEUTRAL_KEYS", "Stamp", "config_model_digest", "default_cache",
+__all__ = ["DEVICE_KEYS", "DigestCache", "INPUT_KEYS", "RESULTS_VERSION", "RESULT_NEUTRAL_KEYS", "Stamp", "config_model_digest", "default_cache",
            "file_sha256", "model_digest", "model_files"]
