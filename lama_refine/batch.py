@@ -199,7 +199,11 @@ def read_manifest(path: Path) -> list[dict[str, Any]]:
 
 
 # What a rerun needs of a `done` line (the rest stays on disk).
-MADE_FIELDS = ("config_hash", "results_version", "model_sha256", "image_stamp", "mask_stamp")
+STAMP_FIELDS = ("image_stamp", "mask_stamp")
+MADE_FIELDS = ("config_hash", "results_version", "model_sha256", *STAMP_FIELDS)
+# A rerun that re-hashed a touched photo or mask and found the same bytes appends a line with this
+# status and the new stamps, so that later reruns trust the new mtime instead of hashing again.
+VERIFIED = "verified"
 
 
 class MadeRecords:
@@ -229,8 +233,12 @@ class MadeRecords:
                 record = json.loads(line)
             except ValueError:
                 continue
-            if isinstance(record, dict) and record.get("status") == "done" and record.get("output"):
+            if not isinstance(record, dict) or not record.get("output"):
+                continue
+            if record.get("status") == "done":
                 self.made[str(record["output"])] = {k: record[k] for k in MADE_FIELDS if k in record}
+            elif record.get("status") == VERIFIED and str(record["output"]) in self.made:
+                self.made[str(record["output"])].update({k: record[k] for k in STAMP_FIELDS if k in record})
 
     def get(self, output: str) -> dict[str, Any] | None:
         return self.made.get(output)
@@ -454,6 +462,7 @@ class Batch:
     _stale: dict[Path, list[Path]] = field(default_factory=dict)
     _made: MadeRecords = field(default_factory=lambda: MadeRecords(None))
     _claims: Claims | None = None
+    _rehashed: dict[str, dict[str, Any]] = field(default_factory=dict)  # output -> fresh stamps, same bytes
     _model_sha256: str | None = None
 
     @property
@@ -546,14 +555,19 @@ class Batch:
             because.append("version")
         if line.get("model_sha256") != self.model_sha256:
             because.append("model")
-        image = Stamp.parse(line.get("image_stamp"))
-        if image is None or not image.still_matches(job.image):
-            because.append("photo")
-        if job.mask is not None:
-            mask = Stamp.parse(line.get("mask_stamp"))
-            if mask is None or not mask.still_matches(job.mask):
-                because.append("mask")
+        fresh: dict[str, Any] = {}
+        for field_name, path, reason in (("image_stamp", job.image, "photo"), ("mask_stamp", job.mask, "mask")):
+            if path is None:
+                continue
+            recorded = Stamp.parse(line.get(field_name))
+            now = recorded.recheck(path) if recorded is not None else None
+            if now is None:
+                because.append(reason)
+            elif now is not recorded:
+                fresh[field_name] = now.as_dict()
         if not because:
+            if fresh:
+                self._rehashed[str(job.output(self.outdir, self.out_ext).relative_to(self.outdir))] = fresh
             return None
         words = dict(REDO_REASONS)
         return Redo(", ".join(words[b] for b in because), replaced=made_under if "settings" in because else None,
@@ -578,6 +592,9 @@ class Batch:
             redo = self.existing(out, job, summary) if exists else None
             if exists and redo is None:
                 summary.skipped.append(out)
+                rehashed = self._rehashed.pop(str(out.relative_to(self.outdir)), None)
+                if rehashed:
+                    self.record(job, VERIFIED, output=str(out.relative_to(self.outdir)), **rehashed)
                 return
             if self._claims is not None:
                 claim = self._claims.acquire(str(out.relative_to(self.outdir)))

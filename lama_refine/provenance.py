@@ -86,16 +86,23 @@ class Stamp:
     def as_dict(self) -> dict[str, Any]:
         return {"sha256": self.sha256, "size": self.size, "mtime_ns": self.mtime_ns}
 
-    def still_matches(self, path: Path) -> bool:
-        """Whether `path` still has these bytes: trusted without reading where its size and mtime
-        are the recorded ones, else re-hashed (a file touched or copied keeps its output)."""
+    def recheck(self, path: Path) -> Stamp | None:
+        """`path`'s stamp if it still has these bytes, else None: this one, trusted without reading,
+        where its size and mtime are the recorded ones; else a fresh one if re-hashing finds the
+        same bytes (a file touched or copied keeps its output)."""
         try:
             now = os.stat(path)
             if (now.st_size, now.st_mtime_ns) == (self.size, self.mtime_ns):
-                return True
-            return now.st_size == self.size and file_sha256(path) == self.sha256
+                return self
+            if now.st_size != self.size:
+                return None
+            fresh = Stamp.of(path)
         except OSError:
-            return False
+            return None
+        return fresh if fresh.sha256 == self.sha256 else None
+
+    def still_matches(self, path: Path) -> bool:
+        return self.recheck(path) is not None
 
 
 # --- the model -----------------------------------------------------------------------------------

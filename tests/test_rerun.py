@@ -50,6 +50,7 @@ def claims_left(outdir: Path) -> list[Path]:
 
 # --- what a rerun compares --------------------------------------------------------------------------
 
+@pytest.mark.slow  # three or more batch runs: seconds
 def test_a_replaced_photo_or_mask_is_redone_and_the_summary_says_why(tmp_path):
     indir, outdir = tmp_path / "in", tmp_path / "out"
     names = good_pairs(indir, 3)
@@ -69,6 +70,7 @@ def test_a_replaced_photo_or_mask_is_redone_and_the_summary_says_why(tmp_path):
     assert len(run(cfg).skipped) == 3  # and now they are up to date
 
 
+@pytest.mark.slow  # three or more batch runs: seconds
 def test_other_weights_at_the_same_path_are_redone_the_same_weights_elsewhere_are_kept(tmp_path):
     indir, outdir = tmp_path / "in", tmp_path / "out"
     good_pairs(indir, 2)
@@ -83,6 +85,7 @@ def test_other_weights_at_the_same_path_are_redone_the_same_weights_elsewhere_ar
     assert "model changed: 2" in changed.report()
 
 
+@pytest.mark.slow  # three or more batch runs: seconds
 def test_record_fields_and_settings_still_count(tmp_path):
     indir, outdir = tmp_path / "in", tmp_path / "out"
     good_pairs(indir, 1)
@@ -110,6 +113,10 @@ def test_a_touched_or_copied_photo_is_rehashed_and_kept_an_untouched_one_is_not_
     summary = run(cfg)
     assert len(summary.skipped) == 2 and not summary.redone
     assert "g0.png" in hashed and "g1.png" not in hashed and "g1_mask.png" not in hashed
+    verified = [r for r in read_manifest(outdir / MANIFEST) if r["status"] == "verified"]
+    assert [(r["output"], r["image_stamp"]["mtime_ns"]) for r in verified] == [("g0_mask.png", 1)]
+    hashed.clear()
+    assert len(run(cfg).skipped) == 2 and not hashed  # the new mtime is trusted from now on
 
 
 def test_a_changed_results_version_redoes_everything(tmp_path, monkeypatch):
@@ -122,6 +129,7 @@ def test_a_changed_results_version_redoes_everything(tmp_path, monkeypatch):
     assert summary.redone_because == {"version": 2} and "results version changed: 2" in summary.report()
 
 
+@pytest.mark.slow  # three or more batch runs: seconds
 def test_overwrite_never_keeps_a_replaced_photo_and_true_redoes_everything(tmp_path):
     indir, outdir = tmp_path / "in", tmp_path / "out"
     good_pairs(indir, 2)
@@ -146,6 +154,7 @@ def legacy_manifest(outdir: Path, cfg) -> None:
     (outdir / MANIFEST).write_text("\n".join(lines) + "\n")
 
 
+@pytest.mark.slow  # three or more batch runs: seconds
 def test_an_old_format_manifest_keeps_a_finished_folder_with_one_note(tmp_path):
     indir, outdir = tmp_path / "in", tmp_path / "out"
     names = good_pairs(indir, 3)
@@ -277,6 +286,7 @@ def plant_claim(outdir: Path, output: str, host: str, pid: int, age_s: float = 0
     return path
 
 
+@pytest.mark.slow  # three or more batch runs: seconds
 def test_a_claim_left_by_a_killed_run_is_taken_over(tmp_path):
     indir, outdir = tmp_path / "in", tmp_path / "out"
     names = good_pairs(indir, 2)
@@ -304,6 +314,7 @@ def test_a_live_claim_is_skipped_and_counted(tmp_path):
     assert mine.exists() and theirs.exists() and not (outdir / names[0]).exists()
 
 
+@pytest.mark.slow  # three or more batch runs: seconds
 def test_claims_are_released_when_a_job_fails_and_heartbeats_refresh_them(tmp_path):
     indir, outdir = tmp_path / "in", tmp_path / "out"
     good_pairs(indir, 1)
