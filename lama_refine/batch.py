@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-from collections import Counter
 import hashlib
 import json
 import logging
@@ -24,6 +23,7 @@ import signal
 import socket
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -273,6 +273,9 @@ class Redo:
     reason: str
     replaced: str | None = None
     because: tuple[str, ...] = ()
+
+
+BUSY = Redo("another run holds its claim")  # `Batch.existing`: counted as claimed, left alone
 
 
 def stamp_or_none(path: Path | None) -> dict[str, Any] | None:
@@ -528,6 +531,8 @@ class Batch:
             self._made.refresh()
             verdict = self.judge(self._made.get(key), job)
         if verdict == "unrecorded":
+            if self._claims is not None and self._claims.path(key).exists():
+                return BUSY  # its run has written it and is appending its line
             summary.unrecorded.append(out)
             return None
         if verdict == "legacy":
@@ -590,6 +595,9 @@ class Batch:
             out = job.output(self.outdir, self.out_ext)
             exists = out.exists()
             redo = self.existing(out, job, summary) if exists else None
+            if redo is BUSY:
+                summary.claimed.append(out)
+                return
             if exists and redo is None:
                 summary.skipped.append(out)
                 rehashed = self._rehashed.pop(str(out.relative_to(self.outdir)), None)
@@ -605,7 +613,7 @@ class Batch:
                 if self.overwrite is not True:  # another run may have made it since we looked
                     exists = out.exists()
                     redo = self.existing(out, job, Summary()) if exists else None
-                    if exists and redo is None:
+                    if exists and (redo is None or redo is BUSY):  # BUSY: our own claim
                         summary.skipped.append(out)
                         return
             replaced = {"replaced_config_hash": redo.replaced} if redo and redo.replaced else {}
