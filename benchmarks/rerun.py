@@ -7,7 +7,7 @@ claims).
 
 Studies:
 - `small`: `--jobs` jobs of 8x8 px (photo + mask PNGs), all done: the cost per job of judging it.
-- `photos`: `--photos` JPEGs of 4000x3000 (random-ish, ~4 MB each) with PNG masks, all done,
+- `photos`: `--photos` JPEGs of 4000x3000 (random-ish, ~3.4 MB each) with PNG masks, all done,
   where reading the photos would be the cost: the rerun after the run that made them (size and
   mtime unchanged: nothing is read), the first rerun after every photo and mask was touched (same
   bytes, new mtime, as after a copy: all are re-hashed) and the reruns after that (trusted again).
@@ -212,7 +212,7 @@ def section(rows: list[dict], args) -> str:
             f"`nice python benchmarks/rerun.py --jobs {args.jobs} --photos {args.photos} --repeats {args.repeats}` "
             f"(last run {when}; medians of fresh processes on a shared 2-core machine, `load` its 1-min load "
             f"average). `small`: {args.jobs} jobs of 8x8 px, all done; `photos`: {args.photos} JPEGs of "
-            f"{args.size} px (~4 MB), all done, outputs `.jpg`. \"before\" is main's code before the rerun rules "
+            f"{args.size} px (~3.4 MB each at 4000x3000), all done, outputs `.jpg`. \"before\" is main's code before the rerun rules "
             f"(config hash only), \"after\" this one (photo, mask and model digests, claims).\n\n"
             + markdown(rows) + "\n\n" + "; ".join(ratios) + f".\n{END}")
 
