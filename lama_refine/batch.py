@@ -2,7 +2,10 @@
 
 - `Summary`: what was done, skipped and failed (with reasons), printed at the end.
 - `Manifest`: one JSON line per processed file in `outdir/manifest.jsonl`, each line a single
-  `O_APPEND` write, so shard processes on one machine can share the file.
+  `O_APPEND` write, so shard processes on one machine can share the file. A `done` line records
+  what made its output (`lama_refine.provenance`): the photo's and mask's digests, the model's,
+  the config hash and the results version; a rerun keeps the output only if all are unchanged.
+- claims (`lama_refine.claims`): runs sharing an outdir do each job once.
 - `Shard`: `shard=i/n` keeps the jobs whose index k in the sorted list has `k % n == i`.
 - out-of-memory retries: `oom_retry_plan` lists what to change for each retry.
 - `Batch.run`: the loop.
@@ -19,6 +22,7 @@ import signal
 import socket
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -29,18 +33,24 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from .claims import CLAIMS, Claims
 from .errors import describe_os_error
 from .io import InputError, Inputs, Job, MaskRule, load_inputs, output_is_intact, stale_temporaries, write_result
 from .perf import release_memory
 from .pipeline import Inpainter
+from .provenance import DEVICE_KEYS, INPUT_KEYS, RESULT_NEUTRAL_KEYS, RESULTS_VERSION, Stamp
 from .refine import Refinement
 
 log = logging.getLogger("lama_refine")
 
 MANIFEST = "manifest.jsonl"
-# Keys that do not change an output: left out of the config hash.
-UNHASHED_KEYS = ("indir", "outdir", "maskdir", "devices", "overwrite", "progress", "shard", "manifest", "image",
-                 "out", "debug")
+# What the config hash left out before manifests recorded the inputs' digests (`legacy_config_hash`,
+# for judging such lines); today's rules are lama_refine.provenance's.
+LEGACY_UNHASHED_KEYS = ("indir", "outdir", "maskdir", "devices", "overwrite", "progress", "shard", "manifest",
+                        "image", "out", "debug", "refiner.gpu_ids", "mask.file")
+# Why an existing output is made again, in the summary's order: (reason, its words there).
+REDO_REASONS = (("photo", "photo changed"), ("mask", "mask changed"), ("model", "model changed"),
+                ("settings", "settings changed"), ("version", "results version changed"))
 
 
 @dataclass
@@ -49,12 +59,20 @@ class Summary:
     skipped: list[Path] = field(default_factory=list)
     failed: list[tuple[Path, str]] = field(default_factory=list)
     notes: list[tuple[Path, str]] = field(default_factory=list)  # done, but worth a look (empty mask, ...)
-    redone: list[Path] = field(default_factory=list)  # existed, made under another config: made again
+    redone: list[Path] = field(default_factory=list)  # existed, made from other inputs or settings: made again
+    redone_because: Counter = field(default_factory=Counter)  # REDO_REASONS -> jobs (one job may have several)
+    claimed: list[Path] = field(default_factory=list)  # another live run is doing these
     unrecorded: list[Path] = field(default_factory=list)  # skipped, with no manifest line to judge them by
+    legacy: list[Path] = field(default_factory=list)  # judged by a line without digests (an older version's)
 
     def report(self) -> str:
-        redone = f"{len(self.redone)} redone (config changed), " if self.redone else ""
-        lines = [f"{len(self.done)} done, {redone}{len(self.skipped)} skipped (output exists), "
+        redone = ""
+        if self.redone:
+            reasons = [f"{words}: {self.redone_because[key]}" for key, words in REDO_REASONS
+                       if key != "version" or self.redone_because[key]]
+            redone = f"{len(self.redone)} redone ({', '.join(reasons)}), "
+        claimed = f"{len(self.claimed)} claimed by another run, " if self.claimed else ""
+        lines = [f"{len(self.done)} done, {redone}{len(self.skipped)} skipped (output exists), {claimed}"
                  f"{len(self.failed)} failed"]
         lines += [f"  failed: {reason}" for _, reason in self.failed]
         lines += [f"  note: {path}: {note}" for path, note in self.notes]
@@ -110,14 +128,43 @@ def _parent(data: dict[str, Any], key: str) -> tuple[dict[str, Any], str]:
     return (parent if isinstance(parent, dict) else {}), name
 
 
+def device_kinds(cfg: DictConfig) -> list[str]:
+    """The kinds of device `cfg` runs on (`["cuda"]`, `["cpu"]`): CPU and GPU round differently,
+    which GPU of a kind does not matter (lama_refine.provenance). Unset: where it would run."""
+    from .config import parse_gpu_ids
+
+    gpu_ids = OmegaConf.select(cfg, "refiner.gpu_ids", default=None)
+    if gpu_ids is not None:
+        devices = [str(d) for d in parse_gpu_ids(gpu_ids)]
+    else:
+        devices = [str(d) for d in (cfg.get("devices") or [])]
+    if not devices:
+        devices = ["cuda" if torch.cuda.is_available() else "cpu"]
+    return sorted({d.split(":")[0] for d in devices})
+
+
 def config_hash(cfg: DictConfig) -> str:
-    """12 hex digits of the resolved config, without the keys that do not change results: two
-    outputs with one hash were made the same way."""
+    """12 hex digits of the resolved config, without the keys that do not change results
+    (`RESULT_NEUTRAL_KEYS`) and those naming inputs (`INPUT_KEYS`: judged by their digests),
+    and with the devices as their kind: two outputs with one hash, from the same inputs, were
+    made the same way."""
+    data = _hashed_settings(cfg, RESULT_NEUTRAL_KEYS + INPUT_KEYS + DEVICE_KEYS)
+    data["devices"] = device_kinds(cfg)
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def legacy_config_hash(cfg: DictConfig) -> str:
+    """The config hash manifests recorded before they had digests (`model.path` hashed as a
+    string, the devices left out): lines without `results_version` are judged by it."""
+    data = _hashed_settings(cfg, LEGACY_UNHASHED_KEYS)
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def _hashed_settings(cfg: DictConfig, left_out: Sequence[str]) -> dict[str, Any]:
     data = OmegaConf.to_container(cfg, resolve=True)
-    for key in UNHASHED_KEYS:
-        data.pop(key, None)
-    data.get("refiner", {}).pop("gpu_ids", None)
-    data.get("mask", {}).pop("file", None)
+    for key in left_out:
+        parent, name = _parent(data, key)
+        parent.pop(name, None)
     for key, off in LATER_SWITCHES_OFF.items():
         parent, name = _parent(data, key)
         if parent.get(name, off) == off:
@@ -129,7 +176,7 @@ def config_hash(cfg: DictConfig) -> str:
                 del parent[name]
             else:
                 parent[name] = hashed_as
-    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return data
 
 
 class Manifest:
@@ -164,43 +211,93 @@ def read_manifest(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def output_hashes(path: Path) -> dict[str, str]:
-    """The config hash each output was last made under, by its path relative to outdir, from a
-    manifest file (a line that cannot be read is passed over: another run may be appending)."""
-    if not path.is_file():
-        return {}
-    made: dict[str, str] = {}
-    for line in path.read_text(errors="replace").splitlines():
+# What a rerun needs of a `done` line (the rest stays on disk).
+STAMP_FIELDS = ("image_stamp", "mask_stamp")
+MADE_FIELDS = ("config_hash", "results_version", "model_sha256", *STAMP_FIELDS)
+# A rerun that re-hashed a touched photo or mask and found the same bytes appends a line with this
+# status and the new stamps, so that later reruns trust the new mtime instead of hashing again.
+VERIFIED = "verified"
+
+
+class MadeRecords:
+    """The last `done` line of each output, by its path relative to outdir, read from a manifest
+    file and kept up to date with what other runs append while this one works (`refresh` reads
+    only the new bytes). A line that cannot be read is passed over."""
+
+    def __init__(self, path: Path | None):
+        self.path = path
+        self.offset = 0
+        self.made: dict[str, dict[str, Any]] = {}
+        self.refresh()
+
+    def refresh(self) -> None:
+        if self.path is None:
+            return
         try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(record, dict) and record.get("status") == "done" and record.get("output"):
-            made[str(record["output"])] = str(record.get("config_hash"))
-    return made
+            with open(self.path, "rb") as f:
+                f.seek(self.offset)
+                data = f.read()
+        except OSError:
+            return
+        end = data.rfind(b"\n") + 1  # a line still being appended is read next time
+        self.offset += end
+        for line in data[:end].decode(errors="replace").splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if not isinstance(record, dict) or not record.get("output"):
+                continue
+            if record.get("status") == "done":
+                self.made[str(record["output"])] = {k: record[k] for k in MADE_FIELDS if k in record}
+            elif record.get("status") == VERIFIED and str(record["output"]) in self.made:
+                self.made[str(record["output"])].update({k: record[k] for k in STAMP_FIELDS if k in record})
+
+    def get(self, output: str) -> dict[str, Any] | None:
+        return self.made.get(output)
+
+
+def output_hashes(path: Path) -> dict[str, str]:
+    """The config hash each output was last made under, by its path relative to outdir."""
+    return {output: str(line.get("config_hash")) for output, line in MadeRecords(path).made.items()}
 
 
 OVERWRITE_MODES = (False, True, "never")
-"""`overwrite`: false redoes an output only if it was made under another config (or is damaged);
-true redoes every output; never keeps every existing output, whatever made it."""
+"""`overwrite`: false redoes an output only if something that made it changed (photo, mask, model,
+settings, results version) or it is damaged; true redoes every output; never keeps every existing
+output, whatever made it."""
 
 
 def overwrite_mode(value: Any) -> bool | str:
     if isinstance(value, str) and value.lower() in ("true", "false"):
         value = value.lower() == "true"
     if value not in OVERWRITE_MODES or (isinstance(value, int) and not isinstance(value, bool)):
-        raise ValueError(f"overwrite={value!r}: expected false (redo outputs whose config changed), "
+        raise ValueError(f"overwrite={value!r}: expected false (redo outputs whose inputs or config changed), "
                          "true (redo all) or never (keep every existing output)")
     return value
 
 
 @dataclass(frozen=True)
 class Redo:
-    """Why an existing output is made again; `replaced`: the config hash it was made under,
-    when that is the reason (the summary counts these as "redone (config changed)")."""
+    """Why an existing output is made again; `because`: the REDO_REASONS keys that apply (the
+    summary counts these jobs as "redone"; none for a damaged output, made again as "done");
+    `replaced`: the config hash it was made under, when the settings changed."""
 
     reason: str
     replaced: str | None = None
+    because: tuple[str, ...] = ()
+
+
+BUSY = Redo("another run holds its claim")  # `Batch.existing`: counted as claimed, left alone
+
+
+def stamp_or_none(path: Path | None) -> dict[str, Any] | None:
+    """A file's Stamp for its manifest line; None where it cannot be read (reading it fails next,
+    with its own message)."""
+    try:
+        return None if path is None else Stamp.of(path).as_dict()
+    except OSError:
+        return None
 
 
 def finite_or_none(x: float | None) -> float | None:
@@ -363,13 +460,18 @@ class Batch:
     rule: MaskRule = MaskRule()
     manifest: Manifest = field(default_factory=lambda: Manifest(None))
     config_hash: str = ""
+    legacy_hash: str = ""  # this config's hash as lines without digests have it (legacy_config_hash)
+    model_digest: Callable[[], str] = lambda: ""  # sha256 of the model's files (provenance.model_digest)
     shard: Shard | None = None
     progress: bool = True
     on_image_end: Callable[[], None] = lambda: None  # e.g. close the per-scale progress bar
     report: bool = True  # log the summary at the end (one image says it all in its own line)
     _inpainter: Inpainter | None = None
     _stale: dict[Path, list[Path]] = field(default_factory=dict)
-    _made: dict[str, str] = field(default_factory=dict)  # output -> config hash it was made under
+    _made: MadeRecords = field(default_factory=lambda: MadeRecords(None))
+    _claims: Claims | None = None
+    _rehashed: dict[str, dict[str, Any]] = field(default_factory=dict)  # output -> fresh stamps, same bytes
+    _model_sha256: str | None = None
 
     @property
     def inpainter(self) -> Inpainter:
@@ -380,11 +482,22 @@ class Batch:
                 raise SetupError(str(e)) from e
         return self._inpainter
 
+    @property
+    def model_sha256(self) -> str:
+        """The model's digest, computed once per run and only when needed."""
+        if self._model_sha256 is None:
+            try:
+                self._model_sha256 = self.model_digest()
+            except OSError as e:
+                raise SetupError(f"cannot read the model to digest it ({describe_os_error(e)})") from e
+        return self._model_sha256
+
     def record(self, job: Job, status: str, **fields: Any) -> None:
         self.manifest.append({
             "time": datetime.now(timezone.utc).isoformat(timespec="seconds"), "status": status,
             "image": str(job.image), "mask": None if job.mask is None else str(job.mask),
-            "config_hash": self.config_hash, "shard": None if self.shard is None else str(self.shard),
+            "config_hash": self.config_hash, "results_version": RESULTS_VERSION,
+            "shard": None if self.shard is None else str(self.shard),
             "host": socket.gethostname(), "pid": os.getpid(), **fields,
         })
 
@@ -409,22 +522,66 @@ class Batch:
     def __post_init__(self) -> None:
         self.overwrite = overwrite_mode(self.overwrite)
 
-    def existing(self, out: Path, summary: Summary) -> Redo | None:
+    def existing(self, out: Path, job: Job, summary: Summary) -> Redo | None:
         """What to do with an output that exists: None = keep it (skip the job), else why and
-        how it is made again."""
+        how it is made again. The manifest is read again where its line is missing or says redo:
+        another run may have just made it."""
         if self.overwrite is True:
             return Redo("overwrite=true")
         if self.overwrite == "never":
             return None
-        made_under = self._made.get(str(out.relative_to(self.outdir)))
-        if made_under is None:
+        key = str(out.relative_to(self.outdir))
+        verdict = self.judge(self._made.get(key), job)
+        if verdict is not None:
+            self._made.refresh()
+            verdict = self.judge(self._made.get(key), job)
+        if verdict == "unrecorded":
+            if self._claims is not None and self._claims.path(key).exists():
+                return BUSY  # its run has written it and is appending its line
             summary.unrecorded.append(out)
             return None
-        if made_under != self.config_hash:
-            return Redo(f"made under config {made_under}, this run is {self.config_hash}", replaced=made_under)
-        if not output_is_intact(out):
+        if verdict == "legacy":
+            summary.legacy.append(out)
+            verdict = None
+        if verdict is None and not output_is_intact(out):
             return Redo("the existing output is damaged")
-        return None
+        return verdict if isinstance(verdict, Redo) else None
+
+    def judge(self, line: dict[str, Any] | None, job: Job) -> Redo | str | None:
+        """An output's manifest line against this run: None (all unchanged), a Redo, "unrecorded"
+        (no line: kept) or "legacy" (a line without digests whose config hash matches: kept)."""
+        if line is None:
+            return "unrecorded"
+        made_under = str(line.get("config_hash"))
+        if "results_version" not in line:  # before digests: today's config, by the hash of that time
+            if made_under != self.legacy_hash:
+                return Redo(f"made under config {made_under}, this run is {self.legacy_hash}", replaced=made_under,
+                            because=("settings",))
+            return "legacy"
+        because = []
+        if made_under != self.config_hash:
+            because.append("settings")
+        if line.get("results_version") != RESULTS_VERSION:
+            because.append("version")
+        if line.get("model_sha256") != self.model_sha256:
+            because.append("model")
+        fresh: dict[str, Any] = {}
+        for field_name, path, reason in (("image_stamp", job.image, "photo"), ("mask_stamp", job.mask, "mask")):
+            if path is None:
+                continue
+            recorded = Stamp.parse(line.get(field_name))
+            now = recorded.recheck(path) if recorded is not None else None
+            if now is None:
+                because.append(reason)
+            elif now is not recorded:
+                fresh[field_name] = now.as_dict()
+        if not because:
+            if fresh:
+                self._rehashed[str(job.output(self.outdir, self.out_ext).relative_to(self.outdir))] = fresh
+            return None
+        words = dict(REDO_REASONS)
+        return Redo(", ".join(words[b] for b in because), replaced=made_under if "settings" in because else None,
+                    because=tuple(because))
 
     def write(self, out: Path, image, bits: int) -> None:
         try:
@@ -436,30 +593,64 @@ class Batch:
         """One job, start to finish. Any error with this file is recorded as its failure and the
         batch goes on; only SetupError (no inpainter at all) and interrupts (Ctrl-C) propagate."""
         start = time.perf_counter()
+        claim: Path | None = None
         try:
             if job.problem:
                 raise InputError(job.problem)
             out = job.output(self.outdir, self.out_ext)
             exists = out.exists()
-            redo = self.existing(out, summary) if exists else None
+            redo = self.existing(out, job, summary) if exists else None
+            if redo is BUSY:
+                summary.claimed.append(out)
+                return
             if exists and redo is None:
                 summary.skipped.append(out)
+                rehashed = self._rehashed.pop(str(out.relative_to(self.outdir)), None)
+                if rehashed:
+                    self.record(job, VERIFIED, output=str(out.relative_to(self.outdir)), **rehashed)
                 return
+            if self._claims is not None:
+                claim = self._claims.acquire(str(out.relative_to(self.outdir)))
+                if claim is None:
+                    summary.claimed.append(out)
+                    log.info("%s: claimed by another run, skipped", job.name)
+                    return
+                if self.overwrite is not True:  # another run may have made it since we looked
+                    exists = out.exists()
+                    redo = self.existing(out, job, Summary()) if exists else None
+                    if exists and (redo is None or redo is BUSY):  # BUSY: our own claim
+                        summary.skipped.append(out)
+                        return
             replaced = {"replaced_config_hash": redo.replaced} if redo and redo.replaced else {}
+            if redo and redo.because:
+                replaced["redone"] = list(redo.because)
             for stale in self._stale.pop(out, []):  # left by a killed run of this very job
                 stale.unlink(missing_ok=True)
+            # stamped before reading, so that a change while this job runs shows at the next rerun
+            stamps = {"image_stamp": stamp_or_none(job.image), "mask_stamp": stamp_or_none(job.mask)}
             inputs = load_inputs(job, self.rule)
             read_s = time.perf_counter() - start
             refinement, attempts, notes = self.inpaint(inputs, job)
             inpaint_s = time.perf_counter() - start - read_s
             notes = inputs.notes + notes
+            if claim is not None and not self._claims.owns(claim):
+                summary.claimed.append(out)
+                log.warning("%s: another run took this job over (its claim looked stale); its output is left to it",
+                            job.name)
+                return
+            model_sha256 = self.model_sha256
             with deferred_interrupts():  # an output and its manifest line are written together
                 self.write(out, refinement.image, inputs.bits)
                 total = time.perf_counter() - start
-                (summary.redone if replaced else summary.done).append(out)
+                if redo and redo.because:
+                    summary.redone.append(out)
+                    summary.redone_because.update(redo.because)
+                else:
+                    summary.done.append(out)
                 summary.notes += [(job.name, n) for n in notes]
                 losses = [loss for scale in refinement.losses for loss in scale]
                 self.record(job, "done", output=str(out.relative_to(self.outdir)), **replaced,
+                            model_sha256=model_sha256, **stamps,
                             size=list(inputs.image.shape[-2:]), bits=inputs.bits,
                             hole_fraction=round(inputs.hole_fraction, 6),
                             scales=[list(s.shape[-2:]) for s in refinement.scales],
@@ -479,6 +670,8 @@ class Batch:
             self.record(job, "failed", error=reason, seconds={"total": round(time.perf_counter() - start, 3)})
             return
         finally:
+            if claim is not None:
+                self._claims.release(claim)
             self.on_image_end()
         log.info("%s -> %s (%.1f s)%s%s", job.name, out, total, f"; redone: {redo.reason}" if redo else "",
                  "".join(f"; {n}" for n in notes))
@@ -489,17 +682,25 @@ class Batch:
         for one image, whose outdir is merely the folder its output goes to."""
         summary = Summary()
         self._stale = stale_temporaries(self.outdir) if resume and self.outdir.is_dir() else {}
-        self._made = output_hashes(self.outdir / MANIFEST) if resume else {}
+        self._made = MadeRecords(self.outdir / MANIFEST if resume else None)
+        claims = Claims(self.outdir / CLAIMS) if resume else contextlib.nullcontext()
         try:
-            with logging_redirect_tqdm():
+            with logging_redirect_tqdm(), claims:
+                self._claims = claims if resume else None
                 for job in tqdm(jobs, desc="images", disable=not self.progress, position=0, dynamic_ncols=True):
                     self.process(job, summary)
         except (KeyboardInterrupt, SystemExit):  # Ctrl-C, SIGTERM; a SetupError is no interruption
             log.warning("interrupted; so far: %s", summary.report())
             raise
+        finally:
+            self._claims = None
         if summary.unrecorded:
             summary.notes.append((self.outdir, f"{len(summary.unrecorded)} existing output(s) have no line in "
                                   f"{MANIFEST} (made by an older run?) and were kept; overwrite=true redoes them"))
+        if summary.legacy:
+            summary.notes.append((self.outdir, f"{len(summary.legacy)} existing output(s) were judged by manifest "
+                                  "lines of an older lama-refine, which record no photo, mask or model digests: "
+                                  "kept where their settings match; overwrite=true redoes them"))
         if self.report:
             log.info("%s", summary.report())
             where = results_line(self.outdir, summary, jobs)
@@ -510,6 +711,7 @@ class Batch:
 
 __all__ = [
     "Attempts", "Batch", "BatchFailed", "SetupError", "deferred_interrupts", "MANIFEST", "Manifest", "Retry", "Shard", "Summary", "config_hash",
-    "halved_px_budget", "inpaint_with_retries", "is_out_of_memory", "oom_retry_plan", "output_hashes", "overwrite_mode",
+    "halved_px_budget", "inpaint_with_retries", "is_out_of_memory", "legacy_config_hash", "oom_retry_plan",
+    "output_hashes", "overwrite_mode",
     "read_manifest",
 ]

@@ -24,13 +24,14 @@ from omegaconf import DictConfig, OmegaConf
 import torch
 
 from .allocator import reexec_with_preload
-from .batch import MANIFEST, Batch, BatchFailed, Manifest, SetupError, Shard, Summary, config_hash
+from .batch import MANIFEST, Batch, BatchFailed, Manifest, SetupError, Shard, Summary, config_hash, legacy_config_hash
 from .config import build_inpainter, conf_dir, perf_config, read_config
 from .errors import UserError
 from .io import OUTPUT_SUFFIXES, Job, MaskRule, check_output_suffix, find_jobs, why_no_jobs
 from .perf import apply_process_settings
 from .pipeline import Inpainter
 from .progress import ScaleProgress
+from .provenance import config_model_digest
 from .refine import RefineHooks
 from .sweep import sweep_job_dir
 from .usage import USAGE, check_command_line, is_single_image, selectable_groups, sweeps
@@ -117,7 +118,9 @@ def run(cfg: DictConfig) -> Summary:
     batch = Batch(outdir=outdir, make_inpainter=make_batch_inpainter(cfg, progress), out_ext=cfg.out_ext,
                   out_quality=int(cfg.get("out_quality", 95)), overwrite=cfg.overwrite, rule=rule,
                   manifest=Manifest(outdir / MANIFEST if cfg.get("manifest", True) else None),
-                  config_hash=config_hash(cfg), shard=shard, progress=cfg.progress, on_image_end=progress.close)
+                  config_hash=config_hash(cfg), legacy_hash=legacy_config_hash(cfg),
+                  model_digest=lambda: config_model_digest(cfg), shard=shard, progress=cfg.progress,
+                  on_image_end=progress.close)
     with sigterm_as_exit():
         return batch.run(jobs)
 

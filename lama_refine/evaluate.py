@@ -7,7 +7,9 @@ from one of LaMa's evaluation families, seeded per image), runs the configured p
 (`build_inpainter`) and records PSNR and SSIM over the image, the mean L1 error inside the hole,
 the time and the peak memory. It writes `metrics.csv`, `metrics.md`, `summary.json` and
 side-by-side PNGs (input with hole | plain | refined | ground truth) for the first `visuals`
-images. With `--multirun`, each setting writes to `<sweep dir>/<setting>/` and
+images. Each image's result is appended to `per_image.jsonl` as it is made; a rerun of the same
+command reuses those whose photo, mask, model and settings are unchanged (`eval_records`), so a
+killed evaluation resumes. With `--multirun`, each setting writes to `<sweep dir>/<setting>/` and
 `SweepComparison` (a Hydra callback) writes `comparison.csv`, `comparison.md` and `comparison.png`
 to the sweep dir, `outdir/sweeps/<time>/`. Nothing is written outside `outdir`.
 """
@@ -38,10 +40,12 @@ from PIL import Image, ImageDraw
 from torch import Tensor
 from tqdm import tqdm
 
-from .config import build_inpainter, conf_dir, read_config
+from .config import build_inpainter, conf_dir, read_config, resolve_devices
+from .eval_records import PER_IMAGE, ImageRecords, settings_hash
 from .io import IMAGE_SUFFIXES, find_jobs, read_image, read_mask, to_hwc, to_uint8, write_result
 from .perf import apply_process_settings, release_memory
 from .pipeline import Inpainter
+from .provenance import config_model_digest
 from .sweep import in_sweep, sweep_job_dir
 
 log = logging.getLogger("lama_refine.evaluate")
@@ -320,16 +324,29 @@ def evaluate(cfg: DictConfig) -> Evaluation:
                           f"generated, {cfg.masks.family}, seed {cfg.masks.seed}"))
     log.info("%d images from %s (masks: %s) -> %s", len(samples), gt_dir, masks, out)
 
-    inpainter = build_inpainter(cfg)
-    apply_process_settings(inpainter.perf)  # lama-refine-eval is an entry point
-    if cfg.warmup:  # the first run pays for lazy initialisation (threads, kernels, the device split)
-        inpainter(*load_sample(samples[0], cfg.masks.family))
-    rows, kept = [], []
+    records = ImageRecords(out / PER_IMAGE, settings_hash(cfg, resolve_devices(read_config(cfg).devices)),
+                           lambda: config_model_digest(cfg))
+    inpainter: Inpainter | None = None  # built at the first image that needs measuring
+    rows, kept, reused = [], [], 0
     for i, sample in enumerate(tqdm(samples, desc="images", disable=not cfg.progress)):
+        inputs = records.inputs(sample)
+        row = records.reusable(sample, METRICS)
+        wanted = ((i < cfg.visuals and not (out / "visuals" / f"{sample.name}.png").is_file())
+                  or (cfg.save_outputs and not (out / "outputs" / f"{sample.name}.png").is_file()))
+        if row is not None and not wanted:
+            rows.append(row)
+            reused += 1
+            continue
+        if inpainter is None:
+            inpainter = build_inpainter(cfg)
+            apply_process_settings(inpainter.perf)  # lama-refine-eval is an entry point
+            if cfg.warmup:  # the first run pays for lazy initialisation (threads, kernels, the device split)
+                inpainter(*load_sample(samples[0], cfg.masks.family))
         image, mask = load_sample(sample, cfg.masks.family)
         result, seconds, peak = timed_run(inpainter, image, mask)
         row = {"image": sample.name, "hole_fraction": float(mask.mean()), **image_metrics(result, image, mask),
                "time_s": seconds, "peak_mem_mb": peak}
+        records.append(sample, row, inputs)
         rows.append(row)
         log.info("%s: %s", sample.name, ", ".join(f"{k} {fmt(row[k], k)}" for k in METRICS))
         if cfg.save_outputs:
@@ -339,6 +356,9 @@ def evaluate(cfg: DictConfig) -> Evaluation:
         if i < cfg.visuals:
             kept.append((sample, image, mask, result))
 
+    if reused:
+        log.info("%d of %d images measured before under the same settings, model and inputs (%s): reused",
+                 reused, len(samples), out / PER_IMAGE)
     if kept:  # plain LaMa for the pictures, after the measured runs (it moves the generator)
         plain = Inpainter(inpainter.generator, inpainter.pyramid, inpainter.refiner, inpainter.partitioner,
                           inpainter.devices, refine=False, modulo=inpainter.modulo)

@@ -15,12 +15,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
-# A key belongs here only if no value of it can change an output file: where the outputs go,
-# whether existing ones are kept, what is shown or logged, which share of the jobs runs.
-# Not here: anything that picks the model (`model.path`, `model.checkpoint`), the inputs
-# (`indir`, `maskdir`, `gt_dir`, `mask_dir`), the method, or the devices (CPU and GPU round
-# differently).
-RESULT_NEUTRAL_KEYS = ("outdir", "overwrite", "progress", "shard", "manifest", "debug")
+from .provenance import RESULT_NEUTRAL_KEYS  # the one list, shared with the config hash
 
 
 def in_sweep() -> bool:

@@ -498,7 +498,7 @@ def test_a_rerun_redoes_only_outputs_made_under_another_config(tmp_path):
     before = {n: (outdir / n).read_bytes() for n in names}
     changed = run(dilated)
     assert len(changed.redone) == 2 and not changed.skipped and not changed.done
-    assert "2 redone (config changed)" in changed.report()
+    assert "2 redone (photo changed: 0, mask changed: 0, model changed: 0, settings changed: 2)" in changed.report()
     assert all((outdir / n).read_bytes() != before[n] for n in names)  # replaced, with the new config's result
     records = [r for r in read_manifest(outdir / MANIFEST) if r["status"] == "done"]
     assert [r["replaced_config_hash"] for r in records[-2:]] == [config_hash(plain)] * 2
