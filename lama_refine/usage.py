@@ -349,9 +349,10 @@ def check_writable_folder(key: str, folder: Path, shown: Any = None) -> None:
 # Everything
 # ---------------------------------------------------------------------------------------------
 
-def compose_checked(overrides: Sequence[str]) -> tuple[DictConfig, DictConfig]:
-    """The composed config and the defaults it is compared against (same group choices, no
-    values changed); each mistake in the overrides as a UserError."""
+def compose_checked(overrides: Sequence[str], config_name: str = "config") -> tuple[DictConfig, DictConfig]:
+    """The composed config (of `config_name`: `config` for lama-refine, `evaluate` for
+    lama-refine-eval) and the defaults it is compared against (same group choices, no values
+    changed); each mistake in the overrides as a UserError."""
     parsed = parse_overrides(overrides)
     groups = config_groups(*search_path(parsed))
     for o in parsed:
@@ -359,15 +360,15 @@ def compose_checked(overrides: Sequence[str]) -> tuple[DictConfig, DictConfig]:
             check_group_choice(o, groups)
     first = [_first_value(o) for o in parsed]  # hydra.* too: hydra.searchpath adds config folders
     group_choices = [text for o, text in zip(parsed, first) if o.is_hydra_override() or is_group_override(o, groups)]
-    base = _compose(group_choices)
+    base = _compose(group_choices, config_name)
     check_keys(parsed, base, groups)
-    cfg = _compose(first)
+    cfg = _compose(first, config_name)
     check_types(cfg, base)
     for o in parsed:  # every value of a sweep, one at a time
         if o.is_sweep_override() and not o.is_hydra_override() and not is_group_override(o, groups):
             for value in choices(o)[1:]:
                 check_types(_compose([t for t in first if not t.startswith(o.key_or_group + "=")]
-                                     + [f"{o.key_or_group}={value}"]), base)
+                                     + [f"{o.key_or_group}={value}"], config_name), base)
     return cfg, base
 
 
@@ -379,9 +380,9 @@ def _first_value(o: Override) -> str:
     return f"{prefix}{o.key_or_group}={value}"
 
 
-def _compose(overrides: list[str]) -> DictConfig:
+def _compose(overrides: list[str], config_name: str = "config") -> DictConfig:
     try:
-        return compose(overrides)
+        return compose(overrides, config_name=config_name)
     except (HydraException, OmegaConfBaseException) as e:
         message = " ".join(str(e).split("\n")[:2]).strip()
         raise UserError(f"{message}") from None
@@ -456,5 +457,60 @@ def check_command_line(overrides: Sequence[str], output_suffixes: Sequence[str])
     return cfg
 
 
-__all__ = ["USAGE", "check_command_line", "sweeps", "closest", "compose_checked", "config_groups", "is_single_image",
+# ---------------------------------------------------------------------------------------------
+# lama-refine-eval: the same checks on its config (`conf/evaluate.yaml`, which holds lama-refine's)
+# ---------------------------------------------------------------------------------------------
+
+EVAL_USAGE = ("usage: lama-refine-eval gt_dir=DIR outdir=DIR [mask_dir=DIR | masks.family=thin|medium|thick] [key=value ...]\n"
+              "       lama-refine-eval --multirun gt_dir=DIR outdir=DIR refine=false,true [baseline=SETTING] ...\n"
+              "       every key of lama-refine applies too; lama-refine-eval --help lists them")
+
+LPIPS_NETS = ("alex", "vgg")
+
+
+def quote_value(overrides: Sequence[str], key: str) -> list[str]:
+    """`key=a=b,c` -> `key='a=b,c'`: a value that is itself an override (`baseline=refine=False`,
+    a sweep's setting name) would not parse, so everything after the first `=` is the value."""
+    out = []
+    for o in overrides:
+        name, eq, value = o.partition("=")
+        if name == key and eq and value and value[0] not in "'\"" and ("=" in value or "," in value):
+            o = f"{key}='{value}'" if "'" not in value else f'{key}="{value}"'
+        out.append(o)
+    return out
+
+
+def check_eval_command_line(overrides: Sequence[str], multirun: bool = False) -> DictConfig:
+    """lama-refine-eval's config checked as lama-refine's is (`check_command_line`): the same
+    keys, types, parts, model and devices, then its own inputs and outputs."""
+    cfg, _ = compose_checked(overrides, config_name="evaluate")
+    check_parts(cfg)
+    missing = [k for k in ("gt_dir", "outdir") if not given(cfg, k)]
+    if missing:
+        raise UserError(f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} required: "
+                        "gt_dir=DIR (the ground-truth photos) outdir=DIR (where the tables and pictures go)")
+    gt_dir = absolute(cfg.gt_dir)
+    if not gt_dir.exists():
+        raise UserError(f"gt_dir={cfg.gt_dir}: no such folder")
+    if not gt_dir.is_dir():
+        raise UserError(f"gt_dir={cfg.gt_dir}: is a file; give the folder of ground-truth photos")
+    mask_dir = cfg.get("mask_dir")
+    if mask_dir and not absolute(mask_dir).is_dir():
+        raise UserError(f"mask_dir={mask_dir}: no such folder; leave it unset to use the *_mask*.png beside the "
+                        "photos, else generated masks")
+    from .train.masks import FAMILIES
+
+    if cfg.masks.family not in FAMILIES:
+        raise UserError(f"masks.family={cfg.masks.family}: use one of {', '.join(sorted(FAMILIES))}")
+    if cfg.get("lpips") is not None and cfg.lpips not in LPIPS_NETS:
+        raise UserError(f"lpips={cfg.lpips}: use one of {', '.join(LPIPS_NETS)}, or lpips=null to leave it out")
+    if cfg.get("baseline") is not None and not multirun:
+        raise UserError(f"baseline={cfg.baseline}: names the setting a --multirun sweep is compared with; "
+                        "add --multirun and sweep a key (e.g. refine=false,true)")
+    check_model_and_devices(cfg)
+    check_writable_folder("outdir", absolute(cfg.outdir), shown=cfg.outdir)
+    return cfg
+
+
+__all__ = ["USAGE", "EVAL_USAGE", "check_command_line", "check_eval_command_line", "quote_value", "sweeps", "closest", "compose_checked", "config_groups", "is_single_image",
            "leaf_keys", "selectable_groups"]

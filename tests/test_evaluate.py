@@ -227,6 +227,6 @@ def test_main_app_sweeps_the_new_alternatives(tmp_path):
 def test_console_script_is_declared():
     scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
     module, _, name = scripts["lama-refine-eval"].partition(":")
-    assert (module, name) == ("lama_refine.evaluate", "main")
+    assert (module, name) == ("lama_refine.evaluate", "entry")
     from lama_refine import evaluate
-    assert callable(evaluate.main)
+    assert callable(evaluate.entry)
