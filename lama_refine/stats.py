@@ -80,7 +80,8 @@ def paired(baseline: Sequence[float], setting: Sequence[float], higher_is_better
     b, s = np.asarray(baseline, dtype=np.float64), np.asarray(setting, dtype=np.float64)
     if b.shape != s.shape:
         raise ValueError(f"paired comparison of {b.size} baseline values with {s.size} values")
-    d = s - b
+    with np.errstate(invalid="ignore"):
+        d = s - b
     tie = np.isclose(s, b, rtol=1e-9, atol=1e-12) | ((s == b) & np.isinf(s))
     d = np.where(tie, 0.0, d)  # inf - inf (two lossless PSNRs) is a tie, not NaN
     better = (d > 0) if higher_is_better else (d < 0)
