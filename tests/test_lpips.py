@@ -142,3 +142,32 @@ def test_published_files_are_recorded_with_their_digests():
         assert backbone.url.startswith("https://download.pytorch.org/models/")
         assert backbone.url.rsplit("-", 1)[1] == backbone.digest + ".pth"
         assert heads.url.endswith(f"/lpips/weights/v0.1/{net}.pth") and len(heads.digest) == 64
+
+
+@pytest.mark.slow  # refines three crops
+def test_evaluation_measures_lpips_once_its_weights_are_downloaded(served_weights, tmp_path):
+    import csv
+
+    import numpy as np
+    from PIL import Image
+
+    from lama_refine.config import compose
+    from lama_refine.evaluate import evaluate
+
+    from conftest import GOLDEN
+
+    assert dl.main(["lpips-alex", "--quiet"]) == 0
+    photo = np.asarray(Image.open(GOLDEN / "three_scales" / "image.png"))
+    for i in range(2):
+        (tmp_path / "gt").mkdir(exist_ok=True)
+        Image.fromarray(photo[i * 10: i * 10 + 72, :104]).save(tmp_path / "gt" / f"c{i}.png")
+    cfg = compose([f"gt_dir={tmp_path / 'gt'}", f"outdir={tmp_path / 'out'}", "progress=false", "visuals=0",
+                   "warmup=false", "refiner.n_iters=2", "pyramid=fixed",
+                   f"model.path={GOLDEN / 'three_scales' / 'generator.safetensors'}"], config_name="evaluate")
+    result = evaluate(cfg)
+    with open(tmp_path / "out" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    values = [float(r["lpips"]) for r in rows[:-1]]
+    assert all(v > 0 for v in values) and float(rows[-1]["lpips"]) == pytest.approx(np.mean(values))
+    assert result.mean["lpips"] == pytest.approx(np.mean(values))
+    assert "LPIPS" in (tmp_path / "out" / "metrics.md").read_text()
