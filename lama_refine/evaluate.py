@@ -458,7 +458,8 @@ def paired_markdown(pairs: Sequence[dict[str, Any]], base: str) -> str:
     lines = [f"Each setting minus the baseline **{base}**, per image: the mean difference, its 95 % bootstrap "
              "interval (images resampled, seeded) and the images won / tied / lost (better / equal / worse "
              "than the baseline on that image).\n",
-             "| setting | metric | n | difference | 95 % interval | wins / ties / losses |", "|---|---|---|---|---|---|"]
+             "| setting | metric | n | difference | 95 % interval | wins / ties / losses |",
+             "|---|---|---|---|---|---|"]
     for p in pairs:
         m = p["metric"]
         lines.append(f"| {p['setting']} | {METRIC_TITLES[m]} | {p['n_images']} | {signed(p['difference'], m)} | "

@@ -461,7 +461,8 @@ def check_command_line(overrides: Sequence[str], output_suffixes: Sequence[str])
 # lama-refine-eval: the same checks on its config (`conf/evaluate.yaml`, which holds lama-refine's)
 # ---------------------------------------------------------------------------------------------
 
-EVAL_USAGE = ("usage: lama-refine-eval gt_dir=DIR outdir=DIR [mask_dir=DIR | masks.family=thin|medium|thick] [key=value ...]\n"
+EVAL_USAGE = ("usage: lama-refine-eval gt_dir=DIR outdir=DIR [mask_dir=DIR | masks.family=thin|medium|thick] "
+              "[key=value ...]\n"
               "       lama-refine-eval --multirun gt_dir=DIR outdir=DIR refine=false,true [baseline=SETTING] ...\n"
               "       every key of lama-refine applies too; lama-refine-eval --help lists them")
 
@@ -512,5 +513,6 @@ def check_eval_command_line(overrides: Sequence[str], multirun: bool = False) ->
     return cfg
 
 
-__all__ = ["USAGE", "EVAL_USAGE", "check_command_line", "check_eval_command_line", "quote_value", "sweeps", "closest", "compose_checked", "config_groups", "is_single_image",
+__all__ = ["USAGE", "EVAL_USAGE", "check_command_line", "check_eval_command_line", "quote_value",
+           "sweeps", "closest", "compose_checked", "config_groups", "is_single_image",
            "leaf_keys", "selectable_groups"]
