@@ -4,12 +4,15 @@ A Hydra app on `conf/evaluate.yaml`, which pulls in the main app's config, so ev
 and knob is an override here too. For each image of `gt_dir` it takes a mask (from `mask_dir`; else
 the `photo_mask*.png` files beside the photos, LaMa's layout, when gt_dir holds any; else drawn
 from one of LaMa's evaluation families, seeded per image), runs the configured pipeline
-(`build_inpainter`) and records PSNR and SSIM over the image, the mean L1 error inside the hole,
-the time and the peak memory. It writes `metrics.csv`, `metrics.md`, `summary.json` and
-side-by-side PNGs (input with hole | plain | refined | ground truth) for the first `visuals`
-images. With `--multirun`, each setting writes to `<sweep dir>/<setting>/` and
-`SweepComparison` (a Hydra callback) writes `comparison.csv`, `comparison.md` and `comparison.png`
-to the sweep dir, `outdir/sweeps/<time>/`. Nothing is written outside `outdir`.
+(`build_inpainter`) and records PSNR, SSIM and LPIPS (where its weights are downloaded,
+`lama_refine.lpips`) over the image, the mean L1 error inside the hole, the time and the peak
+memory, each image in its LaMa mask-area bin (`lama_refine.stats`). It writes `metrics.csv`,
+`metrics.md`, `bins.csv`, `summary.json` and side-by-side PNGs (input with hole | plain | refined |
+ground truth) for the first `visuals` images. With `--multirun`, each setting writes to
+`<sweep dir>/<setting>/` and `SweepComparison` (a Hydra callback) writes `comparison.csv`,
+`comparison.md`, `comparison_bins.csv` and `comparison.png` to the sweep dir,
+`outdir/sweeps/<time>/`: the means and each setting's paired difference from the baseline.
+Nothing is written outside `outdir`.
 """
 from __future__ import annotations
 
@@ -46,12 +49,12 @@ from .allocator import malloc_trim
 from .cli import groups_help, wants_traceback  # noqa: F401
 from .config import build_inpainter, conf_dir
 from .errors import UserError
-from .lpips import load_or_none as load_lpips_or_none
 from .io import IMAGE_SUFFIXES, find_jobs, read_image, read_mask, to_hwc, to_uint8, write_result
+from .lpips import load_or_none as load_lpips_or_none
 from .pipeline import Inpainter
 from .stats import area_bin, bin_names, paired
-from .usage import EVAL_USAGE, check_eval_command_line, quote_value
 from .sweep import in_sweep, sweep_job_dir
+from .usage import EVAL_USAGE, check_eval_command_line, quote_value
 
 log = logging.getLogger("lama_refine.evaluate")
 
@@ -59,8 +62,8 @@ METRICS = ("psnr", "ssim", "hole_l1", "time_s", "peak_mem_mb")
 # LPIPS is measured only where its weights are downloaded (lama_refine.lpips), so a run's metrics
 # are METRICS or these; tables and comparisons take whichever its rows have.
 ALL_METRICS = ("psnr", "ssim", "lpips", "hole_l1", "time_s", "peak_mem_mb")
-METRIC_TITLES = {"psnr": "PSNR (dB)", "ssim": "SSIM", "lpips": "LPIPS", "hole_l1": "hole L1", "time_s": "time (s)",
-                 "peak_mem_mb": "peak memory (MB)"}
+METRIC_TITLES = {"psnr": "PSNR (dB)", "ssim": "SSIM", "lpips": "LPIPS", "hole_l1": "hole L1",
+                 "time_s": "time (s)", "peak_mem_mb": "peak memory (MB)"}
 HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "lpips": False, "hole_l1": False, "time_s": False,
                     "peak_mem_mb": False}
 
