@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import errno
+import math
 import importlib.resources
 import os
 import tempfile
@@ -481,6 +482,27 @@ def quote_value(overrides: Sequence[str], key: str) -> list[str]:
     return out
 
 
+def check_baseline(baseline: Any, overrides: Sequence[str], multirun: bool) -> None:
+    """`baseline=` names a setting of this sweep: a job number within it, or `key=value,...` with
+    keys the sweep varies (the values are checked when the sweep has named its settings)."""
+    if not multirun:
+        raise UserError(f"baseline={baseline}: names the setting a --multirun sweep is compared with; "
+                        "add --multirun and sweep a key (e.g. refine=false,true)")
+    swept = {o.key_or_group: len(choices(o)) for o in parse_overrides(overrides)
+             if o.is_sweep_override() and not o.is_hydra_override()}
+    if isinstance(baseline, int) and not isinstance(baseline, bool):
+        jobs = math.prod(swept.values())
+        if not 0 <= baseline < jobs:
+            raise UserError(f"baseline={baseline}: this sweep has jobs 0-{jobs - 1}")
+        return
+    for part in str(baseline).split(","):
+        key = part.partition("=")[0].strip()
+        if key not in swept:
+            raise UserError(f"baseline={baseline}: {key} is not a key this sweep varies "
+                            f"({', '.join(swept) or 'none'}); name a setting as its folder is named, "
+                            f"e.g. baseline={next(iter(swept), 'refine')}=VALUE")
+
+
 def check_eval_command_line(overrides: Sequence[str], multirun: bool = False) -> DictConfig:
     """lama-refine-eval's config checked as lama-refine's is (`check_command_line`): the same
     keys, types, parts, model and devices, then its own inputs and outputs."""
@@ -505,9 +527,8 @@ def check_eval_command_line(overrides: Sequence[str], multirun: bool = False) ->
         raise UserError(f"masks.family={cfg.masks.family}: use one of {', '.join(sorted(FAMILIES))}")
     if cfg.get("lpips") is not None and cfg.lpips not in LPIPS_NETS:
         raise UserError(f"lpips={cfg.lpips}: use one of {', '.join(LPIPS_NETS)}, or lpips=null to leave it out")
-    if cfg.get("baseline") is not None and not multirun:
-        raise UserError(f"baseline={cfg.baseline}: names the setting a --multirun sweep is compared with; "
-                        "add --multirun and sweep a key (e.g. refine=false,true)")
+    if cfg.get("baseline") is not None:
+        check_baseline(cfg.baseline, overrides, multirun)
     check_model_and_devices(cfg)
     check_writable_folder("outdir", absolute(cfg.outdir), shown=cfg.outdir)
     return cfg

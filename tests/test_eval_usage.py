@@ -45,6 +45,17 @@ def test_each_mistake_is_one_message_and_status_2(args, says, tmp_path, monkeypa
     assert sorted(p.name for p in tmp_path.iterdir()) == ["gt"]  # nothing written
 
 
+@pytest.mark.parametrize("args, says", [
+    (("baseline=pyramid_mask=blur",), "baseline=pyramid_mask=blur: pyramid_mask is not a key this sweep varies (refine)"),
+    (("baseline=2",), "baseline=2: this sweep has jobs 0-1"),
+])
+def test_a_baseline_outside_the_sweep_is_one_message(args, says, tmp_path, monkeypatch, capsys):
+    (tmp_path / "gt").mkdir()
+    monkeypatch.chdir(tmp_path)
+    code, err = run_entry(monkeypatch, capsys, "--multirun", "gt_dir=gt", "outdir=out", "refine=false,true", *args)
+    assert code == 2 and says in err.splitlines()[0], err
+
+
 def test_the_checks_accept_a_good_sweep_with_a_baseline(tmp_path, monkeypatch):
     from lama_refine.usage import check_eval_command_line
 
