@@ -25,7 +25,7 @@ from .pyramid import (FixedPyramid, FullResolutionPyramid, HalvingPyramid, Level
                       TrainResolutionPyramid)
 from .refine import L1Refiner, PlainRefiner, RefineHooks, Refinement, Refiner, ScaleInputs
 
-from ._version import __version__
+from ._version import __version__ as __version__
 
 __all__ = [
     "AllPixelsMaskDownsampler",

@@ -34,11 +34,28 @@ from tqdm import tqdm
 
 from .errors import UserError
 from .io import write_atomic
+from .lpips import BUNDLES as METRIC_BUNDLES
 from .models import zoo
 from .weights import BUILTIN_MODELS
 
 CHUNK = 1 << 20
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".gz", ".tgz", ".bz2", ".xz", ".7z")
+
+
+# Weights of the evaluation metrics (lama_refine.lpips): known files like the models, fetched by a
+# bundle's name (`lpips-alex`: backbone and heads), but not models, so not in the model zoo.
+METRIC_FILES = {m.name: m for files in METRIC_BUNDLES.values() for m in files}
+
+
+def known_file(name: str) -> zoo.KnownModel | None:
+    return zoo.KNOWN_MODELS.get(name) or METRIC_FILES.get(name)
+
+
+def digest_matches(actual: str, expected: str) -> bool:
+    """A full digest must be equal; a known file published with only a prefix of its SHA-256
+    (torchvision's names carry 8 hex digits) must start with it, as torchvision's loader checks.
+    Digests given on the command line are always full length (zoo.check_digest)."""
+    return actual == expected or (len(expected) >= 8 and actual.startswith(expected))
 
 
 class Interrupted(Exception):
@@ -156,7 +173,7 @@ def fetch(url: str, target: Path, algorithm: str, digest: str, *, retries: int =
                        + f" (attempt {attempt + 2} of {retries + 1})")
             time.sleep(wait * 2 ** attempt)
     actual = file_digest(part, algorithm)
-    if actual != digest:
+    if not digest_matches(actual, digest):
         part.unlink(missing_ok=True)
         raise UserError(f"checksum mismatch for {url}: expected {algorithm} {digest}, got {actual}; "
                         "the download was deleted, nothing was kept", exit_code=1)
@@ -181,13 +198,14 @@ def download(name: str, url: str | None = None, algorithm: str | None = None, di
     if url is None:
         if digest is not None:
             raise UserError(f"--{algorithm} needs --url: the digest of which file?")
-        if name not in zoo.KNOWN_MODELS:
-            raise UserError(f"unknown model name {name!r}; known names: {', '.join(zoo.KNOWN_MODELS)}.\n"
+        known = known_file(name)
+        if known is None:
+            raise UserError(f"unknown model name {name!r}; known names: {', '.join(zoo.KNOWN_MODELS)} "
+                            f"(metrics: {', '.join(METRIC_BUNDLES)}).\n"
                             f"To download any other checkpoint under this name: {zoo.download_command(name)}")
-        known = zoo.KNOWN_MODELS[name]
         url, algorithm, digest = known.url, known.algorithm, known.digest
     else:
-        if name in zoo.KNOWN_MODELS:
+        if known_file(name) is not None or name in METRIC_BUNDLES:
             raise UserError(f"{name!r} is a known model with a fixed URL and digest: download it with "
                             f"`{zoo.download_command(name)}`, or give your file another name")
         if digest is None or algorithm is None:
@@ -205,7 +223,7 @@ def download(name: str, url: str | None = None, algorithm: str | None = None, di
     previous = zoo.cached_file(name, folder)
     record = zoo.read_record(name, folder)
     same = record is not None and record.get("algorithm") == algorithm and record.get("digest") == digest
-    if not force and previous == target and (same or file_digest(target, algorithm) == digest):
+    if not force and previous == target and (same or digest_matches(file_digest(target, algorithm), digest)):
         if not same:
             write_record(name, target, url, algorithm, digest)
         print(f"{name} is already downloaded: {target}")
@@ -220,8 +238,14 @@ def download(name: str, url: str | None = None, algorithm: str | None = None, di
     write_record(name, target, url, algorithm, digest)
     if previous is not None and previous != target:  # the name's old file, under another suffix
         previous.unlink(missing_ok=True)
-    print(f"{algorithm} {digest} verified; use it with model.path={name}")
+    use = "LPIPS in lama-refine-eval" if name in METRIC_FILES else f"model.path={name}"
+    print(f"{algorithm} {digest} verified; used by {use}")
     return target
+
+
+def download_bundle(name: str, *, force: bool = False, retries: int = 3, progress: bool = True) -> list[Path]:
+    """Every file of a metric's bundle (`lpips-alex`), each verified and kept as its own name."""
+    return [download(m.name, force=force, retries=retries, progress=progress) for m in METRIC_BUNDLES[name]]
 
 
 def listing() -> str:
@@ -232,9 +256,14 @@ def listing() -> str:
         state = f"downloaded: {have[name]}" if name in have else f"not downloaded: {zoo.download_command(name)}"
         lines.append(f"  {name:<16} {known.description}\n  {'':<16} {state}")
     for name, path in have.items():
-        if name not in zoo.KNOWN_MODELS:
+        if name not in zoo.KNOWN_MODELS and name not in METRIC_FILES:
             record = zoo.read_record(name) or {}
             lines.append(f"  {name:<16} downloaded: {path} (from {record.get('url', '?')})")
+    for bundle, files in METRIC_BUNDLES.items():
+        state = ("downloaded" if all(m.name in have for m in files) else
+                 f"not downloaded: lama-refine-download {bundle}")
+        lines.append(f"  {bundle:<16} LPIPS weights for lama-refine-eval ({', '.join(m.name for m in files)})\n"
+                     f"  {'':<16} {state}")
     lines.append("built in (no download): " + ", ".join(f"{name} ({path.name})" for name, path in BUILTIN_MODELS.items()))
     lines.append("use one with model.path=NAME; any other checkpoint: lama-refine-download NAME --url URL --sha256 HEX")
     return "\n".join(lines)
@@ -263,8 +292,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     algorithm, digest = ("sha256", args.sha256) if args.sha256 else ("md5", args.md5) if args.md5 else (None, None)
     try:
-        download(args.name, args.url, algorithm, digest, force=args.force, retries=max(0, args.retries),
-                 progress=not args.quiet)
+        if args.name in METRIC_BUNDLES and args.url is None and digest is None:
+            download_bundle(args.name, force=args.force, retries=max(0, args.retries), progress=not args.quiet)
+        else:
+            download(args.name, args.url, algorithm, digest, force=args.force, retries=max(0, args.retries),
+                     progress=not args.quiet)
     except UserError as error:
         parser.exit(error.exit_code, f"lama-refine-download: error: {error}\n")
     except KeyboardInterrupt:

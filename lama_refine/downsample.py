@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
-import torch
 import torch.nn.functional as F
 from kornia.filters import gaussian_blur2d
 from torch import Tensor, nn

@@ -4,14 +4,17 @@ A Hydra app on `conf/evaluate.yaml`, which pulls in the main app's config, so ev
 and knob is an override here too. For each image of `gt_dir` it takes a mask (from `mask_dir`; else
 the `photo_mask*.png` files beside the photos, LaMa's layout, when gt_dir holds any; else drawn
 from one of LaMa's evaluation families, seeded per image), runs the configured pipeline
-(`build_inpainter`) and records PSNR and SSIM over the image, the mean L1 error inside the hole,
-the time and the peak memory. It writes `metrics.csv`, `metrics.md`, `summary.json` and
-side-by-side PNGs (input with hole | plain | refined | ground truth) for the first `visuals`
-images. Each image's result is appended to `per_image.jsonl` as it is made; a rerun of the same
-command reuses those whose photo, mask, model and settings are unchanged (`eval_records`), so a
-killed evaluation resumes. With `--multirun`, each setting writes to `<sweep dir>/<setting>/` and
-`SweepComparison` (a Hydra callback) writes `comparison.csv`, `comparison.md` and `comparison.png`
-to the sweep dir, `outdir/sweeps/<time>/`. Nothing is written outside `outdir`.
+(`build_inpainter`) and records PSNR, SSIM and LPIPS (where its weights are downloaded,
+`lama_refine.lpips`) over the image, the mean L1 error inside the hole, the time and the peak
+memory, each image in its LaMa mask-area bin (`lama_refine.stats`). It writes `metrics.csv`,
+`metrics.md`, `bins.csv`, `summary.json` and side-by-side PNGs (input with hole | plain | refined |
+ground truth) for the first `visuals` images. Each image's result is appended to `per_image.jsonl`
+as it is made; a rerun of the same command reuses those whose photo, mask, model and settings are
+unchanged (`eval_records`), so a killed evaluation resumes. With `--multirun`, each setting writes
+to `<sweep dir>/<setting>/` and `SweepComparison` (a Hydra callback) writes `comparison.csv`,
+`comparison.md`, `comparison_bins.csv` and `comparison.png` to the sweep dir,
+`outdir/sweeps/<time>/`: the means and each setting's paired difference from the baseline.
+Nothing is written outside `outdir`.
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ import json
 import logging
 import math
 import os
+import sys
 import threading
 import time
 import zlib
@@ -33,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from hydra.utils import to_absolute_path
 from kornia.metrics import psnr, ssim
 from omegaconf import DictConfig, OmegaConf
@@ -40,20 +45,30 @@ from PIL import Image, ImageDraw
 from torch import Tensor
 from tqdm import tqdm
 
+# cli registers the `lama_refine_groups` resolver that --help's text (conf/config.yaml) interpolates
+from .cli import groups_help, wants_traceback  # noqa: F401
 from .config import build_inpainter, conf_dir, read_config, resolve_devices
+from .errors import UserError
 from .eval_records import PER_IMAGE, ImageRecords, settings_hash
 from .io import IMAGE_SUFFIXES, find_jobs, read_image, read_mask, to_hwc, to_uint8, write_result
+from .lpips import load_or_none as load_lpips_or_none
 from .perf import apply_process_settings, release_memory
 from .pipeline import Inpainter
 from .provenance import config_model_digest
+from .stats import area_bin, bin_names, paired
 from .sweep import in_sweep, sweep_job_dir
+from .usage import EVAL_USAGE, check_eval_command_line, quote_value
 
 log = logging.getLogger("lama_refine.evaluate")
 
 METRICS = ("psnr", "ssim", "hole_l1", "time_s", "peak_mem_mb")
-METRIC_TITLES = {"psnr": "PSNR (dB)", "ssim": "SSIM", "hole_l1": "hole L1", "time_s": "time (s)",
-                 "peak_mem_mb": "peak memory (MB)"}
-HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "hole_l1": False, "time_s": False, "peak_mem_mb": False}
+# LPIPS is measured only where its weights are downloaded (lama_refine.lpips), so a run's metrics
+# are METRICS or these; tables and comparisons take whichever its rows have.
+ALL_METRICS = ("psnr", "ssim", "lpips", "hole_l1", "time_s", "peak_mem_mb")
+METRIC_TITLES = {"psnr": "PSNR (dB)", "ssim": "SSIM", "lpips": "LPIPS", "hole_l1": "hole L1",
+                 "time_s": "time (s)", "peak_mem_mb": "peak memory (MB)"}
+HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "lpips": False, "hole_l1": False, "time_s": False,
+                    "peak_mem_mb": False}
 
 
 # --- inputs -------------------------------------------------------------------------------------
@@ -267,7 +282,7 @@ def side_by_side(panels: Sequence[tuple[str, Tensor]], gap: int = 4, header: int
 def fmt(value: float, metric: str) -> str:
     if isinstance(value, float) and math.isinf(value):
         return "inf"
-    return {"psnr": "{:.3f}", "ssim": "{:.4f}", "hole_l1": "{:.5f}", "time_s": "{:.2f}",
+    return {"psnr": "{:.3f}", "ssim": "{:.4f}", "lpips": "{:.4f}", "hole_l1": "{:.5f}", "time_s": "{:.2f}",
             "peak_mem_mb": "{:.0f}"}.get(metric, "{}").format(value)
 
 
@@ -286,8 +301,25 @@ def write_csv(path: Path, rows: Sequence[dict[str, Any]], columns: Sequence[str]
         writer.writerows(rows)
 
 
+def metrics_of(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """The metrics the rows carry, in table order (LPIPS only where it was measured)."""
+    return [m for m in ALL_METRICS if rows and all(m in r for r in rows)]
+
+
 def means(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
-    return {m: float(np.mean([r[m] for r in rows])) for m in METRICS} if rows else {}
+    return {m: float(np.mean([r[m] for r in rows])) for m in metrics_of(rows)} if rows else {}
+
+
+def bin_table(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per-image rows -> one row per non-empty LaMa mask-area bin (`lama_refine.stats`): the bin,
+    its image count and the mean of every metric, plus the overall row."""
+    table = []
+    for name in bin_names():
+        members = [r for r in rows if r["bin"] == name]
+        if members:
+            table.append({"bin": name, "n_images": len(members), **means(members)})
+    table.append({"bin": "overall", "n_images": len(rows), **means(rows)})
+    return table
 
 
 # --- the app ------------------------------------------------------------------------------------
@@ -328,6 +360,7 @@ def evaluate(cfg: DictConfig) -> Evaluation:
                            lambda: config_model_digest(cfg))
     inpainter: Inpainter | None = None  # built at the first image that needs measuring
     rows, kept, reused = [], [], 0
+    perceptual = None  # LPIPS, loaded with the pipeline
     for i, sample in enumerate(tqdm(samples, desc="images", disable=not cfg.progress)):
         inputs = records.inputs(sample)
         row = records.reusable(sample, METRICS)
@@ -340,15 +373,19 @@ def evaluate(cfg: DictConfig) -> Evaluation:
         if inpainter is None:
             inpainter = build_inpainter(cfg)
             apply_process_settings(inpainter.perf)  # lama-refine-eval is an entry point
+            perceptual = load_lpips_or_none(cfg.get("lpips"), inpainter.devices[0])
             if cfg.warmup:  # the first run pays for lazy initialisation (threads, kernels, the device split)
                 inpainter(*load_sample(samples[0], cfg.masks.family))
         image, mask = load_sample(sample, cfg.masks.family)
         result, seconds, peak = timed_run(inpainter, image, mask)
-        row = {"image": sample.name, "hole_fraction": float(mask.mean()), **image_metrics(result, image, mask),
-               "time_s": seconds, "peak_mem_mb": peak}
+        hole_fraction = float(mask.mean())
+        row = {"image": sample.name, "hole_fraction": hole_fraction, "bin": bin_names()[area_bin(hole_fraction)],
+               **image_metrics(result, image, mask), "time_s": seconds, "peak_mem_mb": peak}
+        if perceptual is not None:
+            row["lpips"] = perceptual.distance(result, image)
         records.append(sample, row, inputs)
         rows.append(row)
-        log.info("%s: %s", sample.name, ", ".join(f"{k} {fmt(row[k], k)}" for k in METRICS))
+        log.info("%s: %s", sample.name, ", ".join(f"{k} {fmt(row[k], k)}" for k in metrics_of([row])))
         if cfg.save_outputs:
             write_result(out / "outputs" / f"{sample.name}.png", result)
             if sample.mask is None:
@@ -372,13 +409,18 @@ def evaluate(cfg: DictConfig) -> Evaluation:
             path.parent.mkdir(parents=True, exist_ok=True)
             picture.save(path)
 
-    mean = means(rows)
+    mean, metrics = means(rows), metrics_of(rows)
     table = rows + [{"image": "mean", "hole_fraction": float(np.mean([r["hole_fraction"] for r in rows])), **mean}]
-    write_csv(out / "metrics.csv", table, ["image", "hole_fraction", *METRICS])
-    (out / "metrics.md").write_text(f"# {setting}\n\n" + markdown_table(table, "image", METRICS))
+    write_csv(out / "metrics.csv", table, ["image", "hole_fraction", "bin", *metrics])
+    bins = bin_table(rows)
+    write_csv(out / "bins.csv", bins, ["bin", "n_images", *metrics])
+    (out / "metrics.md").write_text(f"# {setting}\n\n" + markdown_table(table, "image", metrics)
+                                    + "\n## By the mask's share of the image (LaMa's bins)\n\n"
+                                    + markdown_table(bins, "bin", ["n_images", *metrics]))
     hydra_cfg = HydraConfig.get() if HydraConfig.initialized() else None
     summary = {"setting": setting, "job": OmegaConf.select(hydra_cfg, "job.num", default=0) if hydra_cfg else 0,
-               "n_images": len(rows), "mean": mean, "overrides": list(hydra_cfg.overrides.task) if hydra_cfg else []}
+               "n_images": len(rows), "mean": mean, "bins": bins, "images": rows,
+               "overrides": list(hydra_cfg.overrides.task) if hydra_cfg else []}
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     log.info("mean: %s -> %s", ", ".join(f"{k} {fmt(v, k)}" for k, v in mean.items()), out / "metrics.md")
     return Evaluation(rows, mean, setting, out)
@@ -387,17 +429,70 @@ def evaluate(cfg: DictConfig) -> Evaluation:
 # --- comparing the runs of a sweep --------------------------------------------------------------
 
 def collect(sweep_dir: Path) -> list[dict[str, Any]]:
-    """Each job's `summary.json` under the sweep dir, as one row per setting, in job order."""
+    """Each job's `summary.json` under the sweep dir, as one row per setting, in job order (its
+    per-image rows and bins under `images` and `bins`, where the job wrote them)."""
     rows = []
     for path in sweep_dir.glob("*/summary.json"):
         summary = json.loads(path.read_text())
         rows.append({"job": summary["job"], "setting": summary["setting"], "n_images": summary["n_images"],
-                     **summary["mean"]})
+                     **summary["mean"], "images": summary.get("images", []), "bins": summary.get("bins", [])})
     return sorted(rows, key=lambda r: r["job"])
 
 
-def plot_comparison(rows: Sequence[dict[str, Any]], path: Path, metrics: Sequence[str] = METRICS) -> bool:
-    """One panel per metric, a marker per setting; False (and a warning) without matplotlib."""
+def pick_baseline(rows: Sequence[dict[str, Any]], baseline: Any) -> dict[str, Any]:
+    """The row of the setting named `baseline` (as the sweep names its folders, case and spaces
+    aside), of job number `baseline`, or the first setting when it is unset."""
+    if baseline is None or baseline == "":
+        return rows[0]
+    key = str(baseline).replace(" ", "").lower()
+    for row in rows:
+        if row["setting"].replace(" ", "").lower() == key or str(row["job"]) == key:
+            return row
+    raise UserError(f"baseline={baseline}: not a setting of this sweep; its settings are "
+                    f"{', '.join(r['setting'] for r in rows)} (or their job numbers 0-{len(rows) - 1})")
+
+
+def paired_rows(rows: Sequence[dict[str, Any]], base: dict[str, Any], seed: int = 0) -> list[dict[str, Any]]:
+    """Every other setting against `base`, metric by metric, over the images both measured
+    (`lama_refine.stats.paired`): one row per setting and metric."""
+    base_images = {r["image"]: r for r in base["images"]}
+    out = []
+    for row in rows:
+        if row is base:
+            continue
+        images = [r for r in row["images"] if r["image"] in base_images]
+        if len(images) < len(row["images"]) or len(images) < len(base_images):
+            log.warning("%s and the baseline %s share %d of their images; only those are compared",
+                        row["setting"], base["setting"], len(images))
+        for metric in metrics_of(images + [base_images[r["image"]] for r in images]):
+            p = paired([base_images[r["image"]][metric] for r in images], [r[metric] for r in images],
+                       HIGHER_IS_BETTER[metric], seed=seed)
+            out.append({"setting": row["setting"], "metric": metric, "n_images": p.n, "difference": p.mean,
+                        "low": p.low, "high": p.high, "wins": p.wins, "ties": p.ties, "losses": p.losses})
+    return out
+
+
+def paired_markdown(pairs: Sequence[dict[str, Any]], base: str) -> str:
+    lines = [f"Each setting minus the baseline **{base}**, per image: the mean difference, its 95 % bootstrap "
+             "interval (images resampled, seeded) and the images won / tied / lost (better / equal / worse "
+             "than the baseline on that image).\n",
+             "| setting | metric | n | difference | 95 % interval | wins / ties / losses |",
+             "|---|---|---|---|---|---|"]
+    for p in pairs:
+        m = p["metric"]
+        lines.append(f"| {p['setting']} | {METRIC_TITLES[m]} | {p['n_images']} | {signed(p['difference'], m)} | "
+                     f"[{signed(p['low'], m)}, {signed(p['high'], m)}] | {p['wins']} / {p['ties']} / {p['losses']} |")
+    return "\n".join(lines) + "\n"
+
+
+def signed(value: float, metric: str) -> str:
+    text = fmt(value, metric)
+    return text if text.startswith("-") or text in ("inf", "nan") else "+" + text
+
+
+def plot_comparison(rows: Sequence[dict[str, Any]], path: Path, metrics: Sequence[str] | None = None,
+                    pairs: Sequence[dict[str, Any]] = (), baseline: str | None = None) -> bool:
+    """The comparison plot (`comparison_figure`); False (and a warning) without matplotlib."""
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -405,32 +500,56 @@ def plot_comparison(rows: Sequence[dict[str, Any]], path: Path, metrics: Sequenc
     except ImportError:
         log.warning("matplotlib is not installed (pip install 'lama-refine[eval]'): no plot written")
         return False
-    fig = comparison_figure(rows, metrics)
+    fig = comparison_figure(rows, metrics, pairs=pairs, baseline=baseline)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return True
 
 
-def comparison_figure(rows: Sequence[dict[str, Any]], metrics: Sequence[str] = METRICS):
-    """The comparison plot as a matplotlib figure (matplotlib must be installed)."""
+def comparison_figure(rows: Sequence[dict[str, Any]], metrics: Sequence[str] | None = None,
+                      pairs: Sequence[dict[str, Any]] = (), baseline: str | None = None):
+    """The comparison plot as a matplotlib figure (matplotlib must be installed). With `pairs`
+    (`paired_rows`): one panel per metric, each setting's mean difference from the baseline with
+    its 95 % interval as an error bar, on an axis that includes zero, so a gap is seen at its size
+    next to no difference at all. Without: each setting's mean, a marker per setting."""
     import matplotlib.pyplot as plt
     from matplotlib.ticker import ScalarFormatter
 
-    labels = [r["setting"] for r in rows]
+    metrics = list(metrics) if metrics is not None else metrics_of(rows)
+    if pairs:
+        labels = list(dict.fromkeys(p["setting"] for p in pairs))
+    else:
+        labels = [r["setting"] for r in rows]
     fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 2.6 + 0.12 * max(map(len, labels))),
                              squeeze=False)
-    x = range(len(rows))
+    x = range(len(labels))
     for ax, metric in zip(axes[0], metrics, strict=True):
-        values = [r[metric] for r in rows]
-        # markers on an autoscaled axis: settings often differ in the third digit, which bars from 0 hide
-        ax.plot(x, values, "o", color="tab:blue")
-        for xi, v in zip(x, values, strict=True):
-            ax.annotate(fmt(v, metric), (xi, v), textcoords="offset points", xytext=(0, 4), ha="center", fontsize=6)
-        ax.set_xticks(list(x), labels, rotation=60, ha="right", fontsize=7)
-        ax.set_xlim(-0.5, len(rows) - 0.5)
-        ax.margins(y=0.25)
         arrow = "higher is better" if HIGHER_IS_BETTER[metric] else "lower is better"
-        ax.set_title(f"{METRIC_TITLES[metric]}\n({arrow})", fontsize=9)
+        if pairs:
+            by_setting = {p["setting"]: p for p in pairs if p["metric"] == metric}
+            values = [by_setting[s]["difference"] if s in by_setting else math.nan for s in labels]
+            low = [v - by_setting[s]["low"] if s in by_setting else 0 for v, s in zip(values, labels)]
+            high = [by_setting[s]["high"] - v if s in by_setting else 0 for v, s in zip(values, labels)]
+            ax.errorbar(list(x), values, yerr=[low, high], fmt="o", color="tab:blue", capsize=3)
+            ax.axhline(0, color="black", linewidth=0.8)
+            finite = [v for v in values + [v - lo for v, lo in zip(values, low)] + [v + h for v, h in zip(values, high)]
+                      if math.isfinite(v)]
+            top, bottom = max(finite + [0.0]), min(finite + [0.0])
+            pad = 0.15 * (top - bottom) or 1e-6
+            ax.set_ylim(bottom - pad, top + pad)  # zero always on the axis: a 0.01 dB gap looks its size
+            ax.set_title(f"{METRIC_TITLES[metric]}: minus {baseline}\n({arrow})", fontsize=8)
+        else:
+            values = [r[metric] for r in rows]
+            # markers on an autoscaled axis: settings often differ in the third digit, which bars from 0 hide
+            ax.plot(list(x), values, "o", color="tab:blue")
+            ax.margins(y=0.25)
+            ax.set_title(f"{METRIC_TITLES[metric]}\n({arrow})", fontsize=9)
+        for xi, v in zip(x, values):
+            if math.isfinite(v):
+                ax.annotate(signed(v, metric) if pairs else fmt(v, metric), (xi, v), textcoords="offset points",
+                            xytext=(4, 4), fontsize=6)
+        ax.set_xticks(list(x), labels, rotation=60, ha="right", fontsize=7)
+        ax.set_xlim(-0.5, len(labels) - 0.5)
         ax.tick_params(axis="y", labelsize=7)
         # plain numbers: settings close together would otherwise read "1e-5+9.574e-1"
         ax.yaxis.set_major_formatter(ScalarFormatter(useOffset=False))
@@ -439,30 +558,100 @@ def comparison_figure(rows: Sequence[dict[str, Any]], metrics: Sequence[str] = M
     return fig
 
 
-def write_comparison(sweep_dir: Path) -> list[dict[str, Any]]:
-    """comparison.csv, comparison.md and comparison.png in `sweep_dir`, from its jobs' summaries."""
+def bins_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per setting and non-empty mask-area bin, from the jobs' summaries."""
+    return [{"setting": r["setting"], **b} for r in rows for b in r["bins"]]
+
+
+def write_comparison(sweep_dir: Path, baseline: Any = None, seed: int = 0) -> list[dict[str, Any]]:
+    """comparison.csv, comparison.md and comparison.png in `sweep_dir`, from its jobs' summaries:
+    the means per setting and, against `baseline` (a setting's name or job number; default the
+    first setting), the paired differences (`paired_rows`); comparison_bins.csv per mask-area bin."""
     rows = collect(sweep_dir)
     if not rows:
         log.warning("no evaluation summaries under %s: nothing to compare", sweep_dir)
         return rows
-    write_csv(sweep_dir / "comparison.csv", rows, ["setting", "n_images", *METRICS])
-    (sweep_dir / "comparison.md").write_text(markdown_table(rows, "setting", ["n_images", *METRICS]))
-    plot_comparison(rows, sweep_dir / "comparison.png")
-    log.info("comparison of %d settings: %s", len(rows), sweep_dir / "comparison.md")
+    metrics = metrics_of(rows)
+    base = pick_baseline(rows, baseline)
+    pairs = paired_rows(rows, base, seed=seed) if all(r["images"] for r in rows) else []
+    columns = ["setting", "n_images", *metrics]
+    for metric in metrics:
+        by_setting = {p["setting"]: p for p in pairs if p["metric"] == metric}
+        for row in rows:
+            p = by_setting.get(row["setting"])
+            if p is not None:
+                row.update({f"{metric}_diff": p["difference"], f"{metric}_low": p["low"], f"{metric}_high": p["high"],
+                            f"{metric}_wins": p["wins"], f"{metric}_ties": p["ties"], f"{metric}_losses": p["losses"]})
+        if pairs:
+            columns += [f"{metric}_{k}" for k in ("diff", "low", "high", "wins", "ties", "losses")]
+    write_csv(sweep_dir / "comparison.csv", rows, columns)
+    text = markdown_table(rows, "setting", ["n_images", *metrics])
+    if pairs:
+        text += "\n## Paired differences\n\n" + paired_markdown(pairs, base["setting"])
+    per_bin = bins_rows(rows)
+    if per_bin:
+        write_csv(sweep_dir / "comparison_bins.csv", per_bin, ["setting", "bin", "n_images", *metrics])
+        text += ("\n## By the mask's share of the image (LaMa's bins)\n\n"
+                 + bin_markdown(per_bin, metrics))
+    (sweep_dir / "comparison.md").write_text(text)
+    plot_comparison(rows, sweep_dir / "comparison.png", metrics, pairs=pairs, baseline=base["setting"])
+    log.info("comparison of %d settings against %s: %s", len(rows), base["setting"], sweep_dir / "comparison.md")
     return rows
+
+
+def bin_markdown(per_bin: Sequence[dict[str, Any]], metrics: Sequence[str]) -> str:
+    head = ["setting", "bin", "n_images", *(METRIC_TITLES[m] for m in metrics)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in per_bin:
+        lines.append("| " + " | ".join([r["setting"], r["bin"], str(r["n_images"]), *(fmt(r[m], m) for m in metrics)])
+                     + " |")
+    return "\n".join(lines) + "\n"
 
 
 class SweepComparison(Callback):
     """Hydra callback: after a --multirun sweep, one table and one plot comparing its settings."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        write_comparison(Path(to_absolute_path(config.hydra.sweep.dir)))
+        sweep_dir = Path(to_absolute_path(config.hydra.sweep.dir))
+        try:
+            write_comparison(sweep_dir, config.get("baseline"), seed=int(config.get("bootstrap_seed", 0)))
+        except UserError as e:  # the jobs are done and kept; only the comparison is not written
+            log.error("%s; rerun the comparison with write_comparison(%r, baseline=...)", e, str(sweep_dir))
 
 
 @hydra.main(config_path=str(conf_dir()), config_name="evaluate", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    evaluate(read_config(cfg))
+    try:
+        evaluate(read_config(cfg))
+    except (UserError, FileNotFoundError) as e:  # a mask without its photo, a folder without images
+        if wants_traceback(cfg):
+            raise
+        if HydraConfig.get().mode == RunMode.RUN:
+            log.error("%s", e)
+            sys.exit(getattr(e, "exit_code", 2))
+        raise
+
+
+def entry() -> None:
+    """The console script, as `lama-refine`'s (`cli.entry`): the command line is checked first
+    (`usage.check_eval_command_line`), so a mistake is one message, the usage and exit status 2
+    before Hydra starts; `debug=true` or HYDRA_FULL_ERROR=1 show the traceback instead. Hydra's
+    own flags (--help, --cfg, ...) go straight to Hydra."""
+    argv = sys.argv[1:]
+    flags = [a for a in argv if a.startswith("-")]
+    overrides = quote_value([a for a in argv if not a.startswith("-")], "baseline")
+    if all(f in ("-m", "--multirun") for f in flags):
+        try:
+            check_eval_command_line(overrides, multirun=bool(flags))
+        except UserError as e:
+            if wants_traceback(argv):
+                raise
+            print(f"lama-refine-eval: {e}", file=sys.stderr)
+            print(EVAL_USAGE, file=sys.stderr)
+            sys.exit(e.exit_code)
+    sys.argv = [sys.argv[0], *flags, *overrides]
+    main()
 
 
 if __name__ == "__main__":
-    main()
+    entry()

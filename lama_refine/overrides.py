@@ -251,8 +251,9 @@ def absolute(path: Any) -> Path:
     return Path(to_absolute_path(str(path)))
 
 
-def compose_checked(overrides: Sequence[str]) -> tuple[DictConfig, DictConfig]:
-    """The composed config, read (`config.read_config`: the devices parsed and checked to be
+def compose_checked(overrides: Sequence[str], config_name: str = "config") -> tuple[DictConfig, DictConfig]:
+    """The composed config of `config_name` (`config` for lama-refine, `evaluate` for
+    lama-refine-eval), read (`config.read_config`: the devices parsed and checked to be
     here), and the defaults it is compared against (same group choices, no values changed, as
     written); each mistake in the overrides as a UserError."""
     parsed = parse_overrides(overrides)
@@ -262,15 +263,15 @@ def compose_checked(overrides: Sequence[str]) -> tuple[DictConfig, DictConfig]:
             check_group_choice(o, groups)
     first = [_first_value(o) for o in parsed]  # hydra.* too: hydra.searchpath adds config folders
     group_choices = [text for o, text in zip(parsed, first) if o.is_hydra_override() or is_group_override(o, groups)]
-    base = _compose(group_choices)
+    base = _compose(group_choices, config_name)
     check_keys(parsed, base, groups)
-    cfg = _compose(first)
+    cfg = _compose(first, config_name)
     check_types(cfg, base)
     for o in parsed:  # every value of a sweep, one at a time
         if o.is_sweep_override() and not o.is_hydra_override() and not is_group_override(o, groups):
             for value in choices(o)[1:]:
                 check_types(_compose([t for t in first if not t.startswith(o.key_or_group + "=")]
-                                     + [f"{o.key_or_group}={value}"]), base)
+                                     + [f"{o.key_or_group}={value}"], config_name), base)
     return read_config(cfg, check=True), base
 
 
@@ -282,9 +283,9 @@ def _first_value(o: Override) -> str:
     return f"{prefix}{o.key_or_group}={value}"
 
 
-def _compose(overrides: list[str]) -> DictConfig:
+def _compose(overrides: list[str], config_name: str = "config") -> DictConfig:
     try:
-        return compose(overrides, raw=True)
+        return compose(overrides, config_name=config_name, raw=True)
     except (HydraException, OmegaConfBaseException) as e:
         message = " ".join(str(e).split("\n")[:2]).strip()
         raise UserError(f"{message}") from None

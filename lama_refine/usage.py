@@ -14,6 +14,7 @@ the files: inputs that exist, an output folder that can be written, a model file
 from __future__ import annotations
 
 import errno
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -26,7 +27,7 @@ from .batch import Shard, overwrite_mode
 from .config import build_parts, model_path, perf_config
 from .errors import UserError, describe_os_error
 from .io import check_output_suffix
-from .overrides import (LIBRARY_GROUPS, absolute, closest, compose_checked, config_groups,  # noqa: F401 - the command line's names
+from .overrides import (LIBRARY_GROUPS, absolute, choices, closest, compose_checked, config_groups,  # noqa: F401 - the command line's names
                         leaf_keys, parse_overrides, selectable_groups, sweeps)
 from .pipeline import check_region
 from .region import CropConfig
@@ -183,5 +184,82 @@ def check_command_line(overrides: Sequence[str], output_suffixes: Sequence[str])
     return cfg
 
 
-__all__ = ["USAGE", "check_command_line", "sweeps", "closest", "compose_checked", "config_groups", "is_single_image",
+# ---------------------------------------------------------------------------------------------
+# lama-refine-eval: the same checks on its config (`conf/evaluate.yaml`, which holds lama-refine's)
+# ---------------------------------------------------------------------------------------------
+
+EVAL_USAGE = ("usage: lama-refine-eval gt_dir=DIR outdir=DIR [mask_dir=DIR | masks.family=thin|medium|thick] "
+              "[key=value ...]\n"
+              "       lama-refine-eval --multirun gt_dir=DIR outdir=DIR refine=false,true [baseline=SETTING] ...\n"
+              "       every key of lama-refine applies too; lama-refine-eval --help lists them")
+
+LPIPS_NETS = ("alex", "vgg")
+
+
+def quote_value(overrides: Sequence[str], key: str) -> list[str]:
+    """`key=a=b,c` -> `key='a=b,c'`: a value that is itself an override (`baseline=refine=False`,
+    a sweep's setting name) would not parse, so everything after the first `=` is the value."""
+    out = []
+    for o in overrides:
+        name, eq, value = o.partition("=")
+        if name == key and eq and value and value[0] not in "'\"" and ("=" in value or "," in value):
+            o = f"{key}='{value}'" if "'" not in value else f'{key}="{value}"'
+        out.append(o)
+    return out
+
+
+def check_baseline(baseline: Any, overrides: Sequence[str], multirun: bool) -> None:
+    """`baseline=` names a setting of this sweep: a job number within it, or `key=value,...` with
+    keys the sweep varies (the values are checked when the sweep has named its settings)."""
+    if not multirun:
+        raise UserError(f"baseline={baseline}: names the setting a --multirun sweep is compared with; "
+                        "add --multirun and sweep a key (e.g. refine=false,true)")
+    swept = {o.key_or_group: len(choices(o)) for o in parse_overrides(overrides)
+             if o.is_sweep_override() and not o.is_hydra_override()}
+    if isinstance(baseline, int) and not isinstance(baseline, bool):
+        jobs = math.prod(swept.values())
+        if not 0 <= baseline < jobs:
+            raise UserError(f"baseline={baseline}: this sweep has jobs 0-{jobs - 1}")
+        return
+    for part in str(baseline).split(","):
+        key = part.partition("=")[0].strip()
+        if key not in swept:
+            raise UserError(f"baseline={baseline}: {key} is not a key this sweep varies "
+                            f"({', '.join(swept) or 'none'}); name a setting as its folder is named, "
+                            f"e.g. baseline={next(iter(swept), 'refine')}=VALUE")
+
+
+def check_eval_command_line(overrides: Sequence[str], multirun: bool = False) -> DictConfig:
+    """lama-refine-eval's config checked as lama-refine's is (`check_command_line`): the same
+    keys, types, parts, model and devices, then its own inputs and outputs."""
+    cfg, _ = compose_checked(overrides, config_name="evaluate")
+    check_parts(cfg)
+    missing = [k for k in ("gt_dir", "outdir") if not given(cfg, k)]
+    if missing:
+        raise UserError(f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} required: "
+                        "gt_dir=DIR (the ground-truth photos) outdir=DIR (where the tables and pictures go)")
+    gt_dir = absolute(cfg.gt_dir)
+    if not gt_dir.exists():
+        raise UserError(f"gt_dir={cfg.gt_dir}: no such folder")
+    if not gt_dir.is_dir():
+        raise UserError(f"gt_dir={cfg.gt_dir}: is a file; give the folder of ground-truth photos")
+    mask_dir = cfg.get("mask_dir")
+    if mask_dir and not absolute(mask_dir).is_dir():
+        raise UserError(f"mask_dir={mask_dir}: no such folder; leave it unset to use the *_mask*.png beside the "
+                        "photos, else generated masks")
+    from .train.masks import FAMILIES
+
+    if cfg.masks.family not in FAMILIES:
+        raise UserError(f"masks.family={cfg.masks.family}: use one of {', '.join(sorted(FAMILIES))}")
+    if cfg.get("lpips") is not None and cfg.lpips not in LPIPS_NETS:
+        raise UserError(f"lpips={cfg.lpips}: use one of {', '.join(LPIPS_NETS)}, or lpips=null to leave it out")
+    if cfg.get("baseline") is not None:
+        check_baseline(cfg.baseline, overrides, multirun)
+    check_model_and_devices(cfg)
+    check_writable_folder("outdir", absolute(cfg.outdir), shown=cfg.outdir)
+    return cfg
+
+
+__all__ = ["USAGE", "EVAL_USAGE", "check_command_line", "check_eval_command_line", "quote_value",
+           "sweeps", "closest", "compose_checked", "config_groups", "is_single_image",
            "leaf_keys", "selectable_groups"]

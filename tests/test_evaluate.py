@@ -154,7 +154,12 @@ def test_one_evaluation_writes_tables_and_pictures_inside_outdir(tmp_path):
     assert [p.name for p in pictures] == ["crop0.png", "crop1.png"]
     assert Image.open(pictures[0]).size[0] > 4 * 104  # four panels side by side
     assert sorted(p.name for p in (out / "outputs").glob("*.png")) == ["crop0.png", "crop1.png", "crop2.png"]
-    assert json.loads((out / "summary.json").read_text())["n_images"] == 3
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n_images"] == 3 and [r["image"] for r in summary["images"]] == ["crop0", "crop1", "crop2"]
+    bins = rows_of(out / "bins.csv")
+    assert sum(int(r["n_images"]) for r in bins[:-1]) == 3 and bins[-1]["bin"] == "overall"
+    assert all(r["bin"] in {b["bin"] for b in bins} for r in rows[:-1])
+    assert "## By the mask's share of the image (LaMa's bins)" in (out / "metrics.md").read_text()
 
 
 def test_comparison_table_and_plot_from_job_summaries(tmp_path):
@@ -186,7 +191,7 @@ def test_evaluation_sweep_writes_one_comparison_of_all_settings(tmp_path):
     out = tmp_path / "out"
     app("lama_refine.evaluate", "--multirun", f"gt_dir={gt}", f"outdir={out}", f"model.path={MODEL}",
         "progress=false", "visuals=1", "warmup=false", "refiner.n_iters=2", "refine=true,false",
-        "pyramid=original,fixed", cwd=tmp_path)
+        "pyramid=original,fixed", "baseline=refine=False,pyramid=fixed", cwd=tmp_path)
     (sweep,) = (out / "sweeps").iterdir()
     settings = ["refine=True,pyramid=original", "refine=True,pyramid=fixed", "refine=False,pyramid=original",
                 "refine=False,pyramid=fixed"]
@@ -199,7 +204,11 @@ def test_evaluation_sweep_writes_one_comparison_of_all_settings(tmp_path):
     # refine=false ignores the pyramid: the two plain settings agree; two refined scales change the hole
     assert table[2]["hole_l1"] == table[3]["hole_l1"]
     assert table[1]["hole_l1"] != table[2]["hole_l1"]
-    assert "refine=True,pyramid=fixed" in (sweep / "comparison.md").read_text()
+    text = (sweep / "comparison.md").read_text()
+    assert "refine=True,pyramid=fixed" in text and "minus the baseline **refine=False,pyramid=fixed**" in text
+    # the other plain setting ties the baseline on the one image; the refined ones are compared with it
+    assert table[2]["hole_l1_ties"] == "1" and table[3]["hole_l1_diff"] == ""
+    assert int(table[1]["hole_l1_wins"]) + int(table[1]["hole_l1_losses"]) == 1
     assert (sweep / "comparison.png").stat().st_size > 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["gt", "out"]  # nothing written outside outdir
 
@@ -227,6 +236,6 @@ def test_main_app_sweeps_the_new_alternatives(tmp_path):
 def test_console_script_is_declared():
     scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
     module, _, name = scripts["lama-refine-eval"].partition(":")
-    assert (module, name) == ("lama_refine.evaluate", "main")
+    assert (module, name) == ("lama_refine.evaluate", "entry")
     from lama_refine import evaluate
-    assert callable(evaluate.main)
+    assert callable(evaluate.entry)

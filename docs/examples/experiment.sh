@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The worked sweep of docs/experiments.md: refinement on/off x pyramid.min_side, on small photos
-# with LaMa's "thick" masks generated per image, one comparison table and plot at the end.
+# The worked sweep of docs/experiments.md: plain LaMa (the baseline) against refinement with
+# pyramid.min_side=64 (2-3 scales on these photos), on small photos with LaMa's "thick" masks
+# generated per image; one comparison (means, paired differences, bins) and plot at the end.
 #
 #   docs/examples/experiment.sh OUTDIR [MODEL] [GT_DIR]
 #
@@ -17,5 +18,5 @@ if [[ -z "$gt" ]]; then
 fi
 python -m lama_refine.evaluate --multirun gt_dir="$gt" outdir="$out/eval" ${model:+model.path="$model"} \
   masks.family=thick masks.seed=0 visuals=3 progress=false \
-  refine=true,false pyramid.min_side=64,128
+  pyramid.min_side=64 refine=false,true
 ls -d "$out"/eval/sweeps/*/ | tail -1
