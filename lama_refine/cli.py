@@ -29,6 +29,7 @@ from .config import build_inpainter, conf_dir, perf_config, resolve_gpu_ids
 from .errors import UserError
 from .io import OUTPUT_SUFFIXES, Job, MaskRule, find_jobs
 from .pipeline import Inpainter
+from .slurm import register_launcher
 from .sweep import sweep_job_dir
 from .usage import USAGE, check_command_line, is_single_image, selectable_groups, sweeps
 
@@ -236,6 +237,8 @@ def entry() -> None:
             raise
         failed(str(e), e.exit_code)
     sys.argv = [sys.argv[0], *flags, *overrides]
+    if multirun:
+        register_launcher()
     main()
 
 
