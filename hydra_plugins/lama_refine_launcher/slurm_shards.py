@@ -30,7 +30,7 @@ if SlurmLauncher is not None:
         def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
             import submitit
 
-            from lama_refine.slurm import check_accounting, collect
+            from lama_refine.slurm import ShardsFailed, check_accounting, collect
 
             assert self.config is not None and len(job_overrides) > 0
             check_accounting()
@@ -49,6 +49,13 @@ if SlurmLauncher is not None:
                 log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
                 job_params.append((list(overrides), "hydra.sweep.dir", idx, f"job_id_for_{idx}",
                                    Singleton.get_state()))
-            jobs = executor.map_array(self, *zip(*job_params))
-            log.info(f"submitted SLURM job array {jobs[0].job_id.split('_')[0]} ({len(jobs)} jobs); logs in {sweep_dir}")
+            try:
+                jobs = executor.map_array(self, *zip(*job_params))
+            except submitit.core.utils.FailedJobError as e:  # sbatch said no: its own words suffice
+                raise ShardsFailed(f"sbatch refused the sweep's job array: {str(e).strip()}. The script it was "
+                                   f"given is in {sweep_dir / '.submitit'}; check hydra.launcher.partition, "
+                                   "gpus_per_node, cpus_per_task and mem_gb against this cluster") from None
+            first = jobs[0].job_id.split("_")[0]
+            log.info(f"submitted SLURM job {first}" + (f" (an array of {len(jobs)})" if len(jobs) > 1 else "") +
+                     f"; logs in {sweep_dir}")
             return collect(jobs, job_overrides)
