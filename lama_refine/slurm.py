@@ -14,6 +14,7 @@ launchers from the `hydra_plugins` package only); `register_launcher` makes it k
 """
 from __future__ import annotations
 
+import os
 import subprocess
 from typing import Any, Sequence
 
@@ -41,6 +42,14 @@ def check_accounting(timeout: float = 30) -> None:
             "The sweep follows its jobs through SLURM's accounting: without it a job that dies without a result "
             "is never seen to end and the sweep waits forever. Nothing was submitted; ask your cluster's "
             "admins for accounting (slurmdbd), or run the shards as separate jobs (shard=i/n each)")
+
+
+def own_allocation() -> bool:
+    """True inside a job that a SLURM launcher submitted for one shard: SLURM made the job's own
+    GPUs (`gpus_per_node`) visible to it, so the shard takes them all instead of its share of a
+    machine's GPUs (`Shard.devices`, for shards that share one machine). submitit marks its SLURM
+    jobs with SUBMITIT_EXECUTOR=slurm in the job script."""
+    return os.environ.get("SUBMITIT_EXECUTOR") == "slurm"
 
 
 def register_launcher() -> None:
@@ -81,4 +90,4 @@ def collect(jobs: Sequence[Any], job_overrides: Sequence[Sequence[str]]) -> list
     return results
 
 
-__all__ = ["ShardsFailed", "check_accounting", "collect", "register_launcher", "shard_name"]
+__all__ = ["ShardsFailed", "check_accounting", "collect", "own_allocation", "register_launcher", "shard_name"]

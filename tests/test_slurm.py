@@ -209,10 +209,24 @@ def test_the_sbatch_script_asks_for_what_readme_says(cluster, tmp_path):
         assert f"#SBATCH {line}\n" in script, script
 
 
-def test_each_shard_takes_the_one_gpu_slurm_gives_its_job():
-    """gpus_per_node=1: SLURM makes one GPU visible to each job, so every shard picks cuda:0."""
-    assert {tuple(Shard(i, 16).devices(1)) for i in range(16)} == {("cuda:0",)}
-    assert Shard(1, 4).devices(8) == ["cuda:2", "cuda:3"]  # gpus_per_node=8: a block of two each
+@pytest.mark.parametrize("executor, visible, expected", [
+    ("slurm", 1, ["cuda:0"]),            # slurm_shards' gpus_per_node=1: the job's one GPU
+    ("slurm", 2, ["cuda:0", "cuda:1"]),  # gpus_per_node=2: both, not shard 5's share of a machine
+    (None, 2, ["cuda:1"]),               # shards sharing one 2-GPU machine: 5 % 2
+    ("local", 32, ["cuda:10", "cuda:11"]),  # submitit_local: 16 shards on one 32-GPU machine
+])
+def test_the_gpus_each_shard_picks(monkeypatch, executor, visible, expected):
+    from lama_refine.cli import shard_config
+    from lama_refine.config import compose
+    if executor is None:
+        monkeypatch.delenv("SUBMITIT_EXECUTOR", raising=False)
+    else:
+        monkeypatch.setenv("SUBMITIT_EXECUTOR", executor)
+    monkeypatch.setattr("torch.cuda.is_available", lambda: True)
+    monkeypatch.setattr("torch.cuda.device_count", lambda: visible)
+    cfg = compose(["indir=x", "outdir=y", "shard=5/16"])
+    assert list(shard_config(cfg, Shard(5, 16)).devices) == expected
+    assert list(shard_config(compose(["indir=x", "outdir=y", "devices=[cpu]"]), Shard(5, 16)).devices) == ["cpu"]
 
 
 # --- faults ---------------------------------------------------------------------------------

@@ -5,6 +5,7 @@
     tools/slurm-local start [DIR]    # prints `export SLURM_CONF=DIR/slurm.conf`
     tools/slurm-local status [DIR]   # sinfo, squeue, sacct
     tools/slurm-local stop [DIR]     # every daemon and every job of this cluster
+    tools/slurm-local packages       # the Debian packages it needs (.ci/run installs them)
 
 Needs root and `apt-get install slurmctld slurmd slurm-client munge slurmdbd mariadb-server`.
 Everything lives in DIR (default /tmp/lama-refine-slurm): the munge key and socket, a MariaDB
@@ -315,9 +316,12 @@ class _gone:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="slurm-local", description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=("start", "stop", "status"))
+    parser.add_argument("command", choices=("start", "stop", "status", "packages"))
     parser.add_argument("dir", nargs="?", type=Path, default=DEFAULT_DIR, help=f"state folder (default {DEFAULT_DIR})")
     args = parser.parse_args(argv)
+    if args.command == "packages":
+        print(" ".join(PACKAGES))
+        return 0
     cluster = Cluster(args.dir.resolve())
     try:
         if args.command == "start":
