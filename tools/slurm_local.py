@@ -238,8 +238,10 @@ StorageLoc=slurm_acct_db
         return [d for d in DAEMONS if self.pid(d) is not None]
 
     def members(self) -> list[int]:
-        """Every process started by this cluster's daemons (job steps, jobs, their children):
-        those whose environment names this cluster's slurm.conf, the daemons excepted."""
+        """Every process this cluster's daemons started: job steps (slurmstepd) and jobs with
+        their children, i.e. those whose environment names this cluster's slurm.conf and either
+        a SLURM job or slurmstepd. A user's shell or sweep that merely exported SLURM_CONF is not
+        one of them."""
         marker = f"SLURM_CONF={self.conf}".encode()
         daemons = {self.pid(d) for d in DAEMONS}
         found = []
@@ -248,9 +250,10 @@ StorageLoc=slurm_acct_db
                 continue
             try:
                 env = (entry / "environ").read_bytes().split(b"\0")
+                stepd = (entry / "comm").read_text().strip() == "slurmstepd"
             except OSError:
                 continue
-            if marker in env:
+            if marker in env and (stepd or any(v.startswith(b"SLURM_JOB_ID=") for v in env)):
                 found.append(int(entry.name))
         return found
 
