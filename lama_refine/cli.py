@@ -33,6 +33,7 @@ from .pipeline import Inpainter
 from .progress import ScaleProgress
 from .provenance import config_model_digest
 from .refine import RefineHooks
+from .slurm import own_allocation, register_launcher
 from .sweep import sweep_job_dir
 from .usage import USAGE, check_command_line, is_single_image, selectable_groups, sweeps
 
@@ -53,13 +54,15 @@ def mask_rule(cfg: DictConfig) -> MaskRule:
 
 def shard_config(cfg: DictConfig, shard: Shard | None) -> DictConfig:
     """With `shard` and no `devices`, each shard takes its own GPUs (Shard.devices), so
-    `--multirun shard=0/4,...,3/4` on a 4-GPU machine runs one shard per GPU."""
+    `--multirun shard=0/4,...,3/4` on a 4-GPU machine runs one shard per GPU; a SLURM job of
+    its own takes every GPU SLURM gave it (`slurm.own_allocation`)."""
     if shard is None or cfg.devices is not None:
         return cfg
     if not torch.cuda.is_available():
         return cfg
     cfg = cfg.copy()
-    cfg.devices = shard.devices(torch.cuda.device_count())
+    n_gpus = torch.cuda.device_count()
+    cfg.devices = [f"cuda:{i}" for i in range(n_gpus)] if own_allocation() else shard.devices(n_gpus)
     log.info("shard %s runs on %s", shard, list(cfg.devices))
     return cfg
 
@@ -221,6 +224,8 @@ def entry() -> None:
             raise
         failed(str(e), e.exit_code)
     sys.argv = [sys.argv[0], *flags, *overrides]
+    if multirun:
+        register_launcher()
     main()
 
 
