@@ -2,7 +2,7 @@
 output's difference to the faithful baseline, for each size x configuration.
 
 Every run is a fresh child process (peak RSS is per process), watched by the parent, which kills
-it above `--cap-gb` of resident memory; runs whose *predicted* peak (lama_refine.memory) is over
+it above `--cap-gb` of resident memory; runs whose *predicted* peak (lama_refine.perf.memory) is over
 the cap are not started. Results accumulate as JSON in `--results` and `docs/benchmarks.md` is
 rewritten from all of them, so a plan can be run in pieces.
 
@@ -72,7 +72,7 @@ CONFIGS: dict[str, list[str]] = {
     "lean+mmap128": GLIBC + ["perf.mmap_threshold_kb=128"] + UNTILED,
     "lean+bf16": GLIBC + ["perf.amp=bf16"] + UNTILED,
     "lean+thp": GLIBC + UNTILED,  # THP_MEM_ALLOC_ENABLE=1: torch asks for transparent huge pages (fewer page faults)
-    "lean+jemalloc": ["perf.allocator=jemalloc"] + UNTILED,  # run with LD_PRELOAD (lama_refine.allocator)
+    "lean+jemalloc": ["perf.allocator=jemalloc"] + UNTILED,  # run with LD_PRELOAD (lama_refine.perf.allocator)
     "lean+tcmalloc": ["perf.allocator=tcmalloc"] + UNTILED,
     "lean+bf16+jemalloc": ["perf.amp=bf16", "perf.allocator=jemalloc"] + UNTILED,
     "lean+bf16+tcmalloc": ["perf.amp=bf16", "perf.allocator=tcmalloc"] + UNTILED,
@@ -242,7 +242,7 @@ def case_inputs(spec: Spec):
     """The image (1, 3, h, w) and mask (1, 1, h, w) of `spec`'s case."""
     import torch
 
-    from lama_refine.train.masks import seeded_mask
+    from lama_refine.train.mask_families import seeded_mask
 
     h, w = SIZES[spec.size]
     image = synthetic_photo(h, w, seed=0)
@@ -268,8 +268,8 @@ def run_child(spec: Spec, out_dir: Path) -> dict:
     import torch
 
     from lama_refine.config import build_inpainter
-    from lama_refine.perf import apply_process_settings
-    from lama_refine.refine import RefineHooks
+    from lama_refine.perf.switches import apply_process_settings
+    from lama_refine.parts.refine import RefineHooks
 
     image, mask = case_inputs(spec)
     generator = benchmark_generator(spec.model)
@@ -473,13 +473,13 @@ def perf_from_overrides(overrides: list[str]):
 
 
 def predicted_peak(spec: Spec) -> float | None:
-    """Predicted peak RSS (bytes) of one run from the memory model (`lama_refine.memory`), after the
+    """Predicted peak RSS (bytes) of one run from the memory model (`lama_refine.perf.memory`), after the
     pixel budget; crops are estimated as the whole photo, an upper bound."""
     import torch
 
     from lama_refine.config import load_model
-    from lama_refine.allocator import resolve
-    from lama_refine.memory import estimate_peak
+    from lama_refine.perf.allocator import resolve
+    from lama_refine.perf.memory import estimate_peak
     from lama_refine.models import BIG_LAMA, build_generator
 
     overrides = CONFIGS[spec.config] + spec.extra
@@ -502,7 +502,7 @@ def child_env(spec: Spec, environ: dict[str, str] | None = None) -> dict[str, st
     """The environment of `spec`'s child: the allocator its config resolves to (`auto`: tcmalloc
     where installed) preloaded exactly as the CLI's re-exec does, no other allocator inherited from
     this process; LaMa's own code (`original`) runs on the system allocator, as it does."""
-    from lama_refine.allocator import REEXEC_MARK, preload_env, resolve
+    from lama_refine.perf.allocator import REEXEC_MARK, preload_env, resolve
 
     env = dict(os.environ if environ is None else environ)
     kept = [p for p in env.pop("LD_PRELOAD", "").split(":")

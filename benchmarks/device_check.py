@@ -46,11 +46,11 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from bench import benchmark_generator, synthetic_photo  # noqa: E402
-from lama_refine.batch import inpaint_with_retries  # noqa: E402
+from lama_refine.batch.runner import inpaint_with_retries  # noqa: E402
 from lama_refine.config import build_inpainter, compose  # noqa: E402
 from lama_refine.io import Inputs, read_image, read_mask  # noqa: E402
-from lama_refine.perf import apply_process_settings  # noqa: E402
-from lama_refine.refine import RefineHooks  # noqa: E402
+from lama_refine.perf.switches import apply_process_settings  # noqa: E402
+from lama_refine.parts.refine import RefineHooks  # noqa: E402
 
 GOLDEN = REPO / "tests" / "fixtures" / "golden"
 GOLDEN_TOL = 1e-4
@@ -143,7 +143,7 @@ class Check:
                 "peak_bytes": self.peak(), "scales": [list(s.shape[-2:]) for s in result.scales]}
 
     def photo(self, size: tuple[int, int]):
-        from lama_refine.train.masks import seeded_mask
+        from lama_refine.train.mask_families import seeded_mask
 
         image = synthetic_photo(*size, seed=0)
         mask = torch.from_numpy(seeded_mask(*size, "medium", seed=0))[None, None]
@@ -176,8 +176,8 @@ def randomised_small_ffc(device: torch.device, dtype: torch.dtype):
 
 
 def lean_gradients(device: torch.device) -> dict[str, Any]:
-    from lama_refine.lean import lean_rear
-    from lama_refine.partition import EvenPartitioner
+    from lama_refine.perf.lean import lean_rear
+    from lama_refine.parts.partition import EvenPartitioner
 
     out: dict[str, Any] = {}
     for dtype, tol in ((torch.float64, 1e-10), (torch.float32, 1e-5)):
@@ -275,7 +275,7 @@ def memory(check: Check, out: dict[str, Any]) -> None:
 # --- 4. px_budget=auto ---------------------------------------------------------------------------
 
 def px_budget_auto(check: Check, out: dict[str, Any]) -> None:
-    from lama_refine.memory import available_memory
+    from lama_refine.perf.memory import available_memory
 
     check.reset_memory()
     inpainter = check.inpainter(["pyramid.px_budget=auto"])

@@ -41,7 +41,7 @@ import torch.nn.functional as F  # noqa: E402
 from bench import benchmark_generator  # noqa: E402
 from lama_refine.config import build_inpainter, compose  # noqa: E402
 from lama_refine.io import read_image, read_mask  # noqa: E402
-from lama_refine.perf import apply_process_settings  # noqa: E402
+from lama_refine.perf.switches import apply_process_settings  # noqa: E402
 
 PHOTOS = ("boats", "forest", "ladybird")  # held out from the demo model's training (examples/README.md)
 

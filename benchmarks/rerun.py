@@ -47,10 +47,10 @@ import json, sys, time
 mode, indir, outdir = sys.argv[1:4]
 from lama_refine.config import compose
 from lama_refine import batch
-from lama_refine.cli import run
+from lama_refine.app.cli import run
 cfg = compose([f"indir={indir}", f"outdir={outdir}", "progress=false", "refine=false", "out_ext=" + sys.argv[4]])
 if mode.startswith("make"):
-    from lama_refine.refine import Refinement
+    from lama_refine.parts.refine import Refinement
     batch.Batch.inpaint = lambda self, inputs, job: (Refinement(image=inputs.image), batch.Attempts(), [])
 if mode == "make-copy":  # 12 MP photos: the output is a copy of the photo, nothing is decoded or encoded
     import shutil, torch

@@ -3,7 +3,7 @@
     python benchmarks/whole_run.py                         # 4000x3000, big-lama shape, 2 iterations
     python benchmarks/whole_run.py --configs defaults,glibc --n-iters 2 --no-docs
 
-Each configuration is one real command-line run (`lama_refine.cli.entry`, so `perf.allocator=auto`
+Each configuration is one real command-line run (`lama_refine.app.cli.entry`, so `perf.allocator=auto`
 re-executes it under tcmalloc exactly as for a user) in a fresh process, with probes around the
 stages of the one-image path: reading the photo and mask, the pyramid (pixel budget + levels),
 the refinement, bringing the result back to the input's size, writing the PNG. After each stage
@@ -54,9 +54,11 @@ def status() -> dict[str, float]:
 
 def child(args: argparse.Namespace) -> None:
     """One run through the CLI, with probes; prints one JSON line (the re-exec keeps stdout)."""
-    from lama_refine import batch, cli, pipeline
-    from lama_refine.pyramid import PyramidBuilder
-    from lama_refine.refine import Refiner
+    from lama_refine.batch import runner as batch
+    from lama_refine.app import cli
+    from lama_refine import pipeline
+    from lama_refine.parts.pyramid import PyramidBuilder
+    from lama_refine.parts.refine import Refiner
 
     marks: list[tuple[str, float, float, float]] = []
     start = time.perf_counter()
@@ -129,7 +131,7 @@ def make_inputs(scratch: Path, h: int, w: int) -> dict[str, Path]:
 
 
 def run(name: str, overrides: list[str], paths: dict[str, Path], out: Path, n_iters: int) -> dict:
-    from lama_refine.allocator import REEXEC_MARK
+    from lama_refine.perf.allocator import REEXEC_MARK
 
     argv = [f"image={paths['image']}", f"mask={paths['mask']}", f"out={out}", f"model.path={paths['model']}",
             f"refiner.n_iters={n_iters}", "progress=false", "overwrite=true", *overrides]

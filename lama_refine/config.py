@@ -13,15 +13,15 @@ from hydra.utils import get_object, instantiate, to_absolute_path
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from torch import nn
 
-from .downsample import Downsampler, MaskDownsampler
-from .errors import UserError
-from .partition import DevicePartitioner
-from .perf import PerfConfig
-from .pipeline import Inpainter
-from .pyramid import PyramidBuilder
-from .refine import Refiner
-from .region import CropConfig
-from .weights import DEFAULT_MODEL_PATH as DEFAULT_MODEL
+from lama_refine.parts.downsample import Downsampler, MaskDownsampler
+from lama_refine.errors import UserError
+from lama_refine.parts.partition import DevicePartitioner
+from lama_refine.perf.switches import PerfConfig
+from lama_refine.pipeline import Inpainter
+from lama_refine.parts.pyramid import PyramidBuilder
+from lama_refine.parts.refine import Refiner
+from lama_refine.region import CropConfig
+from lama_refine.weights import DEFAULT_MODEL_PATH as DEFAULT_MODEL
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +179,7 @@ def model_path(model_cfg: DictConfig | dict[str, Any]) -> Path:
     lama_refine.weights) or a named model in the cache folder (`big-lama`, a name given to
     `lama-refine-download`; one not downloaded yet is a UserError that prints the download
     command): `models.zoo.lookup`."""
-    from .models import zoo
+    from lama_refine.models import zoo
 
     path = model_cfg.get("path")
     if path in (None, "", "default"):
@@ -193,7 +193,7 @@ def load_model(model_cfg: DictConfig | dict[str, Any]) -> nn.Module:
     With `model._target_`, a generator class of your own (any refinable `nn.Module`,
     `models/protocol.py`) built with the section's other keys as arguments, its weights from
     `model.path` when given; else a LaMa checkpoint (`models.load_generator`)."""
-    from .models.loading import load_generator, load_weights
+    from lama_refine.models.loading import load_generator, load_weights
 
     if model_cfg.get("_target_"):
         plain = (cast("dict[str, Any]", OmegaConf.to_container(model_cfg, resolve=True))
@@ -300,11 +300,11 @@ def perf_config(cfg: DictConfig) -> PerfConfig:
 def resolve_px_budget(cfg: DictConfig, generator: nn.Module, devices: Sequence[torch.device],
                       perf: PerfConfig | None = None) -> DictConfig:
     """`pyramid.px_budget=auto` -> the largest budget whose estimated peak fits the free memory
-    of the last device (it holds the full-resolution decoder) (lama_refine.memory); any other
+    of the last device (it holds the full-resolution decoder) (lama_refine.perf.memory); any other
     value is returned unchanged."""
     if str(cfg.pyramid.get("px_budget")) != "auto":
         return cfg
-    from .memory import auto_px_budget
+    from lama_refine.perf.memory import auto_px_budget
 
     budget = auto_px_budget(generator, perf or perf_config(cfg), devices[-1], max_scales=cfg.pyramid.get("max_scales", 3))
     log.info("pyramid.px_budget=auto -> %d pixels on %s", budget, devices[-1])

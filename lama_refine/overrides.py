@@ -22,8 +22,8 @@ from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from .config import compose, conf_dir, read_config
-from .errors import UserError
+from lama_refine.config import compose, conf_dir, read_config
+from lama_refine.errors import UserError
 
 # Groups that hold options for other groups rather than a choice of their own.
 LIBRARY_GROUPS = {"mask_downsampler": ("pyramid_mask", "loss_mask")}

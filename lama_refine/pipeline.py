@@ -10,13 +10,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .models.protocol import generator_input, spec_of
-from .padding import pad_symmetric
-from .partition import DevicePartitioner, Partition
-from .perf import PerfConfig, step_hook, tune_partition
-from .pyramid import PyramidBuilder
-from .refine import NO_HOOKS, RefineHooks, Refinement, Refiner, run_refiner
-from .region import CropConfig, hole_groups, inpaint_crops
+from lama_refine.models.protocol import generator_input, spec_of
+from lama_refine.parts.padding import pad_symmetric
+from lama_refine.parts.partition import DevicePartitioner, Partition
+from lama_refine.perf.switches import PerfConfig, step_hook, tune_partition
+from lama_refine.parts.pyramid import PyramidBuilder
+from lama_refine.parts.refine import NO_HOOKS, RefineHooks, Refinement, Refiner, run_refiner
+from lama_refine.region import CropConfig, hole_groups, inpaint_crops
 
 REGIONS = ("whole", "crop")
 
@@ -68,7 +68,7 @@ class Inpainter:
     is brought back to the input size when a pixel budget shrank the working image (the original
     returns the smaller image).
 
-    `perf` tunes the rear stages (lean backward by default, see `lama_refine.perf`);
+    `perf` tunes the rear stages (lean backward by default, see `lama_refine.perf.switches`);
     `region="crop"` inpaints a crop around each group of holes instead of the whole photo (see
     `lama_refine.region`; crops always come back at their own size, whatever `match_input_size`).
 

@@ -12,7 +12,7 @@ import torch
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
-from lama_refine.allocator import REEXEC_MARK
+from lama_refine.perf.allocator import REEXEC_MARK
 from lama_refine.io import read_image, read_mask
 from lama_refine.models import build_generator
 

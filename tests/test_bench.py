@@ -48,7 +48,7 @@ def test_the_anchor_plans_resolve():
 
 @pytest.mark.parametrize("installed", [True, False])
 def test_a_childs_environment_preloads_what_auto_resolves_to(installed, monkeypatch, tmp_path):
-    from lama_refine import allocator
+    from lama_refine.perf import allocator
 
     bench = _bench()
     lib = tmp_path / "libtcmalloc_minimal.so.4"

@@ -8,10 +8,10 @@ from omegaconf import OmegaConf
 from lama_refine.config import (build_parts, compose, conf_dir, parse_devices, parse_gpu_ids, read_config,
                                 resolve_devices)
 from lama_refine.errors import UserError
-from lama_refine.downsample import Downsampler, MaskDownsampler
-from lama_refine.partition import DevicePartitioner
-from lama_refine.pyramid import PyramidBuilder
-from lama_refine.refine import Refiner
+from lama_refine.parts.downsample import Downsampler, MaskDownsampler
+from lama_refine.parts.partition import DevicePartitioner
+from lama_refine.parts.pyramid import PyramidBuilder
+from lama_refine.parts.refine import Refiner
 
 PART_GROUPS = {"downsampler": Downsampler, "mask_downsampler": MaskDownsampler, "pyramid_mask": MaskDownsampler,
                "loss_mask": MaskDownsampler, "pyramid": PyramidBuilder, "refiner": Refiner,

@@ -7,13 +7,13 @@ import pytest
 import torch
 from torch import nn
 
-from lama_refine.batch import halved_px_budget
+from lama_refine.batch.runner import halved_px_budget
 from lama_refine.config import PART_CONTRACTS, build_parts, check_part, compose, declared, read_config
 from lama_refine.errors import UserError
 from lama_refine.models import trunk_bounds
 from lama_refine.pipeline import Inpainter
-from lama_refine.pyramid import FullResolutionPyramid, Level, OriginalPyramid, PyramidBuilder
-from lama_refine.refine import PlainRefiner, Refiner
+from lama_refine.parts.pyramid import FullResolutionPyramid, Level, OriginalPyramid, PyramidBuilder
+from lama_refine.parts.refine import PlainRefiner, Refiner
 
 from test_config import OPTIONS, REQUIRED
 
@@ -74,7 +74,7 @@ def test_the_plain_refiner_takes_no_downsamplers_it_would_ignore():
 
 def test_a_part_that_is_not_its_base_fails_at_build_naming_its_class_and_the_method():
     with pytest.raises(UserError, match=r"refiner: collections\.OrderedDict is not a Refiner; subclass "
-                                        r"lama_refine\.refine\.Refiner and implement `refine`"):
+                                        r"lama_refine\.parts\.refine\.Refiner and implement `refine`"):
         build_parts(compose(["indir=x", "outdir=y", "refiner._target_=collections.OrderedDict"]))
 
 
@@ -152,7 +152,7 @@ def test_a_generator_of_an_unregistered_kind_is_a_clear_error_naming_the_class_a
 
 def test_a_generator_registered_by_its_trunk_indices_is_split_there():
     from lama_refine.models import register_generator
-    from lama_refine.partition import EvenPartitioner
+    from lama_refine.parts.partition import EvenPartitioner
 
     class Net(nn.Module):
         def __init__(self):
@@ -172,7 +172,7 @@ def test_a_generator_registered_by_its_trunk_indices_is_split_there():
 
 
 def test_a_subclass_forwarding_kwargs_declares_what_its_base_declares():
-    from lama_refine.refine import L1Refiner
+    from lama_refine.parts.refine import L1Refiner
 
     class Forwarding(L1Refiner):
         def __init__(self, *args, extra: int = 1, **kwargs):

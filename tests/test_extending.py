@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from lama_refine.cli import run
+from lama_refine.app.cli import run
 from lama_refine.config import compose
 
 from conftest import GOLDEN, Case
@@ -98,7 +98,7 @@ def test_the_docs_command_line_uses_the_user_parts_without_editing_the_package(u
     mine = {"model.path": str(MODEL), "indir": "photos", "outdir": "out"}
     args = [a for a in args if a.split("=", 1)[0] not in mine] + [f"{k}={v}" for k, v in mine.items()]
     args += ["out_ext=.npy", "progress=false", "output.match_input_size=false", *CASE.overrides()]
-    python(user_dir, "-m", "lama_refine.cli", *args)
+    python(user_dir, "-m", "lama_refine.app.cli", *args)
     out = check_inpainted(user_dir / "out" / "photo_mask.npy")
     saved = OmegaConf.load(next((user_dir / "out" / ".lama-refine").rglob("config.yaml")))
     assert saved.refiner._target_ == "my_parts.TVRefiner" and saved.refiner.tv_weight == 0.5
@@ -119,7 +119,7 @@ def test_the_docs_own_generator_is_refined_from_python_and_from_the_command_line
     check_inpainted(user_dir / "tiny.npy")
 
     args = [a for a in doc_command("+model=tiny") if a.split("=", 1)[0] not in ("indir", "outdir")]
-    python(user_dir, "-m", "lama_refine.cli", *args, "indir=photos", "outdir=out_tiny", "out_ext=.npy",
+    python(user_dir, "-m", "lama_refine.app.cli", *args, "indir=photos", "outdir=out_tiny", "out_ext=.npy",
            "progress=false", "refiner.n_iters=3")
     from_cli = check_inpainted(user_dir / "out_tiny" / "photo_mask.npy")
     saved = OmegaConf.load(next((user_dir / "out_tiny" / ".lama-refine").rglob("config.yaml")))

@@ -6,13 +6,13 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lama_refine.batch import MANIFEST, read_manifest
-from lama_refine.cli import run
+from lama_refine.batch.runner import MANIFEST, read_manifest
+from lama_refine.app.cli import run
 from lama_refine.config import build_parts, compose
-from lama_refine.downsample import AllPixelsMaskDownsampler, BlurMaskDownsampler, GaussianDownsampler
-from lama_refine.partition import EvenPartitioner
-from lama_refine.pyramid import OriginalPyramid
-from lama_refine.refine import EarlyStop, L1Refiner, upsample_residual
+from lama_refine.parts.downsample import AllPixelsMaskDownsampler, BlurMaskDownsampler, GaussianDownsampler
+from lama_refine.parts.partition import EvenPartitioner
+from lama_refine.parts.pyramid import OriginalPyramid
+from lama_refine.parts.refine import EarlyStop, L1Refiner, upsample_residual
 
 from conftest import GOLDEN, Case
 

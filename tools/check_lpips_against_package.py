@@ -1,4 +1,4 @@
-"""Check lama_refine.lpips against the `lpips` package's own code, without torchvision.
+"""Check lama_refine.metrics.lpips against the `lpips` package's own code, without torchvision.
 
     pip download --no-deps lpips==0.1.4 -d /tmp/lpips && unzip -q /tmp/lpips/lpips-0.1.4-py3-none-any.whl -d /tmp/lpips/whl
     python tools/check_lpips_against_package.py /tmp/lpips/whl
@@ -7,7 +7,7 @@
 torchvision's wheel cannot give on this project's CPU torch; here a stand-in module answers those
 calls with lama_refine's feature stacks (the same modules by index), and scipy (used only by
 lpips' trainer) is stubbed. Both sides then get the same random backbone and the wheel's real 0.1
-heads, and LPIPS is computed by lpips.LPIPS(normalize=True) and by lama_refine.lpips.LPIPS.distance.
+heads, and LPIPS is computed by lpips.LPIPS(normalize=True) and by lama_refine.metrics.lpips.LPIPS.distance.
 What this checks is everything lpips does around the backbone: the slices, the ScalingLayer,
 the unit normalisation, the heads and the spatial mean. The backbone's layout is checked against
 torchvision's in tests/test_lpips.py.
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from lama_refine import lpips as ours
+from lama_refine.metrics import lpips as ours
 
 
 def stub_modules() -> None:

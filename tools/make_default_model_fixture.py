@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 from lama_refine.models import build_generator  # noqa: E402
 from lama_refine.pipeline import plain_inpaint  # noqa: E402
 from lama_refine.train.losses import masked_l1  # noqa: E402
-from lama_refine.train.masks import seeded_mask  # noqa: E402
+from lama_refine.train.mask_families import seeded_mask  # noqa: E402
 from lama_refine.models.loading import load_generator  # noqa: E402
 from lama_refine.weights import DEFAULT_MODEL_PATH  # noqa: E402
 

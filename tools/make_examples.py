@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from lama_refine.train.data import load_named_photo
-from lama_refine.train.masks import seeded_mask
+from lama_refine.train.mask_families import seeded_mask
 
 # name: (held-out photo, size (w, h))
 EXAMPLES = {

@@ -89,7 +89,7 @@ def sha256(path: Path) -> str:
 
 def make_inputs() -> tuple[np.ndarray, np.ndarray]:
     """The crop (uint8 HxWx3) and its mask (uint8 HxW, 255 = hole)."""
-    from lama_refine.train.masks import seeded_mask
+    from lama_refine.train.mask_families import seeded_mask
 
     photo = np.asarray(Image.open(SOURCE).convert("RGB"))
     region = Image.fromarray(photo[TOP:TOP + REGION_HW[0], LEFT:LEFT + REGION_HW[1]])
@@ -136,7 +136,7 @@ class _CpuDevices:
 
 def load_like_predict(lama: types.SimpleNamespace, experiment: Path):
     """bin/predict.py's loading, line for line."""
-    from lama_refine.models.export_lama import CHECKPOINT_NAME
+    from lama_refine.models.lama.export import CHECKPOINT_NAME
 
     with open(experiment / "config.yaml") as f:
         train_config = OmegaConf.create(yaml.safe_load(f))
@@ -197,7 +197,7 @@ def versions() -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from lama_refine.models.export_lama import export_lama_experiment
+    from lama_refine.models.lama.export import export_lama_experiment
     from lama_refine.weights import DEFAULT_MODEL_PATH
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -236,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         "model": {"path": model_path.relative_to(ROOT).as_posix(), "sha256": sha256(model_path)},
         "source_image": f"{SOURCE.relative_to(ROOT).as_posix()}[{TOP}:{TOP + REGION_HW[0]}, "
                         f"{LEFT}:{LEFT + REGION_HW[1]}] resized to {SIZE_HW[0]}x{SIZE_HW[1]} (PIL LANCZOS)",
-        "mask": f"lama_refine.train.masks.seeded_mask({SIZE_HW[0]}, {SIZE_HW[1]}, {MASK_FAMILY!r}, "
+        "mask": f"lama_refine.train.mask_families.seeded_mask({SIZE_HW[0]}, {SIZE_HW[1]}, {MASK_FAMILY!r}, "
                 f"{MASK_SEED}) * 255",
         "hole_fraction": round(float(hole.mean()), 4),
         "plain_vs_refined_max_abs_diff": float(np.abs(plain - refined).max()),
@@ -244,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         "lama": {
             "repository": "advimman/lama",
             "commit": lama_commit(args.lama, args.lama_commit),
-            "loaded_via": "lama_refine.models.export_lama.export_lama_experiment, then bin/predict.py's "
+            "loaded_via": "lama_refine.models.lama.export.export_lama_experiment, then bin/predict.py's "
                           "loading: OmegaConf.create(yaml.safe_load(config.yaml)), predict_only=True, "
                           "visualizer.kind='noop', original saicinpainting.training.trainers.load_checkpoint"
                           "(strict=False, map_location='cpu') unpatched (torch.load's default "

@@ -16,7 +16,7 @@ if [[ -z "$gt" ]]; then
   mkdir -p "$gt"
   for case in tests/fixtures/golden/*/; do cp "$case/image.png" "$gt/$(basename "$case").png"; done
 fi
-python -m lama_refine.evaluate --multirun gt_dir="$gt" outdir="$out/eval" ${model:+model.path="$model"} \
+python -m lama_refine.app.evaluate --multirun gt_dir="$gt" outdir="$out/eval" ${model:+model.path="$model"} \
   masks.family=thick masks.seed=0 visuals=3 progress=false \
   pyramid.min_side=64 refine=false,true
 ls -d "$out"/eval/sweeps/*/ | tail -1

@@ -1,6 +1,6 @@
 """`hydra/launcher=slurm_shards` (conf/hydra/launcher/slurm_shards.yaml): Hydra's submitit SLURM
 launcher that checks `sacct` before submitting and, once every job has ended, names each shard
-whose job ended without a result (`lama_refine.slurm`). Hydra takes launcher classes from the
+whose job ended without a result (`lama_refine.batch.slurm`). Hydra takes launcher classes from the
 `hydra_plugins` package only, hence this module."""
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ if SlurmLauncher is not None:
         def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
             import submitit
 
-            from lama_refine.slurm import ShardsFailed, check_accounting, collect
+            from lama_refine.batch.slurm import ShardsFailed, check_accounting, collect
 
             assert self.config is not None and len(job_overrides) > 0
             check_accounting()

@@ -4,13 +4,10 @@ One module per job: `jobs` (folder layouts -> `Job`s), `read` (decoding images a
 `masks` (grey levels -> holes, a job's `Inputs`), `write` (outputs, atomically). Every name is
 re-exported here, so `from lama_refine.io import X` works for all of them.
 """
-from .jobs import (Job, alpha_jobs, find_jobs, first_existing, has_image_suffix, lama_jobs,
-                   mark_collisions, safe_output, sibling_candidates, split_jobs, walk, why_no_jobs)
-from .masks import Inputs, MaskRule, binarize, dilate, hole_problem, load_inputs, lossy_note, resize_nearest
-from .read import (IMAGE_SUFFIXES, InputError, Picture, check_readable, is_lossy, open_image, orient, read_image, read_mask,
-                   read_mask_levels, read_picture)
-from .write import (OUTPUT_SUFFIXES, check_output_suffix, SIXTEEN_BIT_OUTPUTS, output_is_intact, png16_bytes, stale_temporaries, tiff16_bytes, to_hwc,
-                    to_uint8, to_uint16, write_atomic, write_result)
+from lama_refine.io.jobs import Job, alpha_jobs, find_jobs, first_existing, has_image_suffix, lama_jobs, mark_collisions, safe_output, sibling_candidates, split_jobs, walk, why_no_jobs
+from lama_refine.io.inputs import Inputs, MaskRule, binarize, dilate, hole_problem, load_inputs, lossy_note, resize_nearest
+from lama_refine.io.read import IMAGE_SUFFIXES, InputError, Picture, check_readable, is_lossy, open_image, orient, read_image, read_mask, read_mask_levels, read_picture
+from lama_refine.io.write import OUTPUT_SUFFIXES, check_output_suffix, SIXTEEN_BIT_OUTPUTS, output_is_intact, png16_bytes, stale_temporaries, tiff16_bytes, to_hwc, to_uint8, to_uint16, write_atomic, write_result
 
 __all__ = [
     "IMAGE_SUFFIXES", "InputError", "Inputs", "Job", "MaskRule", "OUTPUT_SUFFIXES", "Picture", "SIXTEEN_BIT_OUTPUTS",

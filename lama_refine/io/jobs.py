@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from .read import IMAGE_SUFFIXES, InputError
+from lama_refine.io.read import IMAGE_SUFFIXES, InputError
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ OUTPUT_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".npy")
 
 def check_output_suffix(out_ext: str) -> str:
     """`out_ext` as a folder run uses it (lower case), or a UserError naming the value and the choices."""
-    from ..errors import UserError
+    from lama_refine.errors import UserError
 
     if str(out_ext).lower() not in OUTPUT_SUFFIXES:
         raise UserError(f"out_ext={out_ext}: use one of {', '.join(OUTPUT_SUFFIXES)}")

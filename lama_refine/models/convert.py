@@ -14,9 +14,9 @@ from typing import Sequence
 from omegaconf import OmegaConf
 from safetensors.torch import save_file
 
-from ..io.write import write_atomic
-from . import zoo
-from .loading import SAFETENSORS_CONFIG_KEY, load_generator
+from lama_refine.io.write import write_atomic
+from lama_refine.models import zoo
+from lama_refine.models.loading import SAFETENSORS_CONFIG_KEY, load_generator
 
 
 def convert(src: str | Path, dst: str | Path, checkpoint: str = "best.ckpt") -> Path:
@@ -56,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args.src = zoo.lookup(str(args.src), args.src)  # a model name: built-in (demo, demo-fill) or downloaded
         if args.to == "lama-experiment":
-            from .export_lama import CHECKPOINT_NAME, export_lama_experiment
+            from lama_refine.models.lama.export import CHECKPOINT_NAME, export_lama_experiment
             written = export_lama_experiment(args.src, args.dst, checkpoint=args.checkpoint)
             report = f"wrote {written / 'config.yaml'} and {written / 'models' / CHECKPOINT_NAME}"
         else:

@@ -34,7 +34,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file as load_safetensors
 from torch import Tensor, nn
 
-from .kinds import BIG_LAMA, build_generator, generator_config
+from lama_refine.models.lama.kinds import BIG_LAMA, build_generator, generator_config
 
 SAFETENSORS_CONFIG_KEY = "lama_refine.generator"
 """safetensors metadata key holding the generator config as JSON (written by convert.py)."""

@@ -17,8 +17,8 @@ Three registries, filled by `register_generator`, `register_block` and `register
 - trunk block types: any generator whose layers contain a registered block can be refined
   without a registration of its own;
 - module handlers, by role, for the perf layer: `lean` (module -> its lean-backward version,
-  `lama_refine.lean`), `local_convs` (module -> the convolutions of a module that is a local op,
-  or None: `perf.tile_rows` bands a front made of such modules, `lama_refine.tiling`) and
+  `lama_refine.perf.lean`), `local_convs` (module -> the convolutions of a module that is a local op,
+  or None: `perf.tile_rows` bands a front made of such modules, `lama_refine.perf.tiling`) and
   `image_wide` (module -> True for a parameter-free op on the whole input, run before the bands).
   A module without a handler runs as it is, under plain autograd.
 
@@ -39,7 +39,7 @@ from typing import Any, Callable, Sequence, TypeVar
 import torch
 from torch import Tensor, nn
 
-from ..errors import UserError
+from lama_refine.errors import UserError
 
 ROLES = ("lean", "local_convs", "image_wide")
 REGISTER_HINT = ("register its trunk block with lama_refine.models.register_block(YourBlock), or the generator with "
@@ -71,7 +71,7 @@ class GeneratorSpec:
     one name for a tensor (pix2pixHD), one per entry of a tuple (FFC: "local" and "global"); the
     refiner's `optimize=` picks features by these names. `make_input(image, mask)`: the tensor the
     generator (its first layer) takes (default `hole_zeroed_and_mask`). `tail(modules)`: where, in
-    the last rear stage's modules, a tail `lama_refine.tiling.TiledTail` can run in bands starts
+    the last rear stage's modules, a tail `lama_refine.perf.tiling.TiledTail` can run in bands starts
     ([ConvTranspose2d, BatchNorm2d | Identity, ReLU, ReflectionPad2d(P), Conv2d(2P + 1), activation];
     `tiling.find_tail` finds one), or None; without it the tail runs whole (`perf.tile_rows`, one INFO
     line). `kind`: the name `generator: {kind: ...}` configs use, or None.
@@ -267,7 +267,7 @@ def tail_start(spec: GeneratorSpec, modules: Sequence[nn.Module]) -> int | None:
         _NO_TAIL_REPORTED.add(spec.name)
         why = "its registered tail() found none" if spec.tail is not None else "none is registered"
         log.info("perf.tile_rows: generator %s has no tail to run in bands (%s: register_generator(..., "
-                 "tail=lama_refine.tiling.find_tail)); its tail runs whole", spec.name, why)
+                 "tail=lama_refine.perf.tiling.find_tail)); its tail runs whole", spec.name, why)
     return start
 
 

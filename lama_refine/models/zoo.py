@@ -7,7 +7,7 @@ A named model is one file in the cache folder, `$LAMA_REFINE_HOME` (default
     ~/.cache/lama-refine/big-lama.json    {"name", "file", "url", "algorithm", "digest", "size", ...}
 
 This module only looks things up; it never touches the network. Fetching is
-`lama_refine.download` (the `lama-refine-download` command), and nothing else downloads.
+`lama_refine.app.download` (the `lama-refine-download` command), and nothing else downloads.
 """
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import UserError
-from ..weights import BUILTIN_MODELS
+from lama_refine.errors import UserError
+from lama_refine.weights import BUILTIN_MODELS
 
 HOME_ENV = "LAMA_REFINE_HOME"
 NAME_PATTERN = re.compile(r"[A-Za-z0-9._-]+")

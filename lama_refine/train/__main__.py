@@ -4,12 +4,12 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from ..config import conf_dir
+from lama_refine.config import conf_dir
 
 
 @hydra.main(config_path=str(conf_dir()), config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    from .loop import train
+    from lama_refine.train.loop import train
 
     train(cfg)
 

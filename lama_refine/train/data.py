@@ -25,8 +25,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-from ..io import IMAGE_SUFFIXES, read_image, to_hwc, to_uint8
-from .masks import mixed_mask, seeded_mask
+from lama_refine.io import IMAGE_SUFFIXES, read_image, to_hwc, to_uint8
+from lama_refine.train.mask_families import mixed_mask, seeded_mask
 
 log = logging.getLogger(__name__)
 

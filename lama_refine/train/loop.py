@@ -22,12 +22,11 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from ..models import NON_LAMA_OPTIONS, build_generator, generator_config
-from ..models.protocol import hole_zeroed_and_mask
-from ..io import write_atomic
-from . import data as datamod
-from .losses import (PatchDiscriminator, discriminator_loss, feature_matching_loss,
-                     generator_adversarial_loss, gradient_loss, masked_l1, psnr)
+from lama_refine.models import NON_LAMA_OPTIONS, build_generator, generator_config
+from lama_refine.models.protocol import hole_zeroed_and_mask
+from lama_refine.io import write_atomic
+from lama_refine.train import data as datamod
+from lama_refine.train.losses import PatchDiscriminator, discriminator_loss, feature_matching_loss, generator_adversarial_loss, gradient_loss, masked_l1, psnr
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
-"""The lean backward of LaMa's blocks (`lama_refine.lean` explains the lean backward): FFC
+"""The lean backward of LaMa's blocks (`lama_refine.perf.lean` explains the lean backward): FFC
 (`FFC_BN_ACT`, `FFCResnetBlock`, the Fourier unit and spectral transform) and pix2pixHD's
-`ResnetBlock`, built from the generic frozen-weight functions of `lama_refine.lean`. `models/kinds.py`
+`ResnetBlock`, built from the generic frozen-weight functions of `lama_refine.perf.lean`. `models/kinds.py`
 registers them with the generator protocol (`register_handler("lean", ...)`), so `lean.py` itself
 knows no LaMa class. The lean modules share the original modules' parameters.
 """
@@ -11,9 +11,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ...lean import ConvSpec, LeanConvNormAct, lean_conv, lean_module, lean_norm_act, lean_sequence, linear_map
-from ..ffc import FFC, FFC_BN_ACT, FFCResnetBlock, FourierUnit, SpectralTransform, stack_quadrants
-from ..pix2pixhd import ResnetBlock
+from lama_refine.perf.lean import ConvSpec, LeanConvNormAct, lean_conv, lean_module, lean_norm_act, lean_sequence, linear_map
+from lama_refine.models.lama.ffc import FFC, FFC_BN_ACT, FFCResnetBlock, FourierUnit, SpectralTransform, stack_quadrants
+from lama_refine.models.lama.pix2pixhd import ResnetBlock
 
 
 def _fft_precision(x: Tensor) -> Tensor:
