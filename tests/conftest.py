@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -17,6 +18,12 @@ from lama_refine.io import read_image, read_mask
 from lama_refine.models import build_generator
 
 FIXTURES = Path(__file__).parent / "fixtures"
+
+# The test folders mirror the package; a test module may share another's helpers by its plain name
+# (`from test_download import FileServer`), whichever folder it sits in.
+for _folder in sorted(Path(__file__).parent.glob("**/")):
+    if _folder.name not in ("fixtures", "__pycache__") and FIXTURES not in _folder.parents:
+        sys.path.insert(0, str(_folder))
 GOLDEN = FIXTURES / "golden"
 CASES = sorted(p.name for p in GOLDEN.iterdir() if p.is_dir())
 

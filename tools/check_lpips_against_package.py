@@ -10,7 +10,7 @@ lpips' trainer) is stubbed. Both sides then get the same random backbone and the
 heads, and LPIPS is computed by lpips.LPIPS(normalize=True) and by lama_refine.metrics.lpips.LPIPS.distance.
 What this checks is everything lpips does around the backbone: the slices, the ScalingLayer,
 the unit normalisation, the heads and the spatial mean. The backbone's layout is checked against
-torchvision's in tests/test_lpips.py.
+torchvision's in tests/metrics/test_lpips.py.
 """
 from __future__ import annotations
 

@@ -5,7 +5,7 @@
 Writes a 128x128 crop (a 256 px region, halved) of a held-out example photo (`image.png`), a seeded LaMa "medium" mask
 (`mask.png`, 255 = hole), the shipped model's plain output on it (`plain.npy`, float32
 HxWx3 in [0, 1]) and `meta.json` (where the crop comes from, the masked L1 of the trained and
-of a freshly initialised network). `tests/test_default_model.py` compares against them.
+of a freshly initialised network). `tests/models/test_default_model.py` compares against them.
 """
 from __future__ import annotations
 

@@ -4,7 +4,7 @@
 
 `--lama` is a checkout of advimman/lama (its code is run from there, never copied into this
 repository). `--model` (default: the shipped default model, lama_refine/weights/default.safetensors)
-must be a file inside this repository, since tests/test_lama_reference.py loads the model the
+must be a file inside this repository, since tests/models/lama/test_lama_reference.py loads the model the
 fixture names; it must be a plain LaMa generator (no `input_fill`), or the export refuses it.
 
 Regenerating after the default model is retrained is one command (then `git rm` any

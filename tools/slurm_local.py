@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """A real one-node SLURM cluster from Debian's packages, started without systemd, for the tests
-(tests/test_slurm.py) and for trying README's SLURM sweep on one machine.
+(tests/batch/test_slurm.py) and for trying README's SLURM sweep on one machine.
 
     tools/slurm-local start [DIR]    # prints `export SLURM_CONF=DIR/slurm.conf`
     tools/slurm-local status [DIR]   # sinfo, squeue, sacct

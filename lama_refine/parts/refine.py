@@ -172,7 +172,7 @@ def ellipse_kernel(size: int) -> Tensor:
     """OpenCV's `getStructuringElement(MORPH_ELLIPSE, (size, size))` as a float {0, 1} tensor.
 
     Re-derived from OpenCV's rule (row half-widths `round(c * sqrt(1 - dy^2 / r^2))`), so
-    OpenCV is not a dependency; `tests/test_refine.py` checks it against OpenCV's 15x15.
+    OpenCV is not a dependency; `tests/parts/test_refine.py` checks it against OpenCV's 15x15.
     """
     r = c = size // 2
     kernel = torch.zeros(size, size)

@@ -23,7 +23,7 @@ from lama_refine.batch.provenance import RESULTS_VERSION, DigestCache, Stamp, mo
 from lama_refine.batch.sweep import RESULT_NEUTRAL_KEYS
 
 from conftest import GOLDEN
-from test_batch import box, config, good_pairs, lama_refine, photo, save, tmp_files
+from test_runner import box, config, good_pairs, lama_refine, photo, save, tmp_files
 
 OTHER_MODEL = GOLDEN / "odd_nonsquare_2scales"  # same architecture as test_batch.MODEL, other weights
 
