@@ -87,7 +87,7 @@ def leaf_keys(cfg: Any, prefix: str = "") -> Iterator[str]:
     if isinstance(cfg, DictConfig):
         for key in cfg.keys():
             child = cfg._get_node(key)
-            path = f"{prefix}{key}"
+            path = prefix + str(key)
             if isinstance(child, DictConfig):
                 yield from leaf_keys(child, path + ".")
             else:

@@ -14,7 +14,6 @@ try:
     from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
 except ImportError:  # without the `slurm` extra there is no SLURM launcher to extend
     SlurmLauncher = None
-ShardsSlurmLauncher = None
 
 if SlurmLauncher is not None:
     from hydra.core.singleton import Singleton

@@ -158,7 +158,8 @@ def mark_collisions(jobs: list[Job]) -> list[Job]:
 def why_no_jobs(root: Path, exclude: Iterable[Path] = ()) -> str | None:
     """Why LaMa's layout found no job under `root` although it holds images: masks that are not
     `*mask*.png` (JPEG, WEBP, ...), or images without masks. None for a folder without images."""
-    masks, images = [], []
+    masks: list[Path] = []
+    images: list[Path] = []
     for path in walk(root, exclude):
         if path.is_file() and has_image_suffix(path):
             (masks if "mask" in path.name.lower() else images).append(path)

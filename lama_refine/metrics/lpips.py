@@ -98,7 +98,7 @@ def features(net: str) -> nn.Sequential:
         elif item == "M":
             layers.append(nn.MaxPool2d(kernel_size=pool, stride=2))
         else:
-            out, kernel, stride, padding = item
+            out, kernel, stride, padding = (int(v) for v in item)
             layers.append(nn.Conv2d(channels, out, kernel, stride=stride, padding=padding))
             channels = out
     return nn.Sequential(*layers)
@@ -106,6 +106,9 @@ def features(net: str) -> nn.Sequential:
 
 class LPIPS(nn.Module):
     """The metric's network; `forward(x, y)` takes (N, 3, H, W) in [-1, 1] and returns (N,)."""
+
+    shift: Tensor
+    scale: Tensor
 
     def __init__(self, net: str = "alex"):
         super().__init__()
@@ -123,15 +126,15 @@ class LPIPS(nn.Module):
     def layer_outputs(self, x: Tensor) -> list[Tensor]:
         outs = []
         h = (x - self.shift) / self.scale
-        for i, module in enumerate(self.features[: self.taps[-1] + 1]):
+        for i, module in enumerate(list(self.features)[: self.taps[-1] + 1]):
             h = module(h)
             if i in self.taps:
                 outs.append(h)
         return outs
 
     def forward(self, x: Tensor, y: Tensor) -> Tensor:
-        total = 0
-        for lin, fx, fy in zip(self.lins, self.layer_outputs(x), self.layer_outputs(y)):
+        total = torch.zeros(x.shape[0], 1, device=x.device, dtype=x.dtype)
+        for lin, fx, fy in zip(self.lins, self.layer_outputs(x), self.layer_outputs(y), strict=True):
             diff = (unit(fx) - unit(fy)) ** 2
             total = total + lin(diff).mean(dim=(2, 3))
         return total.flatten()
@@ -142,7 +145,7 @@ class LPIPS(nn.Module):
         images are brought to one size first (the pipeline may return the budget-shrunk size)."""
         if a.shape[-2:] != b.shape[-2:]:
             b = F.interpolate(b, size=a.shape[-2:], mode="bilinear", align_corners=False)
-        param = self.lins[0].weight
+        param = next(self.lins.parameters())
         a, b = (t.to(param.device, param.dtype).clamp(0, 1) * 2 - 1 for t in (a, b))
         return float(self(a, b)[0])
 
@@ -180,6 +183,7 @@ def load(net: str = "alex", device: torch.device | str = "cpu") -> LPIPS:
     if missing:
         raise FileNotFoundError(f"LPIPS ({net}) needs {', '.join(missing)}: {download_command(net)}")
     backbone, heads = (cached_file(m.name) for m in WEIGHTS[net])
+    assert backbone is not None and heads is not None  # missing_files said both are there
     return LPIPS(net).load_files(backbone, heads).to(device)
 
 

@@ -57,7 +57,7 @@ class Paired:
     losses: int
 
 
-def bootstrap_interval(differences: Sequence[float], *, level: float = 0.95, resamples: int = 10000,
+def bootstrap_interval(differences: Sequence[float] | np.ndarray, *, level: float = 0.95, resamples: int = 10000,
                        seed: int = 0) -> tuple[float, float]:
     """Percentile bootstrap interval of the mean of `differences`: the images are drawn with
     replacement `resamples` times (generator seeded by `seed`), and the interval holds the central

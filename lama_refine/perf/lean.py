@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 from contextlib import nullcontext
-from typing import Any, Callable
+from typing import Any, Callable, overload
 
 import torch
 import torch.nn.functional as F
@@ -342,7 +342,13 @@ def lean_conv(spec: ConvSpec, x: Tensor) -> Tensor:
     return FrozenConv.apply(x, spec) if _needs_grad(x) else spec.forward(x)
 
 
-def lean_norm_act(norm: nn.Module, act: nn.Module, x: Tensor) -> Tensor:
+@overload
+def lean_norm_act(norm: nn.Module, act: nn.Module, x: Tensor) -> Tensor: ...
+@overload
+def lean_norm_act(norm: nn.Module, act: nn.Module, x: int) -> int: ...
+@overload
+def lean_norm_act(norm: nn.Module, act: nn.Module, x: Tensor | int) -> Tensor | int: ...
+def lean_norm_act(norm: nn.Module, act: nn.Module, x: Tensor | int) -> Tensor | int:
     """norm then act, lean where both are (BatchNorm or Identity) and (ReLU or Identity); an empty
     branch (`models.protocol.is_empty`) goes through them as it is."""
     if is_empty(x):

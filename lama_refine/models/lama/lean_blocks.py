@@ -32,7 +32,7 @@ class LeanFourierUnit(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         # The FFT runs in float32 (no bf16/fp16 FFT on CPU; cuFFT half needs power-of-two sizes).
         x = _fft_precision(x)
-        size = tuple(x.shape[-2:])
+        size = (x.shape[-2], x.shape[-1])
         ffted = linear_map(self.fu.to_spectrum, x)
         ffted = lean_norm_act(self.fu.bn, self.fu.relu, lean_conv(self.spec, ffted))
         return linear_map(lambda f: self.fu.from_spectrum(f, size), _fft_precision(ffted))
