@@ -18,6 +18,7 @@ with PYTHON, a venv with LaMa's requirements, on the same image, mask and weight
 Timings are wall-clock on whatever else the machine is doing: the load average is recorded with
 each run; compare configurations measured in the same session and quote ratios.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -121,16 +122,28 @@ class Spec:
 
 
 ONE_THREAD = ["perf.threads=1"]  # see benchmarks/notes.md: 2 threads on 2 shared cores oversubscribe
-ANCHOR_CONFIGS = ("original", "faithful", "defaults", "defaults+untiled", "defaults+bf16", "glibc",
-                  *(f"glibc+mmap{kb}" for kb in MMAP_THRESHOLDS_KB), "glibc+trim")
+ANCHOR_CONFIGS = (
+    "original",
+    "faithful",
+    "defaults",
+    "defaults+untiled",
+    "defaults+bf16",
+    "glibc",
+    *(f"glibc+mmap{kb}" for kb in MMAP_THRESHOLDS_KB),
+    "glibc+trim",
+)
 
 PLANS: dict[str, list[Spec]] = {
-    "smoke": [Spec("tiny", c, n_iters=3, extra=["pyramid.min_side=96"])
-              for c in ("faithful", "lean", "lean+bf16", "lean+channels_last", "faithful+checkpointing", "crop")],
+    "smoke": [
+        Spec("tiny", c, n_iters=3, extra=["pyramid.min_side=96"])
+        for c in ("faithful", "lean", "lean+bf16", "lean+channels_last", "faithful+checkpointing", "crop")
+    ],
     # The CPU table of docs/benchmarks.md, most important first (about an hour on a quiet 2-core machine).
     "cpu": (
-        [Spec("0.5mp", c, n_iters=3, extra=ONE_THREAD) for c in ("faithful", "lean", "lean+bf16",
-                                                                 "lean+mmap128", "lean+channels_last")]
+        [
+            Spec("0.5mp", c, n_iters=3, extra=ONE_THREAD)
+            for c in ("faithful", "lean", "lean+bf16", "lean+mmap128", "lean+channels_last")
+        ]
         + [Spec("1mp", c, n_iters=2, extra=ONE_THREAD) for c in ("lean", "lean+bf16")]
         + [Spec("12mp", c, n_iters=2, mask="small-hole", extra=ONE_THREAD) for c in ("lean", "crop")]
         + [Spec("1.8mp", "lean", n_iters=2, extra=ONE_THREAD)]
@@ -138,23 +151,44 @@ PLANS: dict[str, list[Spec]] = {
         + [Spec("4k", "lean+bf16", n_iters=2, extra=ONE_THREAD + ["pyramid.px_budget=9000000"])]
     ),
     # On a quiet machine: both cores, torch's default threads.
-    "quiet": [Spec("0.5mp", c, n_iters=3) for c in ("faithful", "lean", "lean+mmap128", "lean+bf16",
-                                                    "lean+thp")],
+    "quiet": [Spec("0.5mp", c, n_iters=3) for c in ("faithful", "lean", "lean+mmap128", "lean+bf16", "lean+thp")],
     # perf.allocator on a quiet machine (both cores): memory at speed parity, fp32 and bf16.
-    "allocator": ([Spec("0.5mp", c, n_iters=3) for c in ("faithful", "lean", "lean+jemalloc", "lean+tcmalloc",
-                                                        "lean+bf16", "lean+bf16+jemalloc", "lean+bf16+tcmalloc")]
-                  + [Spec("1mp", c, n_iters=2) for c in ("lean", "lean+jemalloc", "lean+bf16+jemalloc",
-                                                         "lean+tcmalloc", "lean+bf16+tcmalloc")]),
+    "allocator": (
+        [
+            Spec("0.5mp", c, n_iters=3)
+            for c in (
+                "faithful",
+                "lean",
+                "lean+jemalloc",
+                "lean+tcmalloc",
+                "lean+bf16",
+                "lean+bf16+jemalloc",
+                "lean+bf16+tcmalloc",
+            )
+        ]
+        + [
+            Spec("1mp", c, n_iters=2)
+            for c in ("lean", "lean+jemalloc", "lean+bf16+jemalloc", "lean+tcmalloc", "lean+bf16+tcmalloc")
+        ]
+    ),
     # perf.tile_rows: the full-resolution tail in bands (quiet machine, both cores).
-    "tiled": ([Spec("0.5mp", c, n_iters=3) for c in ("lean+tiled", "lean+tcmalloc+tiled", "lean+tcmalloc+banded-front")]
-              + [Spec("1mp", c, n_iters=2) for c in ("faithful", "lean+tcmalloc+tiled", "lean+bf16+tcmalloc+tiled",
-                                                     "lean+tcmalloc+banded-front")]),
+    "tiled": (
+        [Spec("0.5mp", c, n_iters=3) for c in ("lean+tiled", "lean+tcmalloc+tiled", "lean+tcmalloc+banded-front")]
+        + [
+            Spec("1mp", c, n_iters=2)
+            for c in ("faithful", "lean+tcmalloc+tiled", "lean+bf16+tcmalloc+tiled", "lean+tcmalloc+banded-front")
+        ]
+    ),
     # region=crop against whole-photo refinement over hole sizes (12 MP photo, quiet machine).
-    "crop": ([Spec("12mp", "lean", n_iters=2, mask=m) for m in ("small-hole", "hole-160")]
-             + [Spec("12mp", "crop", n_iters=2, mask=m) for m in ("hole-160", "hole-200", "small-hole", "hole-400")]),
+    "crop": (
+        [Spec("12mp", "lean", n_iters=2, mask=m) for m in ("small-hole", "hole-160")]
+        + [Spec("12mp", "crop", n_iters=2, mask=m) for m in ("hole-160", "hole-200", "small-hole", "hole-400")]
+    ),
     "compile": [Spec("0.25mp", c, n_iters=3, extra=ONE_THREAD) for c in ("lean", "lean+compile")],
-    "default-model": [Spec("1mp", c, model="default", n_iters=3, extra=ONE_THREAD)
-                      for c in ("faithful+checkpointing", "lean", "lean+bf16")],
+    "default-model": [
+        Spec("1mp", c, model="default", n_iters=3, extra=ONE_THREAD)
+        for c in ("faithful+checkpointing", "lean", "lean+bf16")
+    ],
     # The anchor, 1152x768: LaMa's own code (with --lama), the faithful path, the shipped defaults,
     # then the glibc study (what the system allocator gives without tcmalloc). Quiet machine.
     "anchor": [Spec("1mp", c, n_iters=6) for c in ANCHOR_CONFIGS],
@@ -257,8 +291,17 @@ def run_config(spec: Spec):
     """The app's config for `spec` (what the CLI would compose for it, on the CPU)."""
     from lama_refine.config import compose
 
-    return compose(["indir=x", "outdir=y", "progress=false", "devices=[cpu]", f"refiner.n_iters={spec.n_iters}",
-                    *CONFIGS[spec.config], *spec.extra])
+    return compose(
+        [
+            "indir=x",
+            "outdir=y",
+            "progress=false",
+            "devices=[cpu]",
+            f"refiner.n_iters={spec.n_iters}",
+            *CONFIGS[spec.config],
+            *spec.extra,
+        ]
+    )
 
 
 def run_child(spec: Spec, out_dir: Path) -> dict:
@@ -268,8 +311,8 @@ def run_child(spec: Spec, out_dir: Path) -> dict:
     import torch
 
     from lama_refine.config import build_inpainter
-    from lama_refine.perf.switches import apply_process_settings
     from lama_refine.parts.refine import RefineHooks
+    from lama_refine.perf.switches import apply_process_settings
 
     image, mask = case_inputs(spec)
     generator = benchmark_generator(spec.model)
@@ -348,9 +391,15 @@ def prepare_original(spec: Spec, out_dir: Path, lama: Path) -> dict:
         "image": str(out_dir / f"{spec.case}_image.npy"),
         "mask": str(out_dir / f"{spec.case}_mask.npy"),
         # refine_predict's arguments, as our own runs of the spec have them
-        "params": {"gpu_ids": "0,", "modulo": int(cfg.modulo), "n_iters": int(cfg.refiner.n_iters),
-                   "lr": float(cfg.refiner.lr), "min_side": int(cfg.pyramid.min_side),
-                   "max_scales": int(cfg.pyramid.max_scales), "px_budget": int(cfg.pyramid.px_budget)},
+        "params": {
+            "gpu_ids": "0,",
+            "modulo": int(cfg.modulo),
+            "n_iters": int(cfg.refiner.n_iters),
+            "lr": float(cfg.refiner.lr),
+            "min_side": int(cfg.pyramid.min_side),
+            "max_scales": int(cfg.pyramid.max_scales),
+            "px_budget": int(cfg.pyramid.px_budget),
+        },
         "threads": int(threads) if threads else None,
     }
 
@@ -416,8 +465,7 @@ def run_original_child(spec: Spec, out_dir: Path, job: dict) -> dict:
     # what refine_predict reads of LaMa's DefaultInpaintingTrainingModule
     model = types.SimpleNamespace(training=False, add_noise_kwargs={}, concat_mask=True, generator=generator)
     modulo = job["params"]["modulo"]
-    sample = {"image": np.load(job["image"]).astype(np.float32),
-              "mask": np.load(job["mask"]).astype(np.float32)[None]}
+    sample = {"image": np.load(job["image"]).astype(np.float32), "mask": np.load(job["mask"]).astype(np.float32)[None]}
     sample["unpad_to_size"] = sample["image"].shape[1:]  # InpaintingDataset.__getitem__ with pad_out_to_modulo
     sample["image"] = data.pad_img_to_modulo(sample["image"], modulo)
     sample["mask"] = data.pad_img_to_modulo(sample["mask"], modulo)
@@ -478,9 +526,9 @@ def predicted_peak(spec: Spec) -> float | None:
     import torch
 
     from lama_refine.config import load_model
+    from lama_refine.models import BIG_LAMA, build_generator
     from lama_refine.perf.allocator import resolve
     from lama_refine.perf.memory import estimate_peak
-    from lama_refine.models import BIG_LAMA, build_generator
 
     overrides = CONFIGS[spec.config] + spec.extra
     if spec.model == "big-lama":
@@ -505,8 +553,11 @@ def child_env(spec: Spec, environ: dict[str, str] | None = None) -> dict[str, st
     from lama_refine.perf.allocator import REEXEC_MARK, preload_env, resolve
 
     env = dict(os.environ if environ is None else environ)
-    kept = [p for p in env.pop("LD_PRELOAD", "").split(":")
-            if p and not any(stem in Path(p).name for stem in ("libjemalloc", "libtcmalloc"))]
+    kept = [
+        p
+        for p in env.pop("LD_PRELOAD", "").split(":")
+        if p and not any(stem in Path(p).name for stem in ("libjemalloc", "libtcmalloc"))
+    ]
     if kept:
         env["LD_PRELOAD"] = ":".join(kept)
     env.pop(REEXEC_MARK, None)
@@ -526,19 +577,37 @@ def child_command(spec: Spec, out_dir: Path, lama: Path | None, lama_python: str
     if lama is None or lama_python is None:
         raise ValueError("config original needs --lama CHECKOUT and --lama-python PYTHON")
     job = prepare_original(spec, out_dir, lama)
-    return [lama_python, __file__, "--original-child", json.dumps(asdict(spec)), "--scratch", str(out_dir),
-            "--job", json.dumps(job)]
+    return [
+        lama_python,
+        __file__,
+        "--original-child",
+        json.dumps(asdict(spec)),
+        "--scratch",
+        str(out_dir),
+        "--job",
+        json.dumps(job),
+    ]
 
 
-def launch(spec: Spec, out_dir: Path, cap_bytes: int, timeout_s: float, lama: Path | None = None,
-           lama_python: str | None = None) -> dict:
+def launch(
+    spec: Spec,
+    out_dir: Path,
+    cap_bytes: int,
+    timeout_s: float,
+    lama: Path | None = None,
+    lama_python: str | None = None,
+) -> dict:
     """Run `spec` in a child process; kill it above `cap_bytes` resident or after `timeout_s`."""
     record = {"spec": asdict(spec), "key": spec.key, "case": spec.case}
     try:
         cmd, env = child_command(spec, out_dir, lama, lama_python), child_env(spec)
     except ValueError as e:
-        return {**record, "error": f"not run: {e}", "load_before": os.getloadavg(),
-                "date": datetime.datetime.now().isoformat(timespec="seconds")}
+        return {
+            **record,
+            "error": f"not run: {e}",
+            "load_before": os.getloadavg(),
+            "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        }
     record["load_before"] = os.getloadavg()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     peak_seen, killed, start = 0, None, time.time()
@@ -573,9 +642,15 @@ def add_diffs(record: dict, out_dir: Path, results: dict[str, dict]) -> None:
     for ref_config in REFERENCES:
         # the reference of the same case, with the same thread count if there is one (the
         # summation order, and so the last bits, depend on it)
-        candidates = [r for r in results.values() if r["case"] == record["case"] and "error" not in r
-                      and r["spec"]["config"] == ref_config and r["key"] != record["key"]
-                      and (out_dir / f"{r['key']}.npy").is_file()]
+        candidates = [
+            r
+            for r in results.values()
+            if r["case"] == record["case"]
+            and "error" not in r
+            and r["spec"]["config"] == ref_config
+            and r["key"] != record["key"]
+            and (out_dir / f"{r['key']}.npy").is_file()
+        ]
         candidates.sort(key=lambda r: Spec(**r["spec"]).threads != threads)
         ref = candidates[0] if candidates else None
         if ref is None or not (out_dir / f"{ref['key']}.npy").is_file():
@@ -595,14 +670,29 @@ def add_diffs(record: dict, out_dir: Path, results: dict[str, dict]) -> None:
 def machine() -> dict:
     import torch
 
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
     flags = Path("/proc/cpuinfo").read_text()
-    mem = next(int(line.split()[1]) * 1024 for line in Path("/proc/meminfo").read_text().splitlines()
-               if line.startswith("MemTotal"))
-    return {"cpu": cpu, "cores": os.cpu_count(), "avx512_bf16": "avx512_bf16" in flags, "memory_bytes": mem,
-            "torch": torch.__version__, "python": platform.python_version(),
-            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+    mem = next(
+        int(line.split()[1]) * 1024
+        for line in Path("/proc/meminfo").read_text().splitlines()
+        if line.startswith("MemTotal")
+    )
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "avx512_bf16": "avx512_bf16" in flags,
+        "memory_bytes": mem,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
 
 
 def gib(x: float | None) -> str:
@@ -619,25 +709,30 @@ def sci(x: float | None) -> str:
 
 def table(results: list[dict]) -> str:
     """One markdown table row per run, grouped by case."""
-    lines = ["| model | size | mask | iters | config | total s | per scale s | s/iter (median) | peak RSS GiB "
-             "| predicted GiB | vs | max abs diff | mean abs diff | hole mean abs diff | load 1-min |",
-             "|" + "---|" * 15]
+    lines = [
+        "| model | size | mask | iters | config | total s | per scale s | s/iter (median) | peak RSS GiB "
+        "| predicted GiB | vs | max abs diff | mean abs diff | hole mean abs diff | load 1-min |",
+        "|" + "---|" * 15,
+    ]
     for r in results:
         s = dict(r["spec"])
         s["config"] = " ".join([s["config"], *s["extra"]])
         h, w = SIZES[s["size"]]
         size = f"{s['size']} ({w}x{h})"
         if "error" in r:
-            lines.append(f"| {s['model']} | {size} | {s['mask']} | {s['n_iters']} | {s['config']} | "
-                         f"{r['error']} | | | {gib(r.get('watchdog_peak_rss_bytes'))} | "
-                         f"{gib(r.get('predicted_peak_bytes'))} | | | | | {fmt(r['load_before'][0])} |")
+            lines.append(
+                f"| {s['model']} | {size} | {s['mask']} | {s['n_iters']} | {s['config']} | "
+                f"{r['error']} | | | {gib(r.get('watchdog_peak_rss_bytes'))} | "
+                f"{gib(r.get('predicted_peak_bytes'))} | | | | | {fmt(r['load_before'][0])} |"
+            )
             continue
         lines.append(
             f"| {s['model']} | {size} | {s['mask']} | {s['n_iters']} | {s['config']} | {fmt(r['total_s'])} | "
             f"{' + '.join(fmt(t) for t in r['scale_s'])} | {fmt(r['iteration_median_s'], 2)} | "
             f"{gib(r['peak_rss_bytes'])} | {gib(r.get('predicted_peak_bytes'))} | {r.get('reference', '')} | "
             f"{sci(r.get('max_abs_diff'))} | {sci(r.get('mean_abs_diff'))} | {sci(r.get('hole_mean_abs_diff'))} | "
-            f"{fmt(r['load_before'][0])} |")
+            f"{fmt(r['load_before'][0])} |"
+        )
     return "\n".join(lines)
 
 
@@ -651,16 +746,24 @@ def ratio_tables(results: list[dict], cases: set[str]) -> str:
     difference to that run's output."""
     blocks, order = [], {s.config: i for plan in RATIO_PLANS for i, s in enumerate(PLANS[plan])}
     for case in sorted(cases):
-        runs = sorted((r for r in results if r["case"] == case),
-                      key=lambda r: (order.get(r["spec"]["config"], len(order)), r["key"]))
-        ref = next((r for name in ("original", "faithful") for r in runs
-                    if r["spec"]["config"] == name and "error" not in r), None)
+        runs = sorted(
+            (r for r in results if r["case"] == case),
+            key=lambda r: (order.get(r["spec"]["config"], len(order)), r["key"]),
+        )
+        ref = next(
+            (r for name in ("original", "faithful") for r in runs if r["spec"]["config"] == name and "error" not in r),
+            None,
+        )
         if ref is None:
             continue
         name = ref["spec"]["config"]
-        lines = [f"{case}, vs {name}:", "",
-                 f"| config | total s | vs {name} | s/iter (median) | vs {name} | peak RSS GiB | vs {name} "
-                 f"| RSS before the run GiB | max abs diff vs {name} |", "|" + "---|" * 9]
+        lines = [
+            f"{case}, vs {name}:",
+            "",
+            f"| config | total s | vs {name} | s/iter (median) | vs {name} | peak RSS GiB | vs {name} "
+            f"| RSS before the run GiB | max abs diff vs {name} |",
+            "|" + "---|" * 9,
+        ]
         for r in runs:
             config = " ".join([r["spec"]["config"], *r["spec"]["extra"]])
             if "error" in r:
@@ -671,27 +774,35 @@ def ratio_tables(results: list[dict], cases: set[str]) -> str:
                 f"| {config} | {fmt(r['total_s'])} | {ratio(r['total_s'], ref['total_s'])} | "
                 f"{fmt(r['iteration_median_s'], 2)} | {ratio(r['iteration_median_s'], ref['iteration_median_s'])} | "
                 f"{gib(r['peak_rss_bytes'])} | {ratio(r['peak_rss_bytes'], ref['peak_rss_bytes'])} | "
-                f"{gib(r.get('rss_before_run_bytes'))} | {diff} |")
+                f"{gib(r.get('rss_before_run_bytes'))} | {diff} |"
+            )
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks)
 
 
 def write_markdown(path: Path, results: list[dict], info: dict, notes: str) -> None:
-    header = (f"# Benchmarks\n\nGenerated by `benchmarks/bench.py` (rerun it to refresh; the prose around the "
-              f"tables lives in `benchmarks/notes.md`).\n\n"
-              f"Machine: {info['cpu']}, {info['cores']} cores (AVX-512 bf16: {info['avx512_bf16']}), "
-              f"{info['memory_bytes'] / 2**30:.0f} GiB; torch {info['torch']}, Python {info['python']}; "
-              f"CUDA: {info['cuda'] or 'none'}. Last run: {max(r['date'] for r in results)}.\n\n")
+    header = (
+        f"# Benchmarks\n\nGenerated by `benchmarks/bench.py` (rerun it to refresh; the prose around the "
+        f"tables lives in `benchmarks/notes.md`).\n\n"
+        f"Machine: {info['cpu']}, {info['cores']} cores (AVX-512 bf16: {info['avx512_bf16']}), "
+        f"{info['memory_bytes'] / 2**30:.0f} GiB; torch {info['torch']}, Python {info['python']}; "
+        f"CUDA: {info['cuda'] or 'none'}. Last run: {max(r['date'] for r in results)}.\n\n"
+    )
     ratios = ratio_tables(results, {s.case for plan in RATIO_PLANS for s in PLANS[plan]})
     ratios = f"\n\n## Ratios to the original (`--plan anchor`)\n\n{ratios}" if ratios else ""
     path.write_text(header + notes + ratios + "\n\n## All runs\n\n" + table(results) + "\n")
 
 
 def skip_record(spec: Spec, predicted: float, cap: int) -> dict:
-    return {"spec": asdict(spec), "key": spec.key, "case": spec.case,
-            "error": f"not run: predicted {predicted / 2**30:.1f} GiB > {cap / 2**30:.1f} GiB cap",
-            "predicted_peak_bytes": predicted, "load_before": os.getloadavg(),
-            "date": datetime.datetime.now().isoformat(timespec="seconds")}
+    return {
+        "spec": asdict(spec),
+        "key": spec.key,
+        "case": spec.case,
+        "error": f"not run: predicted {predicted / 2**30:.1f} GiB > {cap / 2**30:.1f} GiB cap",
+        "predicted_peak_bytes": predicted,
+        "load_before": os.getloadavg(),
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+    }
 
 
 def main() -> None:
@@ -731,9 +842,15 @@ def main() -> None:
         parser.error(f"--lama {args.lama}: no saicinpainting/ folder there; expected an advimman/lama checkout")
 
     args.scratch.mkdir(parents=True, exist_ok=True)
-    specs = list(PLANS[args.plan]) if args.plan else [
-        Spec(size, config, args.model, args.n_iters, args.mask, args.extra.split())
-        for size in filter(None, args.sizes.split(",")) for config in filter(None, args.configs.split(","))]
+    specs = (
+        list(PLANS[args.plan])
+        if args.plan
+        else [
+            Spec(size, config, args.model, args.n_iters, args.mask, args.extra.split())
+            for size in filter(None, args.sizes.split(","))
+            for config in filter(None, args.configs.split(","))
+        ]
+    )
     if args.lama is None and any(s.config == "original" for s in specs):
         print("config original left out: it needs --lama CHECKOUT --lama-python PYTHON", flush=True)
         specs = [s for s in specs if s.config != "original"]
@@ -770,8 +887,15 @@ def main() -> None:
         add_diffs(record, args.scratch, results)
         record["predicted_peak_bytes"] = predicted_peak(Spec(**record["spec"]))  # the current model
     args.results.write_text(json.dumps(results, indent=1))
-    ordered = sorted(results.values(), key=lambda r: (r["spec"]["model"], SIZES[r["spec"]["size"]][0] *
-                                                      SIZES[r["spec"]["size"]][1], r["spec"]["mask"], r["key"]))
+    ordered = sorted(
+        results.values(),
+        key=lambda r: (
+            r["spec"]["model"],
+            SIZES[r["spec"]["size"]][0] * SIZES[r["spec"]["size"]][1],
+            r["spec"]["mask"],
+            r["key"],
+        ),
+    )
     notes_path = REPO / "benchmarks" / "notes.md"
     notes = notes_path.read_text() if notes_path.is_file() else ""
     write_markdown(args.markdown, ordered, machine(), notes)

@@ -19,6 +19,7 @@ hole-region mean / max |difference| of the output to the reference, in [0, 1] pi
 The table is printed and written into docs/benchmarks.md and benchmarks/notes.md between the
 `less-work` markers (bench.py rebuilds docs/benchmarks.md from notes.md).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,8 +38,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-
 from bench import benchmark_generator  # noqa: E402
+
 from lama_refine.config import build_inpainter, compose  # noqa: E402
 from lama_refine.io import read_image, read_mask  # noqa: E402
 from lama_refine.perf.switches import apply_process_settings  # noqa: E402
@@ -48,12 +49,18 @@ PHOTOS = ("boats", "forest", "ladybird")  # held out from the demo model's train
 
 def plans(stops: list[tuple[float, int]]) -> dict[str, list[tuple[str, list[str], int]]]:
     """pyramid -> [(name, overrides, n_iters)]; the first of each is the reference: off at 15 iterations."""
-    stop_runs = [(f"stop(tol={tol:g},p={patience})", [f"refiner.stop.tol={tol}", f"refiner.stop.patience={patience}"],
-                  15) for tol, patience in stops]
+    stop_runs = [
+        (f"stop(tol={tol:g},p={patience})", [f"refiner.stop.tol={tol}", f"refiner.stop.patience={patience}"], 15)
+        for tol, patience in stops
+    ]
     return {
         "2 scales": [("off", [], 15), *stop_runs],
-        "3 scales": [("off", [], 15), ("warm", ["refiner.warm_start=true"], 15), ("off", [], 5),
-                     ("warm", ["refiner.warm_start=true"], 5)],
+        "3 scales": [
+            ("off", [], 15),
+            ("warm", ["refiner.warm_start=true"], 15),
+            ("off", [], 5),
+            ("warm", ["refiner.warm_start=true"], 5),
+        ],
     }
 
 
@@ -77,16 +84,28 @@ def run_one(generator, image, mask, overrides: list[str]) -> dict:
     start = time.perf_counter()
     result = inpainter.run(image, mask)
     seconds = time.perf_counter() - start
-    return {"image": result.image, "seconds": seconds, "iterations": [len(s) for s in result.losses],
-            "final_loss": result.losses[-1][-1] if result.losses and result.losses[-1] else None}
+    return {
+        "image": result.image,
+        "seconds": seconds,
+        "iterations": [len(s) for s in result.losses],
+        "final_loss": result.losses[-1][-1] if result.losses and result.losses[-1] else None,
+    }
 
 
 def row_key(r: dict) -> str:
     return f"{r['model']}|{r['photo']}|{r['pyramid']}|{r['config']}|{r['n_iters']}"
 
 
-def study(model: str, photos: list[str], long_side: int | None, min_sides: dict[str, int], stops, done: dict,
-          scratch: Path, log) -> None:
+def study(
+    model: str,
+    photos: list[str],
+    long_side: int | None,
+    min_sides: dict[str, int],
+    stops,
+    done: dict,
+    scratch: Path,
+    log,
+) -> None:
     """Run what `done` (key -> row, updated in place; `log` after each) lacks; reference outputs
     are kept in `scratch`."""
     generator = benchmark_generator(model)
@@ -96,50 +115,77 @@ def study(model: str, photos: list[str], long_side: int | None, min_sides: dict[
         for pyramid, plan in plans(stops).items():
             reference = None
             for name, overrides, n_iters in plan:
-                row = {"model": model, "photo": photo, "size": f"{image.shape[-1]}x{image.shape[-2]}",
-                       "pyramid": pyramid, "config": name, "n_iters": n_iters}
+                row = {
+                    "model": model,
+                    "photo": photo,
+                    "size": f"{image.shape[-1]}x{image.shape[-2]}",
+                    "pyramid": pyramid,
+                    "config": name,
+                    "n_iters": n_iters,
+                }
                 key, saved = row_key(row), scratch / (row_key(row).replace("|", "_") + ".pt")
                 if key in done and (reference is not None or saved.is_file()):
                     if reference is None:
                         reference = {**done[key], "image": torch.load(saved, weights_only=True)}
                     continue
-                r = run_one(generator, image, mask, [f"pyramid.min_side={min_sides[pyramid]}",
-                                                     f"refiner.n_iters={n_iters}", *overrides])
+                r = run_one(
+                    generator,
+                    image,
+                    mask,
+                    [f"pyramid.min_side={min_sides[pyramid]}", f"refiner.n_iters={n_iters}", *overrides],
+                )
                 if reference is None:
                     reference = {**r, "final_loss": r["final_loss"]}
                     torch.save(r["image"], saved)
                 diff = (r["image"] - reference["image"]).abs()[hole]
-                row.update({"iterations": r["iterations"], "seconds": r["seconds"], "final_loss": r["final_loss"],
-                            "ref_seconds": reference["seconds"], "ref_loss": reference["final_loss"],
-                            "ref_iterations": reference["iterations"],
-                            "hole_mean_diff": float(diff.mean()), "hole_max_diff": float(diff.max()),
-                            "load": os.getloadavg()[0]})
+                row.update(
+                    {
+                        "iterations": r["iterations"],
+                        "seconds": r["seconds"],
+                        "final_loss": r["final_loss"],
+                        "ref_seconds": reference["seconds"],
+                        "ref_loss": reference["final_loss"],
+                        "ref_iterations": reference["iterations"],
+                        "hole_mean_diff": float(diff.mean()),
+                        "hole_max_diff": float(diff.max()),
+                        "load": os.getloadavg()[0],
+                    }
+                )
                 done[key] = row
                 log(row)
 
 
 def markdown_row(r: dict) -> str:
     forwards, ref = sum(r["iterations"]), max(1, sum(r["ref_iterations"]))
-    return (f"| {r['model']} | {r['photo']} {r['size']} | {r['pyramid']} | {r['config']} | {r['n_iters']} | "
-            f"{r['iterations'][1:]} | {100 * (1 - forwards / ref):.0f} % | {r['seconds']:.1f} | "
-            f"{100 * (1 - r['seconds'] / r['ref_seconds']):.0f} % | {r['final_loss']:.5f} | "
-            f"{100 * (r['final_loss'] / r['ref_loss'] - 1):+.2f} % | {r['hole_mean_diff']:.1e} | "
-            f"{r['hole_max_diff']:.1e} |")
+    return (
+        f"| {r['model']} | {r['photo']} {r['size']} | {r['pyramid']} | {r['config']} | {r['n_iters']} | "
+        f"{r['iterations'][1:]} | {100 * (1 - forwards / ref):.0f} % | {r['seconds']:.1f} | "
+        f"{100 * (1 - r['seconds'] / r['ref_seconds']):.0f} % | {r['final_loss']:.5f} | "
+        f"{100 * (r['final_loss'] / r['ref_loss'] - 1):+.2f} % | {r['hole_mean_diff']:.1e} | "
+        f"{r['hole_max_diff']:.1e} |"
+    )
 
 
-HEADER = ("| model | photo | pyramid | config | n_iters | forwards per refined scale | forwards saved | s "
-          "| time saved | final loss | vs 15-it off | hole mean abs diff | hole max abs diff |\n" + "|---" * 13 + "|")
+HEADER = (
+    "| model | photo | pyramid | config | n_iters | forwards per refined scale | forwards saved | s "
+    "| time saved | final loss | vs 15-it off | hole mean abs diff | hole max abs diff |\n" + "|---" * 13 + "|"
+)
 
 
 def section(rows: list[dict]) -> str:
     when = datetime.datetime.now().isoformat(timespec="minutes")
     loads = [r["load"] for r in rows if "load" in r]
     load = f"1-min load {min(loads):.1f}-{max(loads):.1f}" if loads else "machine busy"
-    return (f"{BEGIN}\n### Less work per image: early stopping and warm start (`benchmarks/less_work.py`)\n\n"
-            f"`nice python benchmarks/less_work.py` (last run {when}, one thread, {load}: times are wall-clock "
-            f"on a shared 2-core machine, compare rows of one photo). Each row against the same photo and "
-            f"pyramid at 15 iterations with both switches off (the first row of its group).\n\n"
-            + HEADER + "\n" + "\n".join(markdown_row(r) for r in rows) + f"\n{END}")
+    return (
+        f"{BEGIN}\n### Less work per image: early stopping and warm start (`benchmarks/less_work.py`)\n\n"
+        f"`nice python benchmarks/less_work.py` (last run {when}, one thread, {load}: times are wall-clock "
+        f"on a shared 2-core machine, compare rows of one photo). Each row against the same photo and "
+        f"pyramid at 15 iterations with both switches off (the first row of its group).\n\n"
+        + HEADER
+        + "\n"
+        + "\n".join(markdown_row(r) for r in rows)
+        + f"\n{END}"
+    )
 
 
 def write_section(path: Path, text: str, begin: str = BEGIN, end: str = END) -> None:
@@ -161,12 +207,16 @@ def main() -> None:
     parser.add_argument("--photos", default="ladybird", help=f"of {PHOTOS}, comma-separated")
     parser.add_argument("--big-lama-photos", default="ladybird")
     parser.add_argument("--big-lama-side", type=int, default=512)
-    parser.add_argument("--stops", default="0.01:2,0.05:1", help="early-stopping settings tol:patience, comma-separated")
+    parser.add_argument(
+        "--stops", default="0.01:2,0.05:1", help="early-stopping settings tol:patience, comma-separated"
+    )
     parser.add_argument("--results", type=Path, default=REPO / "benchmarks" / "less_work.json")
     parser.add_argument("--scratch", type=Path, default=Path(tempfile.gettempdir()) / "lama-refine-less-work")
     parser.add_argument("--rerun", action="store_true", help="run again what --results already has")
     parser.add_argument("--no-docs", action="store_true", help="print only")
-    parser.add_argument("--docs-only", action="store_true", help="rewrite the docs' section from --results, run nothing")
+    parser.add_argument(
+        "--docs-only", action="store_true", help="rewrite the docs' section from --results, run nothing"
+    )
     args = parser.parse_args()
     torch.manual_seed(0)
     args.scratch.mkdir(parents=True, exist_ok=True)
@@ -188,14 +238,30 @@ def main() -> None:
         study("default", photos, None, {"2 scales": 512, "3 scales": 256}, stops, done, args.scratch, log)
     if args.study in ("big-lama", "both"):
         # 512 px long side: short side 320, so min_side 160 gives 2 scales and 80 gives 3.
-        study("big-lama", [p for p in args.big_lama_photos.split(",") if p], args.big_lama_side,
-              {"2 scales": 160, "3 scales": 80}, stops, done, args.scratch, log)
+        study(
+            "big-lama",
+            [p for p in args.big_lama_photos.split(",") if p],
+            args.big_lama_side,
+            {"2 scales": 160, "3 scales": 80},
+            stops,
+            done,
+            args.scratch,
+            log,
+        )
     if not args.docs_only:
         args.results.write_text(json.dumps(done, indent=1))
     if not args.no_docs:
-        rows = sorted(done.values(), key=lambda r: (r["model"] != "default", r["photo"], r["pyramid"],
-                                                    r["config"] != "off" or r["n_iters"] != 15, r["n_iters"] != 15,
-                                                    r["config"]))
+        rows = sorted(
+            done.values(),
+            key=lambda r: (
+                r["model"] != "default",
+                r["photo"],
+                r["pyramid"],
+                r["config"] != "off" or r["n_iters"] != 15,
+                r["n_iters"] != 15,
+                r["config"],
+            ),
+        )
         text = section(rows)
         for path in (REPO / "docs" / "benchmarks.md", REPO / "benchmarks" / "notes.md"):
             write_section(path, text)

@@ -16,13 +16,15 @@ The "done" state is made once by the current code with the network replaced by t
 output is the photo; everything else, the reads, the stamps, the atomic writes, the manifest, is
 the real run's). For the 12 MP photos the output is a copy of the photo's file (a `.jpg` of its
 size) and nothing is decoded: decoding and encoding 200 photos of 12 MP takes most of an hour on
-a busy 2-core machine, and a rerun reads neither. Main's manifest is derived from it by main's own code (its config hash, without
+a busy 2-core machine, and a rerun reads neither. Main's manifest is derived from it by main's own
+code (its config hash, without
 the new fields): the lines main would have written for the same outputs. "before" runs main's
 `cli.run` from a clean export (`git archive main`), "after" this checkout's; each rerun is a fresh
 process and its time is the whole process (imports included) and its `run()` alone, the median of
 `--repeats`. Everything is made under a temporary folder and deleted at the end. The table is
 printed and written into docs/benchmarks.md and benchmarks/notes.md between the `rerun` markers.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,7 +44,7 @@ REPO = Path(__file__).resolve().parents[1]
 BEGIN, END = "<!-- rerun:begin -->", "<!-- rerun:end -->"
 
 # Runs inside each measured process, with PYTHONPATH at main's export or this checkout.
-DRIVER = r'''
+DRIVER = r"""
 import json, sys, time
 mode, indir, outdir = sys.argv[1:4]
 from lama_refine.config import compose
@@ -76,7 +78,7 @@ start = time.perf_counter()
 summary = run(cfg)
 print(json.dumps({"run_s": time.perf_counter() - start, "done": len(summary.done), "skipped": len(summary.skipped),
                   "redone": len(getattr(summary, "redone", []))}))
-'''
+"""
 
 
 def load() -> float:
@@ -86,8 +88,13 @@ def load() -> float:
 def drive(root: Path, mode: str, indir: Path, outdir: Path, ext: str, *extra: str, home: Path) -> dict:
     env = {**os.environ, "PYTHONPATH": str(root), "LAMA_REFINE_HOME": str(home)}
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", DRIVER, mode, str(indir), str(outdir), ext, *extra], env=env,
-                          cwd=indir.parent, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", DRIVER, mode, str(indir), str(outdir), ext, *extra],
+        env=env,
+        cwd=indir.parent,
+        capture_output=True,
+        text=True,
+    )
     wall = time.perf_counter() - start
     if proc.returncode != 0:
         raise RuntimeError(f"{mode} under {root} failed:\n{proc.stderr[-3000:]}")
@@ -121,15 +128,16 @@ def photo_folder(indir: Path, n: int, size: tuple[int, int]) -> None:
     w, h = size
     rng = np.random.default_rng(0)
     bases = []
-    for k in range(4):
-        small = Image.fromarray((rng.random((h // 40, w // 40, 3)) * 255).astype(np.uint8)).resize((w, h),
-                                                                                                 Image.BICUBIC)
+    for _k in range(4):
+        small = Image.fromarray((rng.random((h // 40, w // 40, 3)) * 255).astype(np.uint8)).resize(
+            (w, h), Image.BICUBIC
+        )
         noisy = np.asarray(small).astype(np.int16) + rng.integers(-12, 13, (h, w, 3), dtype=np.int16)
         buf = io.BytesIO()
         Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8)).save(buf, format="JPEG", quality=90)
         bases.append(buf.getvalue())
     mask = np.zeros((h, w), np.uint8)
-    mask[h // 3: h // 3 + 200, w // 3: w // 3 + 260] = 255
+    mask[h // 3 : h // 3 + 200, w // 3 : w // 3 + 260] = 255
     buf = io.BytesIO()
     Image.fromarray(mask).save(buf, format="PNG")
     indir.mkdir(parents=True, exist_ok=True)
@@ -150,9 +158,17 @@ def median(runs: list[dict], key: str) -> float:
 
 
 def row(study: str, what: str, runs: list[dict], n: int) -> dict:
-    return {"study": study, "what": what, "n": n, "wall_s": median(runs, "wall_s"), "run_s": median(runs, "run_s"),
-            "repeats": len(runs), "skipped": runs[0]["skipped"], "done": runs[0]["done"] + runs[0]["redone"],
-            "load": load()}
+    return {
+        "study": study,
+        "what": what,
+        "n": n,
+        "wall_s": median(runs, "wall_s"),
+        "run_s": median(runs, "run_s"),
+        "repeats": len(runs),
+        "skipped": runs[0]["skipped"],
+        "done": runs[0]["done"] + runs[0]["redone"],
+        "load": load(),
+    }
 
 
 def touch_all(indir: Path) -> None:
@@ -187,15 +203,19 @@ def study(name: str, make_inputs, n: int, ext: str, repeats: int, base: Path, wo
     return rows
 
 
-HEADER = ("| folder | code | jobs | skipped | done | rerun, whole process s | `run()` s | per job ms | load |\n"
-          "|---|---|---|---|---|---|---|---|---|")
+HEADER = (
+    "| folder | code | jobs | skipped | done | rerun, whole process s | `run()` s | per job ms | load |\n"
+    "|---|---|---|---|---|---|---|---|---|"
+)
 
 
 def markdown(rows: list[dict]) -> str:
     lines = [HEADER]
     for r in rows:
-        lines.append(f"| {r['study']} | {r['what']} | {r['n']} | {r['skipped']} | {r['done']} | {r['wall_s']:.2f} | "
-                     f"{r['run_s']:.2f} | {1000 * r['run_s'] / r['n']:.2f} | {r['load']:.1f} |")
+        lines.append(
+            f"| {r['study']} | {r['what']} | {r['n']} | {r['skipped']} | {r['done']} | {r['wall_s']:.2f} | "
+            f"{r['run_s']:.2f} | {1000 * r['run_s'] / r['n']:.2f} | {r['load']:.1f} |"
+        )
     return "\n".join(lines)
 
 
@@ -206,15 +226,23 @@ def section(rows: list[dict], args) -> str:
         before = next((r for r in rows if r["study"] == name and r["what"] == "before (main)"), None)
         after = next((r for r in rows if r["study"] == name and r["what"] == "after"), None)
         if before and after:
-            ratios.append(f"{name}: after / before {after['wall_s'] / before['wall_s']:.2f}x whole process, "
-                          f"{after['run_s'] / before['run_s']:.2f}x `run()`")
-    return (f"{BEGIN}\n### Rerunning a finished folder (`benchmarks/rerun.py`)\n\n"
-            f"`nice python benchmarks/rerun.py --jobs {args.jobs} --photos {args.photos} --repeats {args.repeats}` "
-            f"(last run {when}; medians of fresh processes on a shared 2-core machine, `load` its 1-min load "
-            f"average). `small`: {args.jobs} jobs of 8x8 px, all done; `photos`: {args.photos} JPEGs of "
-            f"{args.size} px (~3.4 MB each at 4000x3000), all done, outputs `.jpg`. \"before\" is main's code before the rerun rules "
-            f"(config hash only), \"after\" this one (photo, mask and model digests, claims).\n\n"
-            + markdown(rows) + "\n\n" + "; ".join(ratios) + f".\n{END}")
+            ratios.append(
+                f"{name}: after / before {after['wall_s'] / before['wall_s']:.2f}x whole process, "
+                f"{after['run_s'] / before['run_s']:.2f}x `run()`"
+            )
+    return (
+        f"{BEGIN}\n### Rerunning a finished folder (`benchmarks/rerun.py`)\n\n"
+        f"`nice python benchmarks/rerun.py --jobs {args.jobs} --photos {args.photos} --repeats {args.repeats}` "
+        f"(last run {when}; medians of fresh processes on a shared 2-core machine, `load` its 1-min load "
+        f"average). `small`: {args.jobs} jobs of 8x8 px, all done; `photos`: {args.photos} JPEGs of "
+        f"{args.size} px (~3.4 MB each at 4000x3000), all done, outputs `.jpg`. "
+        f'"before" is main\'s code before the rerun rules '
+        f'(config hash only), "after" this one (photo, mask and model digests, claims).\n\n'
+        + markdown(rows)
+        + "\n\n"
+        + "; ".join(ratios)
+        + f".\n{END}"
+    )
 
 
 def main() -> None:
@@ -239,8 +267,9 @@ def main() -> None:
         if args.jobs:
             rows += study("small", lambda d: small_folder(d, args.jobs), args.jobs, ".png", args.repeats, base, work)
         if args.photos:
-            rows += study("photos", lambda d: photo_folder(d, args.photos, size), args.photos, ".jpg", args.repeats,
-                          base, work)
+            rows += study(
+                "photos", lambda d: photo_folder(d, args.photos, size), args.photos, ".jpg", args.repeats, base, work
+            )
     text = section(rows, args)
     print(text)
     if not args.no_write:

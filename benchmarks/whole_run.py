@@ -14,6 +14,7 @@ which stage raised the peak. Inputs (made once in `--scratch`): big-lama-shaped 
 `--results` (JSON) and between the `whole-run` markers of docs/benchmarks.md and
 benchmarks/notes.md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,9 +55,9 @@ def status() -> dict[str, float]:
 
 def child(args: argparse.Namespace) -> None:
     """One run through the CLI, with probes; prints one JSON line (the re-exec keeps stdout)."""
-    from lama_refine.batch import runner as batch
-    from lama_refine.app import cli
     from lama_refine import pipeline
+    from lama_refine.app import cli
+    from lama_refine.batch import runner as batch
     from lama_refine.parts.pyramid import PyramidBuilder
     from lama_refine.parts.refine import Refiner
 
@@ -70,11 +71,14 @@ def child(args: argparse.Namespace) -> None:
     def probe(owner, name: str, stage: str) -> None:
         """Mark `stage` after each call of `owner.name`; for a class, also of every subclass's own
         `name` (the configured parts are subclasses of the abstract ones)."""
-        for holder in ([owner, *all_subclasses(owner)] if isinstance(owner, type) else [owner]):
+        for holder in [owner, *all_subclasses(owner)] if isinstance(owner, type) else [owner]:
             if isinstance(owner, type) and name not in holder.__dict__:
                 continue
-            setattr(holder, name, wrapped(getattr(holder, name) if not isinstance(holder, type)
-                                          else holder.__dict__[name], stage, mark))
+            setattr(
+                holder,
+                name,
+                wrapped(getattr(holder, name) if not isinstance(holder, type) else holder.__dict__[name], stage, mark),
+            )
 
     mark("imports")
     probe(batch, "load_inputs", "read")
@@ -106,21 +110,25 @@ def wrapped(function, stage: str, mark):
         result = function(*a, **k)
         mark(stage)
         return result
+
     return probed
 
 
 def make_inputs(scratch: Path, h: int, w: int) -> dict[str, Path]:
     """Model, photo and mask in `scratch` (made once)."""
     import numpy as np
+    from bench import benchmark_generator, small_hole, synthetic_photo
     from PIL import Image
 
-    from bench import benchmark_generator, small_hole, synthetic_photo
     from lama_refine.models import BIG_LAMA
     from lama_refine.train.loop import export_generator
 
     scratch.mkdir(parents=True, exist_ok=True)
-    paths = {"model": scratch / "big-lama-random.safetensors", "image": scratch / f"photo-{w}x{h}.png",
-             "mask": scratch / f"photo-{w}x{h}_mask.png"}
+    paths = {
+        "model": scratch / "big-lama-random.safetensors",
+        "image": scratch / f"photo-{w}x{h}.png",
+        "mask": scratch / f"photo-{w}x{h}_mask.png",
+    }
     if not paths["model"].is_file():
         export_generator(benchmark_generator("big-lama"), BIG_LAMA, paths["model"].with_suffix(""), fp16=False)
     if not paths["image"].is_file():
@@ -133,28 +141,47 @@ def make_inputs(scratch: Path, h: int, w: int) -> dict[str, Path]:
 def run(name: str, overrides: list[str], paths: dict[str, Path], out: Path, n_iters: int) -> dict:
     from lama_refine.perf.allocator import REEXEC_MARK
 
-    argv = [f"image={paths['image']}", f"mask={paths['mask']}", f"out={out}", f"model.path={paths['model']}",
-            f"refiner.n_iters={n_iters}", "progress=false", "overwrite=true", *overrides]
+    argv = [
+        f"image={paths['image']}",
+        f"mask={paths['mask']}",
+        f"out={out}",
+        f"model.path={paths['model']}",
+        f"refiner.n_iters={n_iters}",
+        "progress=false",
+        "overwrite=true",
+        *overrides,
+    ]
     env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", REEXEC_MARK)}
     env["PYTHONPATH"] = str(REPO)
     started = time.perf_counter()
-    proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(argv)], env=env, capture_output=True,
-                          text=True)
+    proc = subprocess.run(
+        [sys.executable, __file__, "--child", json.dumps(argv)], env=env, capture_output=True, text=True
+    )
     wall = time.perf_counter() - started
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     if proc.returncode != 0 or not lines:
         return {"config": name, "error": (proc.stderr.strip().splitlines() or ["failed"])[-1]}
     record = json.loads(lines[-1])
     peaks = {stage: hwm for stage, _, _, hwm in record["marks"]}
-    return {"config": name, "overrides": overrides, "wall_s": wall, "exit": record["exit"],
-            "allocator": "tcmalloc" if "tcmalloc" in record["ld_preload"] else "system",
-            "marks": record["marks"], "peak_gib": max(peaks.values()),
-            "date": datetime.datetime.now().isoformat(timespec="seconds"), "load": os.getloadavg()[0]}
+    return {
+        "config": name,
+        "overrides": overrides,
+        "wall_s": wall,
+        "exit": record["exit"],
+        "allocator": "tcmalloc" if "tcmalloc" in record["ld_preload"] else "system",
+        "marks": record["marks"],
+        "peak_gib": max(peaks.values()),
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "load": os.getloadavg()[0],
+    }
 
 
 def markdown(rows: list[dict], size: str, n_iters: int) -> str:
-    head = ("| config | allocator | wall s | peak RSS GiB | " + " | ".join(f"peak after {s}" for s in STAGES)
-            + " | RSS at the end | load |")
+    head = (
+        "| config | allocator | wall s | peak RSS GiB | "
+        + " | ".join(f"peak after {s}" for s in STAGES)
+        + " | RSS at the end | load |"
+    )
     lines = [head, "|" + "---|" * (6 + len(STAGES))]
     for r in rows:
         if "error" in r:
@@ -164,13 +191,19 @@ def markdown(rows: list[dict], size: str, n_iters: int) -> str:
         for stage, _, _, hwm in r["marks"]:
             after.setdefault(stage, hwm)  # the first time (region=crop runs the pyramid per crop)
         cells = [f"{after[s]:.2f}" if s in after else "-" for s in STAGES]
-        lines.append(f"| {r['config']} | {r['allocator']} | {r['wall_s']:.0f} | **{r['peak_gib']:.2f}** | "
-                     + " | ".join(cells) + f" | {r['marks'][-1][2]:.2f} | {r['load']:.1f} |")
-    return (f"{BEGIN}\n### A {size} photo end to end (`python benchmarks/whole_run.py`)\n\n"
-            f"One `lama-refine image= mask= out=` run per row (fresh process, big-lama-shaped weights, one "
-            f"260x200 px hole, {n_iters} iterations, default pixel budget 1.8 MP). \"peak after X\": the "
-            f"process's peak resident set (VmHWM, GiB) when stage X ended; the peak column is the whole run's.\n\n"
-            + "\n".join(lines) + f"\n{END}")
+        lines.append(
+            f"| {r['config']} | {r['allocator']} | {r['wall_s']:.0f} | **{r['peak_gib']:.2f}** | "
+            + " | ".join(cells)
+            + f" | {r['marks'][-1][2]:.2f} | {r['load']:.1f} |"
+        )
+    return (
+        f"{BEGIN}\n### A {size} photo end to end (`python benchmarks/whole_run.py`)\n\n"
+        f"One `lama-refine image= mask= out=` run per row (fresh process, big-lama-shaped weights, one "
+        f'260x200 px hole, {n_iters} iterations, default pixel budget 1.8 MP). "peak after X": the '
+        f"process's peak resident set (VmHWM, GiB) when stage X ended; the peak column is the whole run's.\n\n"
+        + "\n".join(lines)
+        + f"\n{END}"
+    )
 
 
 def main() -> None:

@@ -17,41 +17,43 @@ import types
 import warnings
 
 MOVED: dict[str, str] = {
-    'lama_refine.allocator': 'lama_refine.perf.allocator',
-    'lama_refine.api': 'lama_refine.app.api',
-    'lama_refine.claims': 'lama_refine.batch.claims',
-    'lama_refine.cli': 'lama_refine.app.cli',
-    'lama_refine.download': 'lama_refine.app.download',
-    'lama_refine.downsample': 'lama_refine.parts.downsample',
-    'lama_refine.eval_records': 'lama_refine.batch.eval_records',
-    'lama_refine.evaluate': 'lama_refine.app.evaluate',
-    'lama_refine.io.masks': 'lama_refine.io.inputs',
-    'lama_refine.lean': 'lama_refine.perf.lean',
-    'lama_refine.lpips': 'lama_refine.metrics.lpips',
-    'lama_refine.memory': 'lama_refine.perf.memory',
-    'lama_refine.models.export_lama': 'lama_refine.models.lama.export',
-    'lama_refine.models.ffc': 'lama_refine.models.lama.ffc',
-    'lama_refine.models.fill': 'lama_refine.models.lama.fill',
-    'lama_refine.models.kinds': 'lama_refine.models.lama.kinds',
-    'lama_refine.models.pix2pixhd': 'lama_refine.models.lama.pix2pixhd',
-    'lama_refine.padding': 'lama_refine.parts.padding',
-    'lama_refine.partition': 'lama_refine.parts.partition',
-    'lama_refine.progress': 'lama_refine.app.progress',
-    'lama_refine.provenance': 'lama_refine.batch.provenance',
-    'lama_refine.pyramid': 'lama_refine.parts.pyramid',
-    'lama_refine.refine': 'lama_refine.parts.refine',
-    'lama_refine.slurm': 'lama_refine.batch.slurm',
-    'lama_refine.stats': 'lama_refine.metrics.stats',
-    'lama_refine.sweep': 'lama_refine.batch.sweep',
-    'lama_refine.tiling': 'lama_refine.perf.tiling',
-    'lama_refine.train.evaluate': 'lama_refine.train.holdout',
-    'lama_refine.train.masks': 'lama_refine.train.mask_families',
-    'lama_refine.usage': 'lama_refine.app.usage',
+    "lama_refine.allocator": "lama_refine.perf.allocator",
+    "lama_refine.api": "lama_refine.app.api",
+    "lama_refine.claims": "lama_refine.batch.claims",
+    "lama_refine.cli": "lama_refine.app.cli",
+    "lama_refine.download": "lama_refine.app.download",
+    "lama_refine.downsample": "lama_refine.parts.downsample",
+    "lama_refine.eval_records": "lama_refine.batch.eval_records",
+    "lama_refine.evaluate": "lama_refine.app.evaluate",
+    "lama_refine.io.masks": "lama_refine.io.inputs",
+    "lama_refine.lean": "lama_refine.perf.lean",
+    "lama_refine.lpips": "lama_refine.metrics.lpips",
+    "lama_refine.memory": "lama_refine.perf.memory",
+    "lama_refine.models.export_lama": "lama_refine.models.lama.export",
+    "lama_refine.models.ffc": "lama_refine.models.lama.ffc",
+    "lama_refine.models.fill": "lama_refine.models.lama.fill",
+    "lama_refine.models.kinds": "lama_refine.models.lama.kinds",
+    "lama_refine.models.pix2pixhd": "lama_refine.models.lama.pix2pixhd",
+    "lama_refine.padding": "lama_refine.parts.padding",
+    "lama_refine.partition": "lama_refine.parts.partition",
+    "lama_refine.progress": "lama_refine.app.progress",
+    "lama_refine.provenance": "lama_refine.batch.provenance",
+    "lama_refine.pyramid": "lama_refine.parts.pyramid",
+    "lama_refine.refine": "lama_refine.parts.refine",
+    "lama_refine.slurm": "lama_refine.batch.slurm",
+    "lama_refine.stats": "lama_refine.metrics.stats",
+    "lama_refine.sweep": "lama_refine.batch.sweep",
+    "lama_refine.tiling": "lama_refine.perf.tiling",
+    "lama_refine.train.evaluate": "lama_refine.train.holdout",
+    "lama_refine.train.masks": "lama_refine.train.mask_families",
+    "lama_refine.usage": "lama_refine.app.usage",
 }
 
 
 class _MovedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    def find_spec(self, fullname: str, path: object = None, target: object = None) -> importlib.machinery.ModuleSpec | None:
+    def find_spec(
+        self, fullname: str, path: object = None, target: object = None
+    ) -> importlib.machinery.ModuleSpec | None:
         if fullname not in MOVED:
             return None
         return importlib.util.spec_from_loader(fullname, self)
@@ -61,8 +63,11 @@ class _MovedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
     def exec_module(self, module: types.ModuleType) -> None:
         new = MOVED[module.__name__]
-        warnings.warn(f"{module.__name__} moved to {new} in lama-refine 0.2; the old path goes in 0.3",
-                      DeprecationWarning, stacklevel=2)
+        warnings.warn(
+            f"{module.__name__} moved to {new} in lama-refine 0.2; the old path goes in 0.3",
+            DeprecationWarning,
+            stacklevel=2,
+        )
         # the import system returns whatever sys.modules holds once exec_module is done
         sys.modules[module.__name__] = importlib.import_module(new)
 

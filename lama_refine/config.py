@@ -1,10 +1,12 @@
 """From a Hydra config to objects: the parts, the generator, the devices, the Inpainter."""
+
 from __future__ import annotations
 
 import inspect
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence, cast
+from typing import Any, cast
 
 import torch
 from hydra import compose as hydra_compose
@@ -13,13 +15,13 @@ from hydra.utils import get_object, instantiate, to_absolute_path
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from torch import nn
 
-from lama_refine.parts.downsample import Downsampler, MaskDownsampler
 from lama_refine.errors import UserError
+from lama_refine.parts.downsample import Downsampler, MaskDownsampler
 from lama_refine.parts.partition import DevicePartitioner
-from lama_refine.perf.switches import PerfConfig
-from lama_refine.pipeline import Inpainter
 from lama_refine.parts.pyramid import PyramidBuilder
 from lama_refine.parts.refine import Refiner
+from lama_refine.perf.switches import PerfConfig
+from lama_refine.pipeline import Inpainter
 from lama_refine.region import CropConfig
 from lama_refine.weights import DEFAULT_MODEL_PATH as DEFAULT_MODEL
 
@@ -33,8 +35,10 @@ def conf_dir() -> Path:
     for candidate in (PACKAGE_DIR / "conf", PACKAGE_DIR.parent / "conf"):
         if (candidate / "config.yaml").is_file():
             return candidate
-    raise FileNotFoundError(f"lama-refine's config folder is missing (looked in {PACKAGE_DIR}/conf and "
-                            f"{PACKAGE_DIR.parent}/conf); reinstall the package")
+    raise FileNotFoundError(
+        f"lama-refine's config folder is missing (looked in {PACKAGE_DIR}/conf and "
+        f"{PACKAGE_DIR.parent}/conf); reinstall the package"
+    )
 
 
 def compose(overrides: Sequence[str] = (), config_name: str = "config", *, raw: bool = False) -> DictConfig:
@@ -53,13 +57,17 @@ def parse_gpu_ids(gpu_ids: str | int) -> list[torch.device]:
     tokens = str(gpu_ids).replace(" ", "").split(",")
     devices = [torch.device(f"cuda:{t}") for t in tokens if t.isdigit()]
     if not devices:
-        raise UserError(f"refiner.gpu_ids={gpu_ids!r} names no GPU; give GPU numbers, e.g. "
-                        "refiner.gpu_ids='0' or '0,1' (or devices=[cuda:0,cuda:1])")
+        raise UserError(
+            f"refiner.gpu_ids={gpu_ids!r} names no GPU; give GPU numbers, e.g. "
+            "refiner.gpu_ids='0' or '0,1' (or devices=[cuda:0,cuda:1])"
+        )
     return devices
 
 
-DEVICE_HINT = ("use devices=cpu, devices=cuda (the first GPU), devices=cuda:1, devices=[cuda:0,cuda:1] or "
-               "devices=mps; or leave devices unset for every visible GPU, else the CPU")
+DEVICE_HINT = (
+    "use devices=cpu, devices=cuda (the first GPU), devices=cuda:1, devices=[cuda:0,cuda:1] or "
+    "devices=mps; or leave devices unset for every visible GPU, else the CPU"
+)
 
 
 def _spelling(value: Any) -> str:
@@ -88,7 +96,8 @@ def _missing_device(device: torch.device) -> str | None:
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if (device.index or 0) >= count:
             visible = f"{count} visible GPU{'' if count == 1 else 's'}" + (
-                f": {', '.join(f'cuda:{i}' for i in range(count))}" if count else "")
+                f": {', '.join(f'cuda:{i}' for i in range(count))}" if count else ""
+            )
             return f"{device} is not available ({visible})"
     elif device.type != "cpu":
         backend = getattr(torch.backends, device.type, None) or getattr(torch, device.type, None)
@@ -196,12 +205,17 @@ def load_model(model_cfg: DictConfig | dict[str, Any]) -> nn.Module:
     from lama_refine.models.loading import load_generator, load_weights
 
     if model_cfg.get("_target_"):
-        plain = (cast("dict[str, Any]", OmegaConf.to_container(model_cfg, resolve=True))
-                 if isinstance(model_cfg, DictConfig) else dict(model_cfg))
+        plain = (
+            cast("dict[str, Any]", OmegaConf.to_container(model_cfg, resolve=True))
+            if isinstance(model_cfg, DictConfig)
+            else dict(model_cfg)
+        )
         generator = instantiate({k: v for k, v in plain.items() if k not in ("path", "checkpoint")})
         if not isinstance(generator, nn.Module):
-            raise UserError(f"model._target_={model_cfg['_target_']} made a {type(generator).__name__}, not an "
-                            "nn.Module; name your generator class")
+            raise UserError(
+                f"model._target_={model_cfg['_target_']} made a {type(generator).__name__}, not an "
+                "nn.Module; name your generator class"
+            )
         path = model_cfg.get("path")
         return load_weights(generator, to_absolute_path(str(path))) if path else generator.eval().requires_grad_(False)
     return load_generator(model_path(model_cfg), checkpoint=model_cfg.get("checkpoint", "best.ckpt")).generator
@@ -242,19 +256,31 @@ def build_part(group: str, node: DictConfig, **available: Any) -> Any:
     base, method = PART_CONTRACTS[group]
     target_name = node.get("_target_")
     if target_name is None:
-        raise UserError(f"{group}: the config has no `_target_`; name the class, e.g. {group}._target_=my_module.MyPart")
+        raise UserError(
+            f"{group}: the config has no `_target_`; name the class, e.g. {group}._target_=my_module.MyPart"
+        )
     try:
         target = get_object(str(target_name))
     except Exception as error:  # noqa: BLE001 - hydra raises ImportError or its own wrapper
-        raise UserError(f"{group}: cannot import `_target_` {target_name} ({error}); check the module is on "
-                        "PYTHONPATH and the name is spelt as defined") from error
+        raise UserError(
+            f"{group}: cannot import `_target_` {target_name} ({error}); check the module is on "
+            "PYTHONPATH and the name is spelt as defined"
+        ) from error
     kwargs = declared(target, available)
-    required = [n for n, p in _parameters(target).items() if p.default is inspect.Parameter.empty
-                and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and n not in node.keys() and n not in kwargs]
+    required = [
+        n
+        for n, p in _parameters(target).items()
+        if p.default is inspect.Parameter.empty
+        and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        and n not in node.keys()
+        and n not in kwargs
+    ]
     if required:
-        raise UserError(f"{group}: {target_name} needs {', '.join(required)}, which neither its config gives nor "
-                        f"lama-refine injects (it injects {', '.join(available) or 'nothing'} here); set "
-                        f"{group}.{required[0]}=... or give it a default")
+        raise UserError(
+            f"{group}: {target_name} needs {', '.join(required)}, which neither its config gives nor "
+            f"lama-refine injects (it injects {', '.join(available) or 'nothing'} here); set "
+            f"{group}.{required[0]}=... or give it a default"
+        )
     part = instantiate(node, **kwargs)
     check_part(group, part)
     return part
@@ -271,9 +297,11 @@ def check_part(group: str, part: Any) -> None:
     """`part` is an instance of its group's base class and has the group's method."""
     base, method = PART_CONTRACTS[group]
     if not isinstance(part, base) or not callable(getattr(part, method, None)):
-        raise UserError(f"{group}: {type(part).__module__}.{type(part).__qualname__} is not a {base.__name__}; "
-                        f"subclass {base.__module__}.{base.__name__} and implement `{method}` "
-                        "(docs/extending.md)")
+        raise UserError(
+            f"{group}: {type(part).__module__}.{type(part).__qualname__} is not a {base.__name__}; "
+            f"subclass {base.__module__}.{base.__name__} and implement `{method}` "
+            "(docs/extending.md)"
+        )
 
 
 def build_parts(cfg: DictConfig) -> dict[str, Any]:
@@ -284,10 +312,18 @@ def build_parts(cfg: DictConfig) -> dict[str, Any]:
     downsampler = build_part("downsampler", cfg.downsampler)
     return {
         "downsampler": downsampler,
-        "pyramid": build_part("pyramid", cfg.pyramid, downsampler=downsampler,
-                              mask_downsampler=build_part("pyramid_mask", cfg.pyramid_mask)),
-        "refiner": build_part("refiner", cfg.refiner, downsampler=downsampler,
-                              loss_mask_downsampler=build_part("loss_mask", cfg.loss_mask)),
+        "pyramid": build_part(
+            "pyramid",
+            cfg.pyramid,
+            downsampler=downsampler,
+            mask_downsampler=build_part("pyramid_mask", cfg.pyramid_mask),
+        ),
+        "refiner": build_part(
+            "refiner",
+            cfg.refiner,
+            downsampler=downsampler,
+            loss_mask_downsampler=build_part("loss_mask", cfg.loss_mask),
+        ),
         "partitioner": build_part("partitioner", cfg.partitioner),
     }
 
@@ -297,8 +333,9 @@ def perf_config(cfg: DictConfig) -> PerfConfig:
     return PerfConfig.from_config(cfg.get("perf"))
 
 
-def resolve_px_budget(cfg: DictConfig, generator: nn.Module, devices: Sequence[torch.device],
-                      perf: PerfConfig | None = None) -> DictConfig:
+def resolve_px_budget(
+    cfg: DictConfig, generator: nn.Module, devices: Sequence[torch.device], perf: PerfConfig | None = None
+) -> DictConfig:
     """`pyramid.px_budget=auto` -> the largest budget whose estimated peak fits the free memory
     of the last device (it holds the full-resolution decoder) (lama_refine.perf.memory); any other
     value is returned unchanged."""
@@ -306,7 +343,9 @@ def resolve_px_budget(cfg: DictConfig, generator: nn.Module, devices: Sequence[t
         return cfg
     from lama_refine.perf.memory import auto_px_budget
 
-    budget = auto_px_budget(generator, perf or perf_config(cfg), devices[-1], max_scales=cfg.pyramid.get("max_scales", 3))
+    budget = auto_px_budget(
+        generator, perf or perf_config(cfg), devices[-1], max_scales=cfg.pyramid.get("max_scales", 3)
+    )
     log.info("pyramid.px_budget=auto -> %d pixels on %s", budget, devices[-1])
     cfg = cfg.copy()
     with open_dict(cfg):

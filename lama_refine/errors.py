@@ -5,6 +5,7 @@ value given, what to do) and exit with `exit_code`; every other exception is a b
 traceback. Raise one wherever a user's input is checked, as low in the layers as the check is:
 the message must make sense without the stack that led to it.
 """
+
 from __future__ import annotations
 
 import errno

@@ -7,13 +7,15 @@ exist, values of the type their default has. The command line (`usage.py`, which
 on files, folders and the model) and the Python API (`api.py`) both build on it; it imports
 neither the command line nor the batch loop. The config it returns is read (`config.read_config`).
 """
+
 from __future__ import annotations
 
 import contextlib
 import difflib
 import importlib.resources
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override, OverrideType
@@ -32,12 +34,20 @@ LIBRARY_GROUPS = {"mask_downsampler": ("pyramid_mask", "loss_mask")}
 ALSO_ALLOWED: dict[str, tuple[Any, ...]] = {"pyramid.px_budget": ("auto",), "overwrite": ("never",)}
 
 # Least values of numeric keys (a part checks its own arguments; these are the app's keys).
-AT_LEAST: dict[str, float] = {"modulo": 1, "out_quality": 1, "mask.dilate": 0, "mask.threshold": 0,
-                              "mask.max_hole": 0, "mask.lossy_threshold": 0,
-                              "pyramid.px_budget": 1, "pyramid.min_side": 1, "pyramid.max_scales": 1,
-                              "pyramid.n_scales": 1, "refiner.erosion_size": 0}
-AT_MOST: dict[str, float] = {"out_quality": 100, "mask.threshold": 255, "mask.max_hole": 1,
-                             "mask.lossy_threshold": 255}
+AT_LEAST: dict[str, float] = {
+    "modulo": 1,
+    "out_quality": 1,
+    "mask.dilate": 0,
+    "mask.threshold": 0,
+    "mask.max_hole": 0,
+    "mask.lossy_threshold": 0,
+    "pyramid.px_budget": 1,
+    "pyramid.min_side": 1,
+    "pyramid.max_scales": 1,
+    "pyramid.n_scales": 1,
+    "refiner.erosion_size": 0,
+}
+AT_MOST: dict[str, float] = {"out_quality": 100, "mask.threshold": 255, "mask.max_hole": 1, "mask.lossy_threshold": 255}
 
 _ABSENT = object()
 
@@ -45,6 +55,7 @@ _ABSENT = object()
 # ---------------------------------------------------------------------------------------------
 # Groups and keys
 # ---------------------------------------------------------------------------------------------
+
 
 def config_groups(*confs: Path) -> dict[str, list[str]]:
     """Every config group under the config folders (`refiner/optimizer` for nested ones) with
@@ -70,10 +81,10 @@ def search_path(parsed: list[Override]) -> list[Path]:
         for entry in value if isinstance(value, list) else [value]:
             entry = str(entry)
             if entry.startswith("file://"):
-                folders.append(absolute(entry[len("file://"):]))
+                folders.append(absolute(entry[len("file://") :]))
             elif entry.startswith("pkg://"):
                 with contextlib.suppress(ImportError, TypeError, ValueError):
-                    folders.append(Path(str(importlib.resources.files(entry[len("pkg://"):]))))
+                    folders.append(Path(str(importlib.resources.files(entry[len("pkg://") :]))))
     return [f for f in folders if f.is_dir()]
 
 
@@ -135,8 +146,11 @@ def parse_overrides(overrides: Sequence[str]) -> list[Override]:
         try:
             parsed.extend(parser.parse_overrides([text]))
         except HydraException:
-            hint = (f"; did you mean indir={text}?" if "=" not in text and not text.startswith("-")
-                    else " (key=value, e.g. refiner.n_iters=5; quote values with spaces or commas)")
+            hint = (
+                f"; did you mean indir={text}?"
+                if "=" not in text and not text.startswith("-")
+                else " (key=value, e.g. refiner.n_iters=5; quote values with spaces or commas)"
+            )
             raise UserError(f"cannot read {text!r} as an override{hint}") from None
     return parsed
 
@@ -155,15 +169,18 @@ def check_group_choice(o: Override, groups: dict[str, list[str]]) -> None:
     if group in LIBRARY_GROUPS:
         users = LIBRARY_GROUPS[group]
         value = o.value() if isinstance(o.value(), str) else "OPTION"
-        raise UserError(f"{o.input_line}: {group} is not chosen by itself; pick the one of the pyramid with "
-                        f"{users[0]}={value} and the one of the loss with {users[1]}={value} "
-                        f"(options: {', '.join(groups[group])})")
+        raise UserError(
+            f"{o.input_line}: {group} is not chosen by itself; pick the one of the pyramid with "
+            f"{users[0]}={value} and the one of the loss with {users[1]}={value} "
+            f"(options: {', '.join(groups[group])})"
+        )
     for value in choices(o):
         if value not in groups[group]:
             near = difflib.get_close_matches(str(value), groups[group], n=1)
             hint = f"; did you mean {group}={near[0]}?" if near else ""
-            raise UserError(f"{o.input_line}: {group} has no option {value!r}{hint} "
-                            f"(options: {', '.join(groups[group])})")
+            raise UserError(
+                f"{o.input_line}: {group} has no option {value!r}{hint} (options: {', '.join(groups[group])})"
+            )
 
 
 def choices(o: Override) -> list[Any]:
@@ -185,14 +202,20 @@ def check_keys(parsed: list[Override], base: DictConfig, groups: dict[str, list[
         near = closest(key, keys + list(groups))
         section = key.rpartition(".")[0]
         siblings = [k for k in keys if section and k.startswith(section + ".")]
-        hint = (f"; did you mean {' or '.join(near)}?" if near else
-                f" ({section} has {', '.join(siblings)})" if siblings else "")
+        hint = (
+            f"; did you mean {' or '.join(near)}?"
+            if near
+            else f" ({section} has {', '.join(siblings)})"
+            if siblings
+            else ""
+        )
         raise UserError(f"{o.input_line}: unknown key {key}{hint}")
 
 
 # ---------------------------------------------------------------------------------------------
 # Values
 # ---------------------------------------------------------------------------------------------
+
 
 def expected_type(default: Any) -> tuple[tuple[type, ...], str] | None:
     if isinstance(default, bool):
@@ -245,8 +268,6 @@ def _show(value: Any) -> str:
     return str(value) if not isinstance(value, str) else (value if value else "''")
 
 
-
-
 def absolute(path: Any) -> Path:
     return Path(to_absolute_path(str(path)))
 
@@ -262,7 +283,9 @@ def compose_checked(overrides: Sequence[str], config_name: str = "config") -> tu
         if not o.is_hydra_override() and is_group_override(o, groups):
             check_group_choice(o, groups)
     first = [_first_value(o) for o in parsed]  # hydra.* too: hydra.searchpath adds config folders
-    group_choices = [text for o, text in zip(parsed, first) if o.is_hydra_override() or is_group_override(o, groups)]
+    group_choices = [
+        text for o, text in zip(parsed, first, strict=False) if o.is_hydra_override() or is_group_override(o, groups)
+    ]
     base = _compose(group_choices, config_name)
     check_keys(parsed, base, groups)
     cfg = _compose(first, config_name)
@@ -270,8 +293,13 @@ def compose_checked(overrides: Sequence[str], config_name: str = "config") -> tu
     for o in parsed:  # every value of a sweep, one at a time
         if o.is_sweep_override() and not o.is_hydra_override() and not is_group_override(o, groups):
             for value in choices(o)[1:]:
-                check_types(_compose([t for t in first if not t.startswith(o.key_or_group + "=")]
-                                     + [f"{o.key_or_group}={value}"], config_name), base)
+                check_types(
+                    _compose(
+                        [t for t in first if not t.startswith(o.key_or_group + "=")] + [f"{o.key_or_group}={value}"],
+                        config_name,
+                    ),
+                    base,
+                )
     return read_config(cfg, check=True), base
 
 
@@ -289,5 +317,3 @@ def _compose(overrides: list[str], config_name: str = "config") -> DictConfig:
     except (HydraException, OmegaConfBaseException) as e:
         message = " ".join(str(e).split("\n")[:2]).strip()
         raise UserError(f"{message}") from None
-
-

@@ -1,10 +1,11 @@
 """The inpainting pipeline: plain LaMa (one forward) or pyramid + partition + refiner (feature refinement)."""
+
 from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -13,9 +14,9 @@ from torch import Tensor, nn
 from lama_refine.models.protocol import generator_input, spec_of
 from lama_refine.parts.padding import pad_symmetric
 from lama_refine.parts.partition import DevicePartitioner, Partition
-from lama_refine.perf.switches import PerfConfig, step_hook, tune_partition
 from lama_refine.parts.pyramid import PyramidBuilder
 from lama_refine.parts.refine import NO_HOOKS, RefineHooks, Refinement, Refiner, run_refiner
+from lama_refine.perf.switches import PerfConfig, step_hook, tune_partition
 from lama_refine.region import CropConfig, hole_groups, inpaint_crops
 
 REGIONS = ("whole", "crop")
@@ -26,6 +27,7 @@ def check_region(region: str) -> str:
     if region not in REGIONS:
         raise ValueError(f"region={region}: expected one of {', '.join(REGIONS)}")
     return region
+
 
 log = logging.getLogger(__name__)
 
@@ -139,8 +141,7 @@ class Inpainter:
 
     def _run_crops(self, image: Tensor, mask: Tensor) -> Refinement:
         groups = hole_groups(mask, self.crop, self.modulo)
-        log.info("region=crop: %d group(s) of holes, crops %s", len(groups),
-                 [(c.height, c.width) for _, c in groups])
+        log.info("region=crop: %d group(s) of holes, crops %s", len(groups), [(c.height, c.width) for _, c in groups])
         losses: list[list[float]] = []
 
         def inpaint(crop_image: Tensor, crop_mask: Tensor) -> Tensor:

@@ -7,11 +7,12 @@ resolution on a few hundred thousand pixels instead of on the whole photo shrunk
 budget. The pixel budget applies to each crop on its own (a crop larger than the budget is
 shrunk like a whole photo and its result upsampled inside the hole).
 """
+
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -35,13 +36,18 @@ class Box:
     def width(self) -> int:
         return self.right - self.left
 
-    def union(self, other: "Box") -> "Box":
-        return Box(min(self.top, other.top), min(self.left, other.left), max(self.bottom, other.bottom),
-                   max(self.right, other.right))
+    def union(self, other: Box) -> Box:
+        return Box(
+            min(self.top, other.top),
+            min(self.left, other.left),
+            max(self.bottom, other.bottom),
+            max(self.right, other.right),
+        )
 
-    def overlaps(self, other: "Box") -> bool:
-        return (self.top < other.bottom and other.top < self.bottom and self.left < other.right
-                and other.left < self.right)
+    def overlaps(self, other: Box) -> bool:
+        return (
+            self.top < other.bottom and other.top < self.bottom and self.left < other.right and other.left < self.right
+        )
 
     def slices(self) -> tuple[slice, slice]:
         return slice(self.top, self.bottom), slice(self.left, self.right)
@@ -150,8 +156,7 @@ def hole_groups(mask: Tensor, cfg: CropConfig, modulo: int = 8) -> list[tuple[Bo
     return sorted(groups, key=lambda g: (g[1].top, g[1].left))
 
 
-def inpaint_crops(inpaint: Callable[[Tensor, Tensor], Tensor], image: Tensor, mask: Tensor,
-                  crops: list[Box]) -> Tensor:
+def inpaint_crops(inpaint: Callable[[Tensor, Tensor], Tensor], image: Tensor, mask: Tensor, crops: list[Box]) -> Tensor:
     """Inpaint each crop with `inpaint` (image crop, mask crop -> result crop of the same size)
     and paste its hole pixels into a copy of `image` (1, 3, H, W)."""
     out = image.clone()

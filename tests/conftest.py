@@ -1,4 +1,5 @@
 """Shared fixtures: the golden cases measured on the original LaMa implementation."""
+
 from __future__ import annotations
 
 import json
@@ -13,9 +14,9 @@ import torch
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
-from lama_refine.perf.allocator import REEXEC_MARK
 from lama_refine.io import read_image, read_mask
 from lama_refine.models import build_generator
+from lama_refine.perf.allocator import REEXEC_MARK
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -81,9 +82,13 @@ class Case:
         """The case's refiner parameters as CLI overrides (CPU devices stand in for its GPUs)."""
         p = self.params
         return [
-            f"refiner.n_iters={p['n_iters']}", f"refiner.lr={p['lr']}", f"modulo={p['modulo']}",
-            f"pyramid.min_side={p['min_side']}", f"pyramid.max_scales={p['max_scales']}",
-            f"pyramid.px_budget={p['px_budget']}", "devices=[" + ",".join(["cpu"] * self.n_devices) + "]",
+            f"refiner.n_iters={p['n_iters']}",
+            f"refiner.lr={p['lr']}",
+            f"modulo={p['modulo']}",
+            f"pyramid.min_side={p['min_side']}",
+            f"pyramid.max_scales={p['max_scales']}",
+            f"pyramid.px_budget={p['px_budget']}",
+            "devices=[" + ",".join(["cpu"] * self.n_devices) + "]",
         ]
 
 

@@ -1,4 +1,5 @@
 """benchmarks/bench.py's glue to the memory model."""
+
 import importlib.util
 import sys
 from pathlib import Path

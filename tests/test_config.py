@@ -1,21 +1,36 @@
 """Every config in conf/ instantiates; device spellings resolve as LaMa users expect."""
+
 import re
+
 import pytest
 import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from lama_refine.config import (build_parts, compose, conf_dir, parse_devices, parse_gpu_ids, read_config,
-                                resolve_devices)
+from lama_refine.config import (
+    build_parts,
+    compose,
+    conf_dir,
+    parse_devices,
+    parse_gpu_ids,
+    read_config,
+    resolve_devices,
+)
 from lama_refine.errors import UserError
 from lama_refine.parts.downsample import Downsampler, MaskDownsampler
 from lama_refine.parts.partition import DevicePartitioner
 from lama_refine.parts.pyramid import PyramidBuilder
 from lama_refine.parts.refine import Refiner
 
-PART_GROUPS = {"downsampler": Downsampler, "mask_downsampler": MaskDownsampler, "pyramid_mask": MaskDownsampler,
-               "loss_mask": MaskDownsampler, "pyramid": PyramidBuilder, "refiner": Refiner,
-               "partitioner": DevicePartitioner}
+PART_GROUPS = {
+    "downsampler": Downsampler,
+    "mask_downsampler": MaskDownsampler,
+    "pyramid_mask": MaskDownsampler,
+    "loss_mask": MaskDownsampler,
+    "pyramid": PyramidBuilder,
+    "refiner": Refiner,
+    "partitioner": DevicePartitioner,
+}
 # Options with a mandatory value (`???`), and the value a user would give.
 REQUIRED = {("partitioner", "explicit"): ["partitioner.blocks=[2,1]"]}
 OPTIONS = [(group, path.stem) for group in PART_GROUPS for path in sorted((conf_dir() / group).glob("*.yaml"))]
@@ -33,8 +48,10 @@ def test_every_config_instantiates_to_its_part(group, option):
         part = instantiate(OmegaConf.load(conf_dir() / group / f"{option}.yaml"))
     else:
         parts = build_parts(compose(["indir=x", "outdir=y", f"{group}={option}", *REQUIRED.get((group, option), [])]))
-        part = {"pyramid_mask": lambda: parts["pyramid"].mask_downsampler,
-                "loss_mask": lambda: parts["refiner"].loss_mask_downsampler}.get(group, lambda: parts[group])()
+        part = {
+            "pyramid_mask": lambda: parts["pyramid"].mask_downsampler,
+            "loss_mask": lambda: parts["refiner"].loss_mask_downsampler,
+        }.get(group, lambda: parts[group])()
     assert isinstance(part, PART_GROUPS[group])
 
 
@@ -46,14 +63,27 @@ def test_the_two_mask_downsamplers_are_separate_choices():
 
 def test_defaults_are_the_original_parameters():
     cfg = compose(["indir=x", "outdir=y"])
-    assert (cfg.refiner.n_iters, cfg.refiner.lr, cfg.pyramid.min_side, cfg.pyramid.max_scales,
-            cfg.pyramid.px_budget, cfg.modulo) == (15, 0.002, 512, 3, 1_800_000, 8)
+    assert (
+        cfg.refiner.n_iters,
+        cfg.refiner.lr,
+        cfg.pyramid.min_side,
+        cfg.pyramid.max_scales,
+        cfg.pyramid.px_budget,
+        cfg.modulo,
+    ) == (15, 0.002, 512, 3, 1_800_000, 8)
     parts = build_parts(cfg)
     assert parts["refiner"].modulo == 8
 
 
-@pytest.mark.parametrize("spec,expected", [("0,1, 2", ["cuda:0", "cuda:1", "cuda:2"]), ("0,", ["cuda:0"]),
-                                           ("1", ["cuda:1"]), (" 3 , x, 4", ["cuda:3", "cuda:4"])])
+@pytest.mark.parametrize(
+    "spec,expected",
+    [
+        ("0,1, 2", ["cuda:0", "cuda:1", "cuda:2"]),
+        ("0,", ["cuda:0"]),
+        ("1", ["cuda:1"]),
+        (" 3 , x, 4", ["cuda:3", "cuda:4"]),
+    ],
+)
 def test_gpu_ids_are_parsed_like_lama(spec, expected):
     assert [str(d) for d in parse_gpu_ids(spec)] == expected
 
@@ -76,6 +106,7 @@ def test_devices_default_to_cpu_without_gpus_and_missing_gpus_are_errors():
 
 def test_mandatory_explicit_block_counts_are_reported_by_name():
     from omegaconf.errors import MissingMandatoryValue
+
     with pytest.raises(MissingMandatoryValue, match="blocks"):
         build_parts(compose(["indir=x", "outdir=y", "partitioner=explicit"]))
 
@@ -91,8 +122,11 @@ def test_readme_lists_every_option_with_its_override():
     readme = (conf_dir().parent / "README.md").read_text() if (conf_dir().parent / "README.md").is_file() else None
     if readme is None:
         pytest.skip("installed package: no README beside conf/")
-    rows = {line.split("|")[2].strip(" `"): line for line in readme.splitlines() if line.startswith("| ")
-            and line.count("|") == 5}  # the swap-point table: part | override | options | default
+    rows = {
+        line.split("|")[2].strip(" `"): line
+        for line in readme.splitlines()
+        if line.startswith("| ") and line.count("|") == 5
+    }  # the swap-point table: part | override | options | default
     groups = [g for g in PART_GROUPS if g != "mask_downsampler"] + ["refiner/optimizer"]
     for group in groups:
         row = rows[f"{group}="]
@@ -100,19 +134,39 @@ def test_readme_lists_every_option_with_its_override():
             assert f"`{path.stem}`" in row, f"README's swap-point table misses {group}={path.stem}"
 
 
-@pytest.mark.parametrize("value, expected", [
-    ("cpu", ["cpu"]), (["cpu"], ["cpu"]), ("[cpu]", ["cpu"]), ("CPU", ["cpu"]), ("cuda", ["cuda:0"]),
-    ("gpu", ["cuda:0"]), ("gpu:1", ["cuda:1"]), ("cuda:1", ["cuda:1"]), ("cuda:0,cuda:1", ["cuda:0", "cuda:1"]),
-    (["gpu", "cuda:2"], ["cuda:0", "cuda:2"]), (0, ["cuda:0"]), ([0, 1], ["cuda:0", "cuda:1"]), ("mps", ["mps"]),
-    (None, None), ("", None),
-])
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ("cpu", ["cpu"]),
+        (["cpu"], ["cpu"]),
+        ("[cpu]", ["cpu"]),
+        ("CPU", ["cpu"]),
+        ("cuda", ["cuda:0"]),
+        ("gpu", ["cuda:0"]),
+        ("gpu:1", ["cuda:1"]),
+        ("cuda:1", ["cuda:1"]),
+        ("cuda:0,cuda:1", ["cuda:0", "cuda:1"]),
+        (["gpu", "cuda:2"], ["cuda:0", "cuda:2"]),
+        (0, ["cuda:0"]),
+        ([0, 1], ["cuda:0", "cuda:1"]),
+        ("mps", ["mps"]),
+        (None, None),
+        ("", None),
+    ],
+)
 def test_every_device_spelling_parses_to_one_name_each(value, expected):
     assert parse_devices(value) == expected
 
 
-@pytest.mark.parametrize("value, says", [("tpu", "devices=tpu: 'tpu' is not a device"), ([], "names no device"),
-                                         (["cpu", "c"], "devices=[cpu,c]: 'c' is not a device"),
-                                         ({"a": 1}, "expected a device or a list")])
+@pytest.mark.parametrize(
+    "value, says",
+    [
+        ("tpu", "devices=tpu: 'tpu' is not a device"),
+        ([], "names no device"),
+        (["cpu", "c"], "devices=[cpu,c]: 'c' is not a device"),
+        ({"a": 1}, "expected a device or a list"),
+    ],
+)
 def test_a_device_that_does_not_parse_is_one_user_error(value, says):
     with pytest.raises(UserError, match=re.escape(says)) as error:
         parse_devices(value)
@@ -128,4 +182,3 @@ def test_devices_are_read_once_where_the_config_is_read():
     if not torch.cuda.is_available():
         with pytest.raises(UserError, match="devices=gpu: cuda:0 is not available"):
             read_config(raw, check=True)
-

@@ -1,21 +1,21 @@
 """Each part's contract, checked when the pipeline is built: what it receives, what it must be,
 the pixel budget the out-of-memory retry changes, and where `gpu_ids` is read."""
+
 import inspect
 import logging
 
 import pytest
 import torch
+from test_config import OPTIONS, REQUIRED
 from torch import nn
 
 from lama_refine.batch.runner import halved_px_budget
 from lama_refine.config import PART_CONTRACTS, build_parts, check_part, compose, declared, read_config
 from lama_refine.errors import UserError
 from lama_refine.models import trunk_bounds
-from lama_refine.pipeline import Inpainter
 from lama_refine.parts.pyramid import FullResolutionPyramid, Level, OriginalPyramid, PyramidBuilder
 from lama_refine.parts.refine import PlainRefiner, Refiner
-
-from test_config import OPTIONS, REQUIRED
+from lama_refine.pipeline import Inpainter
 
 SHARED = {"downsampler", "mask_downsampler", "loss_mask_downsampler"}  # what build_parts may inject
 
@@ -55,16 +55,20 @@ class UnbudgetedPyramid(BudgetedPyramid):
 @pytest.mark.parametrize("group,option", [o for o in OPTIONS if o[0] in PART_CONTRACTS])
 def test_every_built_in_option_keeps_its_contract_and_declares_what_it_receives(group, option):
     parts = build_parts(compose(["indir=x", "outdir=y", f"{group}={option}", *REQUIRED.get((group, option), [])]))
-    part = {"pyramid_mask": lambda: parts["pyramid"].mask_downsampler,
-            "loss_mask": lambda: parts["refiner"].loss_mask_downsampler}.get(group, lambda: parts[group])()
+    part = {
+        "pyramid_mask": lambda: parts["pyramid"].mask_downsampler,
+        "loss_mask": lambda: parts["refiner"].loss_mask_downsampler,
+    }.get(group, lambda: parts[group])()
     check_part(group, part)
     injected = set(declared(type(part), {name: object() for name in SHARED}))
-    expected = {"pyramid": {"downsampler", "mask_downsampler"},
-                "refiner": {"downsampler", "loss_mask_downsampler"} if option != "plain" else set()}
+    expected = {
+        "pyramid": {"downsampler", "mask_downsampler"},
+        "refiner": {"downsampler", "loss_mask_downsampler"} if option != "plain" else set(),
+    }
     assert injected == expected.get(group, set())  # a part gets what it declares, nothing else
     assert injected <= set(inspect.signature(type(part)).parameters)
     if group == "pyramid":
-        assert part.pixel_budget() == getattr(part, "px_budget")  # the retry's contract, not an attribute probe
+        assert part.pixel_budget() == part.px_budget  # the retry's contract, not an attribute probe
 
 
 def test_the_plain_refiner_takes_no_downsamplers_it_would_ignore():
@@ -73,8 +77,11 @@ def test_the_plain_refiner_takes_no_downsamplers_it_would_ignore():
 
 
 def test_a_part_that_is_not_its_base_fails_at_build_naming_its_class_and_the_method():
-    with pytest.raises(UserError, match=r"refiner: collections\.OrderedDict is not a Refiner; subclass "
-                                        r"lama_refine\.parts\.refine\.Refiner and implement `refine`"):
+    with pytest.raises(
+        UserError,
+        match=r"refiner: collections\.OrderedDict is not a Refiner; subclass "
+        r"lama_refine\.parts\.refine\.Refiner and implement `refine`",
+    ):
         build_parts(compose(["indir=x", "outdir=y", "refiner._target_=collections.OrderedDict"]))
 
 
@@ -136,8 +143,11 @@ class Block(nn.Module):
 
 def test_a_generator_of_an_unregistered_kind_is_a_clear_error_naming_the_class_and_how_to_register():
     generator = nn.Sequential(nn.Conv2d(4, 8, 3, padding=1), Block(), nn.Conv2d(8, 3, 1))
-    with pytest.raises(UserError, match=r"unregistered kind: class Sequential has no trunk block.*Block.*"
-                                        r"register_block\(YourBlock\)"):
+    with pytest.raises(
+        UserError,
+        match=r"unregistered kind: class Sequential has no trunk block.*Block.*"
+        r"register_block\(YourBlock\)",
+    ):
         trunk_bounds(generator)
 
     class Wrapped(nn.Module):
@@ -145,8 +155,11 @@ def test_a_generator_of_an_unregistered_kind_is_a_clear_error_naming_the_class_a
             super().__init__()
             self.layers = generator
 
-    with pytest.raises(UserError, match=r"unregistered kind: class Wrapped is neither an nn.Sequential.*"
-                                        r"register_generator\(YourNet, layers='attribute'"):
+    with pytest.raises(
+        UserError,
+        match=r"unregistered kind: class Wrapped is neither an nn.Sequential.*"
+        r"register_generator\(YourNet, layers='attribute'",
+    ):
         trunk_bounds(Wrapped())
 
 

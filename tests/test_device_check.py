@@ -1,4 +1,5 @@
 """benchmarks/device_check.py, the one-shot GPU check, runs end to end on the CPU (--dry-run)."""
+
 import json
 import subprocess
 import sys
@@ -12,8 +13,12 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.mark.slow
 def test_device_check_dry_run_writes_every_section(tmp_path):
-    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "device_check.py"), "--dry-run", "--out",
-                           str(tmp_path)], capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "device_check.py"), "--dry-run", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     report = json.loads((tmp_path / "benchmarks-cuda.json").read_text())
     sections = report["sections"]
@@ -31,14 +36,20 @@ def test_device_check_dry_run_writes_every_section(tmp_path):
     assert oom["simulated"] and oom["attempts"] == 2 and oom["retries"]
     markdown = (tmp_path / "benchmarks-cuda.md").read_text()
     assert "## Correctness" in markdown and "## Out-of-memory retry" in markdown
-    assert not (REPO / "docs" / "benchmarks-cuda.json").exists() or "dry_run\": false" in (
-        REPO / "docs" / "benchmarks-cuda.json").read_text()  # a dry run never replaces the GPU's numbers
+    assert (
+        not (REPO / "docs" / "benchmarks-cuda.json").exists()
+        or 'dry_run": false' in (REPO / "docs" / "benchmarks-cuda.json").read_text()
+    )  # a dry run never replaces the GPU's numbers
 
 
 def test_device_check_without_a_gpu_says_so_in_one_line(tmp_path):
     if torch.cuda.is_available():
         pytest.skip("a GPU is visible")
-    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "device_check.py"), "--out", str(tmp_path)],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "device_check.py"), "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 2 and "--dry-run" in proc.stderr and "Traceback" not in proc.stderr
     assert not list(tmp_path.iterdir())

@@ -1,5 +1,6 @@
 """docs/extending.md runs: its files are written to a folder outside the package, its user module
 is used from Python and, registered by `_target_` in a config folder of the user's, from the CLI."""
+
 import ast
 import os
 import re
@@ -10,12 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import GOLDEN, Case
 from omegaconf import OmegaConf
 
 from lama_refine.app.cli import run
 from lama_refine.config import compose
-
-from conftest import GOLDEN, Case
 
 REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "extending.md"
@@ -35,7 +35,7 @@ def doc_command(marker: str = "lama-refine ") -> list[str]:
     bash = re.findall(r"```bash\n(.*?)```", DOC.read_text(), re.S)
     line = next(line for block in bash for line in block.splitlines() if "lama-refine " in line and marker in line)
     words = shlex.split(line)
-    return words[words.index("lama-refine") + 1:]
+    return words[words.index("lama-refine") + 1 :]
 
 
 @pytest.fixture(scope="module")
@@ -44,9 +44,19 @@ def user_dir(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("user")
     assert REPO not in root.parents
     files = doc_files()
-    assert {"my_parts.py", "myconf/refiner/tv.yaml", "myconf/pyramid_mask/maxpool.yaml", "use_objects.py",
-            "use_config.py", "my_generator.py", "refine_my_generator.py", "myconf/model/tiny.yaml",
-            "my_refiner.py", "myconf/refiner/two_rates.yaml", "use_my_refiner.py"} <= set(files)
+    assert {
+        "my_parts.py",
+        "myconf/refiner/tv.yaml",
+        "myconf/pyramid_mask/maxpool.yaml",
+        "use_objects.py",
+        "use_config.py",
+        "my_generator.py",
+        "refine_my_generator.py",
+        "myconf/model/tiny.yaml",
+        "my_refiner.py",
+        "myconf/refiner/two_rates.yaml",
+        "use_my_refiner.py",
+    } <= set(files)
     for name, text in files.items():
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_text(text)
@@ -59,10 +69,12 @@ def user_dir(tmp_path_factory) -> Path:
 
 def python(user_dir: Path, *args: str) -> subprocess.CompletedProcess:
     # one thread: these check behaviour, not speed, and two threads per process oversubscribe shared cores
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([".", str(REPO), os.environ.get("PYTHONPATH", "")]),
-           "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, *args], cwd=user_dir, env=env, capture_output=True, text=True,
-                          timeout=600)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([".", str(REPO), os.environ.get("PYTHONPATH", "")]),
+        "OMP_NUM_THREADS": "1",
+    }
+    proc = subprocess.run([sys.executable, *args], cwd=user_dir, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     return proc
 
@@ -104,8 +116,19 @@ def test_the_docs_command_line_uses_the_user_parts_without_editing_the_package(u
     assert saved.refiner._target_ == "my_parts.TVRefiner" and saved.refiner.tv_weight == 0.5
     assert saved.pyramid_mask._target_ == "my_parts.MaxPoolMaskDownsampler"
     # the default parts, same settings otherwise, give another result
-    run(compose([f"model.path={MODEL}", f"indir={user_dir / 'photos'}", f"outdir={tmp_path}", "out_ext=.npy",
-                 "progress=false", "output.match_input_size=false", *CASE.overrides()]))
+    run(
+        compose(
+            [
+                f"model.path={MODEL}",
+                f"indir={user_dir / 'photos'}",
+                f"outdir={tmp_path}",
+                "out_ext=.npy",
+                "progress=false",
+                "output.match_input_size=false",
+                *CASE.overrides(),
+            ]
+        )
+    )
     assert np.abs(out - np.load(tmp_path / "photo_mask.npy")).max() > 1e-4
 
 
@@ -119,8 +142,17 @@ def test_the_docs_own_generator_is_refined_from_python_and_from_the_command_line
     check_inpainted(user_dir / "tiny.npy")
 
     args = [a for a in doc_command("+model=tiny") if a.split("=", 1)[0] not in ("indir", "outdir")]
-    python(user_dir, "-m", "lama_refine.app.cli", *args, "indir=photos", "outdir=out_tiny", "out_ext=.npy",
-           "progress=false", "refiner.n_iters=3")
+    python(
+        user_dir,
+        "-m",
+        "lama_refine.app.cli",
+        *args,
+        "indir=photos",
+        "outdir=out_tiny",
+        "out_ext=.npy",
+        "progress=false",
+        "refiner.n_iters=3",
+    )
     from_cli = check_inpainted(user_dir / "out_tiny" / "photo_mask.npy")
     saved = OmegaConf.load(next((user_dir / "out_tiny" / ".lama-refine").rglob("config.yaml")))
     assert saved.model._target_ == "my_generator.TinyInpainter" and saved.model.width == 16

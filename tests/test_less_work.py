@@ -1,20 +1,20 @@
 """Less work per image: early stopping per scale (`refiner.stop`) and warm start (`refiner.warm_start`)."""
+
 import math
 
 import pytest
 import torch
+from conftest import GOLDEN, Case
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lama_refine.batch.runner import MANIFEST, read_manifest
 from lama_refine.app.cli import run
+from lama_refine.batch.runner import MANIFEST, read_manifest
 from lama_refine.config import build_parts, compose
 from lama_refine.parts.downsample import AllPixelsMaskDownsampler, BlurMaskDownsampler, GaussianDownsampler
 from lama_refine.parts.partition import EvenPartitioner
 from lama_refine.parts.pyramid import OriginalPyramid
 from lama_refine.parts.refine import EarlyStop, L1Refiner, upsample_residual
-
-from conftest import GOLDEN, Case
 
 
 def first_stop(policy: EarlyStop, losses: list[float]) -> int | None:
@@ -34,21 +34,27 @@ def reference_stop(losses: list[float], tol: float, patience: int) -> int | None
     return None
 
 
-@pytest.mark.parametrize("losses,tol,patience,expected", [
-    ([1.0, 0.5, 0.25, 0.125, 0.0625], 0.01, 1, None),      # halves every time: never stops
-    ([1.0, 1.0, 1.0, 1.0, 1.0], None, 2, 3),               # flat: the 2nd and 3rd forward stall
-    ([1.0, 0.9, 0.895, 0.893, 0.5], 0.01, 2, 4),           # < 1 % twice in a row, before the late drop
-    ([1.0, 0.9, 0.895, 0.85, 0.849, 0.848], 0.01, 2, 6),   # a stall, an improvement, then two stalls
-    ([1.0, 1.2, 0.99, 1.3, 1.1], 0.0, 2, 5),               # worse than the best counts as a stall
-    ([1.0, math.nan, math.nan], None, 2, 3),               # a NaN never improves
-])
+@pytest.mark.parametrize(
+    "losses,tol,patience,expected",
+    [
+        ([1.0, 0.5, 0.25, 0.125, 0.0625], 0.01, 1, None),  # halves every time: never stops
+        ([1.0, 1.0, 1.0, 1.0, 1.0], None, 2, 3),  # flat: the 2nd and 3rd forward stall
+        ([1.0, 0.9, 0.895, 0.893, 0.5], 0.01, 2, 4),  # < 1 % twice in a row, before the late drop
+        ([1.0, 0.9, 0.895, 0.85, 0.849, 0.848], 0.01, 2, 6),  # a stall, an improvement, then two stalls
+        ([1.0, 1.2, 0.99, 1.3, 1.1], 0.0, 2, 5),  # worse than the best counts as a stall
+        ([1.0, math.nan, math.nan], None, 2, 3),  # a NaN never improves
+    ],
+)
 def test_early_stop_stops_where_it_should(losses, tol, patience, expected):
     assert first_stop(EarlyStop(tol=tol, patience=patience), losses) == expected
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.floats(min_value=1e-3, max_value=10.0), min_size=1, max_size=20),
-       st.sampled_from([0.0, 1e-3, 0.01, 0.1]), st.integers(min_value=1, max_value=5))
+@given(
+    st.lists(st.floats(min_value=1e-3, max_value=10.0), min_size=1, max_size=20),
+    st.sampled_from([0.0, 1e-3, 0.01, 0.1]),
+    st.integers(min_value=1, max_value=5),
+)
 def test_early_stop_matches_the_rule_on_any_loss_sequence(losses, tol, patience):
     policy = EarlyStop(tol=tol, patience=patience)
     assert first_stop(policy, losses) == reference_stop(losses, tol, patience)
@@ -67,8 +73,9 @@ def test_early_stop_is_off_by_default_and_rejects_half_settings():
 def test_config_defaults_leave_both_switches_off():
     refiner = build_parts(compose(["indir=x", "outdir=y"]))["refiner"]
     assert refiner.stop == EarlyStop() and not refiner.stop.enabled and refiner.warm_start is False
-    refiner = build_parts(compose(["indir=x", "outdir=y", "refiner.stop.tol=0.01", "refiner.stop.patience=2",
-                                   "refiner.warm_start=true"]))["refiner"]
+    refiner = build_parts(
+        compose(["indir=x", "outdir=y", "refiner.stop.tol=0.01", "refiner.stop.patience=2", "refiner.warm_start=true"])
+    )["refiner"]
     assert refiner.stop == EarlyStop(tol=0.01, patience=2) and refiner.warm_start is True
 
 
@@ -77,8 +84,9 @@ def three():
     """The three-scale golden case, its pyramid and a CPU partition."""
     case = Case(GOLDEN / "three_scales")
     p = case.params
-    levels = OriginalPyramid(GaussianDownsampler(), BlurMaskDownsampler(), p["min_side"], p["max_scales"],
-                             p["px_budget"]).build(case.image(), case.mask())
+    levels = OriginalPyramid(
+        GaussianDownsampler(), BlurMaskDownsampler(), p["min_side"], p["max_scales"], p["px_budget"]
+    ).build(case.image(), case.mask())
     assert len(levels) == 3
     return case, levels, EvenPartitioner().split(case.generator(), [torch.device("cpu")])
 
@@ -109,8 +117,13 @@ def test_manifest_records_the_iterations_per_scale(tmp_path):
     indir.mkdir()
     (indir / "img.png").write_bytes((case.path / "image.png").read_bytes())
     (indir / "img_mask.png").write_bytes((case.path / "mask.png").read_bytes())
-    overrides = [f"model.path={case.path / 'generator.safetensors'}", f"indir={indir}", f"outdir={outdir}",
-                 "progress=false", *case.overrides()]
+    overrides = [
+        f"model.path={case.path / 'generator.safetensors'}",
+        f"indir={indir}",
+        f"outdir={outdir}",
+        "progress=false",
+        *case.overrides(),
+    ]
     run(compose(overrides + ["refiner.stop.tol=0.9", "refiner.stop.patience=1"]))
     run(compose(overrides + [f"outdir={tmp_path / 'full'}"]))
     assert [r["iterations"] for r in read_manifest(outdir / MANIFEST)] == [[0, 2, 2]]
@@ -144,6 +157,7 @@ def test_warm_start_changes_the_third_scale_and_keeps_known_pixels(three):
     assert not torch.equal(base.image, warm.image)  # the third starts elsewhere ...
     assert base.losses[2][0] != warm.losses[2][0]
     known = levels[-1].mask < 0.5
-    assert torch.equal(warm.image.expand(1, 3, -1, -1)[known.expand(1, 3, -1, -1)],
-                       levels[-1].image[known.expand(1, 3, -1, -1)])  # ... and keeps the known pixels
+    assert torch.equal(
+        warm.image.expand(1, 3, -1, -1)[known.expand(1, 3, -1, -1)], levels[-1].image[known.expand(1, 3, -1, -1)]
+    )  # ... and keeps the known pixels
     assert all(math.isfinite(v) for v in warm.losses[2])

@@ -1,5 +1,6 @@
 """The release facts agree: one version, a LICENSE matching pyproject, py.typed shipped, a
 CHANGELOG whose newest entry is this version, and the tools' configurations in pyproject."""
+
 import importlib.metadata
 import re
 from pathlib import Path

@@ -1,11 +1,11 @@
 """region=crop: grouping holes, crop boxes, pasting back, and the Inpainter path."""
+
 import pytest
 import torch
+from conftest import GOLDEN, Case
 
 from lama_refine.config import build_inpainter, compose
 from lama_refine.region import Box, CropConfig, coarse_components, hole_groups, inpaint_crops, with_context
-
-from conftest import GOLDEN, Case
 
 
 def mask_with(shape, *boxes):
@@ -60,8 +60,16 @@ CASE = Case(GOLDEN / "three_scales")
 
 
 def inpainter(*overrides):
-    cfg = compose([f"model.path={CASE.path / 'generator.safetensors'}", "indir=x", "outdir=y", "progress=false",
-                   *CASE.overrides(), *overrides])
+    cfg = compose(
+        [
+            f"model.path={CASE.path / 'generator.safetensors'}",
+            "indir=x",
+            "outdir=y",
+            "progress=false",
+            *CASE.overrides(),
+            *overrides,
+        ]
+    )
     return build_inpainter(cfg)
 
 

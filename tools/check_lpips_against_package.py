@@ -1,6 +1,7 @@
 """Check lama_refine.metrics.lpips against the `lpips` package's own code, without torchvision.
 
-    pip download --no-deps lpips==0.1.4 -d /tmp/lpips && unzip -q /tmp/lpips/lpips-0.1.4-py3-none-any.whl -d /tmp/lpips/whl
+    pip download --no-deps lpips==0.1.4 -d /tmp/lpips
+    unzip -q /tmp/lpips/lpips-0.1.4-py3-none-any.whl -d /tmp/lpips/whl
     python tools/check_lpips_against_package.py /tmp/lpips/whl
 
 `lpips` imports torchvision only for `tv.alexnet(...).features` / `tv.vgg16(...).features`, which
@@ -12,6 +13,7 @@ What this checks is everything lpips does around the backbone: the slices, the S
 the unit normalisation, the heads and the spatial mean. The backbone's layout is checked against
 torchvision's in tests/metrics/test_lpips.py.
 """
+
 from __future__ import annotations
 
 import sys
@@ -64,7 +66,7 @@ def main(wheel_dir: Path) -> float:
         a, b = torch.rand(2, 3, 96, 128), torch.rand(2, 3, 96, 128)
         with torch.no_grad():
             expected = theirs(a, b, normalize=True).flatten()
-        got = torch.tensor([mine.distance(a[i:i + 1], b[i:i + 1]) for i in range(2)])
+        got = torch.tensor([mine.distance(a[i : i + 1], b[i : i + 1]) for i in range(2)])
         diff = float(((expected - got).abs() / expected).max())
         worst = max(worst, diff)
         print(f"{net}: lpips {expected.tolist()}  lama_refine {got.tolist()}  max relative difference {diff:.2e}")

@@ -11,6 +11,7 @@
 Tables go to OUT/results.md and OUT/results.json; pictures to IMAGES/default-model-*.png.
 Needs the held-out photos (fetched into ~/.cache/lama-refine/data with apt-get download).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,9 +28,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
 from lama_refine.models import build_generator, generator_config  # noqa: E402
+from lama_refine.models.loading import load_generator  # noqa: E402
 from lama_refine.train import evaluate as ev  # noqa: E402
 from lama_refine.train.data import HOLDOUT, load_photos, read_rgb8, to_tensor  # noqa: E402
-from lama_refine.models.loading import load_generator  # noqa: E402
 from lama_refine.weights import DEFAULT_MODEL_PATH  # noqa: E402
 
 EXAMPLES = ("boats", "forest", "ladybird")
@@ -37,18 +38,22 @@ EXAMPLES = ("boats", "forest", "ladybird")
 
 def examples_section(generator, folder: Path, images_dir: Path) -> tuple[str, list[dict]]:
     """Plain vs refined on the shipped examples; the ladybird case becomes the side-by-side."""
-    lines = ["| example | size | hole % | scales | plain L1 / PSNR | refined L1 / PSNR | plain s | refined s |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| example | size | hole % | scales | plain L1 / PSNR | refined L1 / PSNR | plain s | refined s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     records = []
     for name in EXAMPLES:
         image = to_tensor(read_rgb8(folder / f"{name}.jpg"))[None]
         mask = torch.from_numpy((read_rgb8(folder / f"{name}_mask.png")[..., 0] > 0).astype(np.float32))[None, None]
         case = ev.highres_case(generator, image, mask)
         h, w = image.shape[-2:]
-        lines.append(f"| {name} | {w}x{h} | {100 * float(mask.mean()):.1f} | {case['scales']} | "
-                     f"{case['plain_l1']:.4f} / {case['plain_psnr']:.2f} | "
-                     f"{case['refined_l1']:.4f} / {case['refined_psnr']:.2f} | "
-                     f"{case['plain_s']:.1f} | {case['refined_s']:.1f} |")
+        lines.append(
+            f"| {name} | {w}x{h} | {100 * float(mask.mean()):.1f} | {case['scales']} | "
+            f"{case['plain_l1']:.4f} / {case['plain_psnr']:.2f} | "
+            f"{case['refined_l1']:.4f} / {case['refined_psnr']:.2f} | "
+            f"{case['plain_s']:.1f} | {case['refined_s']:.1f} |"
+        )
         records.append({k: v for k, v in case.items() if not torch.is_tensor(v)} | {"example": name})
         picture = ev.highres_picture(image, mask, case["plain"], case["refined"])
         picture.save(images_dir / f"default-model-{name}.jpg", quality=88)
@@ -83,8 +88,12 @@ def main() -> None:
     sections, payload = [], {"weights": str(args.weights), "holdout": list(HOLDOUT)}
 
     started = time.time()
-    fills = {"trained (this model)": ev.network_fill(trained), "untrained (same network)": ev.network_fill(untrained),
-             "diffusion fill (classical)": ev.diffusion_fill, "mean-colour fill (classical)": ev.mean_fill}
+    fills = {
+        "trained (this model)": ev.network_fill(trained),
+        "untrained (same network)": ev.network_fill(untrained),
+        "diffusion fill (classical)": ev.diffusion_fill,
+        "mean-colour fill (classical)": ev.mean_fill,
+    }
     if generator_config(OmegaConf.load(args.weights.with_suffix(".yaml"))).get("input_fill") == "diffusion":
         # what the network sees in the hole: it improves on its input only if it beats this row
         fills["diffusion fill, 20 rounds (this model's input)"] = lambda x, m: ev.diffusion_fill(x, m, iters=20)
@@ -95,7 +104,9 @@ def main() -> None:
     payload["crops"] = rows
     n = len(outputs["input"])
     picks = [0, 1, 2, n // 2 + 3, n // 2 + 4, n // 2 + 5]
-    ev.crops_picture(outputs, list(fills)[:3], picks, cell=168).save(args.images / "default-model-crops.jpg", quality=88)
+    ev.crops_picture(outputs, list(fills)[:3], picks, cell=168).save(
+        args.images / "default-model-crops.jpg", quality=88
+    )
     print(f"crops: {time.time() - started:.0f} s", flush=True)
 
     if not args.skip_highres:

@@ -7,6 +7,7 @@ Writes a 128x128 crop (a 256 px region, halved) of a held-out example photo (`im
 HxWx3 in [0, 1]) and `meta.json` (where the crop comes from, the masked L1 of the trained and
 of a freshly initialised network). `tests/models/test_default_model.py` compares against them.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -23,10 +24,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from lama_refine.models import build_generator  # noqa: E402
+from lama_refine.models.loading import load_generator  # noqa: E402
 from lama_refine.pipeline import plain_inpaint  # noqa: E402
 from lama_refine.train.losses import masked_l1  # noqa: E402
 from lama_refine.train.mask_families import seeded_mask  # noqa: E402
-from lama_refine.models.loading import load_generator  # noqa: E402
 from lama_refine.weights import DEFAULT_MODEL_PATH  # noqa: E402
 
 OUT = ROOT / "tests" / "fixtures" / "default-model"
@@ -39,7 +40,7 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
     photo = np.asarray(Image.open(SOURCE).convert("RGB"))
-    region = Image.fromarray(photo[TOP:TOP + REGION, LEFT:LEFT + REGION])
+    region = Image.fromarray(photo[TOP : TOP + REGION, LEFT : LEFT + REGION])
     crop = np.asarray(region.resize((SIZE, SIZE), Image.LANCZOS))
     Image.fromarray(crop).save(OUT / "image.png")
     mask = (seeded_mask(SIZE, SIZE, MASK_FAMILY, MASK_SEED) * 255).astype(np.uint8)

@@ -8,6 +8,7 @@ quality 92. Masks are 8-bit PNGs, 255 = hole: an object-sized blob (posts in the
 LaMa strokes (seeded, resolution-relative) and a large box. Sizes are chosen so the default
 pyramid (min_side 512, max_scales 3, px_budget 1.8 MP) uses 2 scales.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,7 +41,7 @@ def blob_mask(w: int, h: int) -> np.ndarray:
 def box_mask(w: int, h: int) -> np.ndarray:
     """A large box (about 15 % of the image) over the stem and the blurred flowers of `ladybird`."""
     mask = np.zeros((h, w), np.uint8)
-    mask[int(0.56 * h):int(0.94 * h), int(0.56 * w):int(0.88 * w)] = 255
+    mask[int(0.56 * h) : int(0.94 * h), int(0.56 * w) : int(0.88 * w)] = 255
     return mask
 
 

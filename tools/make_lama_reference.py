@@ -34,6 +34,7 @@ torch). Modules that only training imports and whose dependencies are not instal
 stubs that raise if called; `refine_predict`'s `torch.device('cuda:N')` is mapped to the CPU.
 The list is in meta.json (`lama.stubs`). Nothing else of LaMa is changed.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -64,21 +65,42 @@ SOURCE = ROOT / "examples" / "ladybird.jpg"
 TOP, LEFT, REGION_HW, SIZE_HW = 200, 640, (384, 512), (192, 256)  # the ladybird and its stem
 MASK_FAMILY, MASK_SEED = "thick", 0  # 27 % of the crop; survives the loss mask erosion
 PARAMS = {  # refine_predict's arguments (bin/predict.py's refiner section); 2 scales at this size
-    "gpu_ids": "0,", "modulo": 8, "n_iters": 4, "lr": 0.002, "min_side": 96, "max_scales": 3,
+    "gpu_ids": "0,",
+    "modulo": 8,
+    "n_iters": 4,
+    "lr": 0.002,
+    "min_side": 96,
+    "max_scales": 3,
     "px_budget": 1800000,
 }
-VERSION_OF = {"torch": "torch", "kornia": "kornia", "pytorch_lightning": "pytorch-lightning",
-              "numpy": "numpy", "omegaconf": "omegaconf", "PIL": "pillow", "cv2": "opencv",
-              "easydict": "easydict", "pandas": "pandas", "yaml": "PyYAML"}  # module -> name
+VERSION_OF = {
+    "torch": "torch",
+    "kornia": "kornia",
+    "pytorch_lightning": "pytorch-lightning",
+    "numpy": "numpy",
+    "omegaconf": "omegaconf",
+    "PIL": "pillow",
+    "cv2": "opencv",
+    "easydict": "easydict",
+    "pandas": "pandas",
+    "yaml": "PyYAML",
+}  # module -> name
 
 # LaMa modules imported on the way to load_checkpoint / refine_predict that only training uses,
 # with the names importers take from them. Each stub raises when called.
 STUBS = {
     "saicinpainting.evaluation": ["make_evaluator"],  # package __init__ only: LPIPS, FID, sklearn
     "saicinpainting.training.data.datasets": [  # albumentations 0.5 + imgaug, webdataset
-        "make_default_train_dataloader", "make_default_val_dataloader", "make_constant_area_crop_params"],
-    "saicinpainting.training.losses.perceptual": ["PerceptualLoss", "ResNetPL", "IMAGENET_MEAN",
-                                                  "IMAGENET_STD"],  # torchvision, ADE20k net
+        "make_default_train_dataloader",
+        "make_default_val_dataloader",
+        "make_constant_area_crop_params",
+    ],
+    "saicinpainting.training.losses.perceptual": [
+        "PerceptualLoss",
+        "ResNetPL",
+        "IMAGENET_MEAN",
+        "IMAGENET_STD",
+    ],  # torchvision, ADE20k net
     "saicinpainting.training.losses.distance_weighting": ["make_mask_distance_weighter"],  # torchvision
 }
 
@@ -92,7 +114,7 @@ def make_inputs() -> tuple[np.ndarray, np.ndarray]:
     from lama_refine.train.mask_families import seeded_mask
 
     photo = np.asarray(Image.open(SOURCE).convert("RGB"))
-    region = Image.fromarray(photo[TOP:TOP + REGION_HW[0], LEFT:LEFT + REGION_HW[1]])
+    region = Image.fromarray(photo[TOP : TOP + REGION_HW[0], LEFT : LEFT + REGION_HW[1]])
     crop = np.asarray(region.resize(SIZE_HW[::-1], Image.LANCZOS))
     mask = (seeded_mask(*SIZE_HW, MASK_FAMILY, MASK_SEED) > 0).astype(np.uint8) * 255
     return crop, mask
@@ -101,6 +123,7 @@ def make_inputs() -> tuple[np.ndarray, np.ndarray]:
 def _raiser(module: str, name: str):
     def stub(*args, **kwargs):
         raise RuntimeError(f"{module}.{name} is a stub of make_lama_reference.py (training only)")
+
     return stub
 
 
@@ -118,9 +141,11 @@ def import_lama(lama: Path) -> types.SimpleNamespace:
     refinement = importlib.import_module("saicinpainting.evaluation.refinement")
     data = importlib.import_module("saicinpainting.evaluation.data")
     refinement.torch = _CpuDevices()  # refine_predict builds torch.device(f"cuda:{i}")
-    return types.SimpleNamespace(load_checkpoint=trainers.load_checkpoint,
-                                 refine_predict=refinement.refine_predict,
-                                 InpaintingDataset=data.InpaintingDataset)
+    return types.SimpleNamespace(
+        load_checkpoint=trainers.load_checkpoint,
+        refine_predict=refinement.refine_predict,
+        InpaintingDataset=data.InpaintingDataset,
+    )
 
 
 class _CpuDevices:
@@ -142,8 +167,9 @@ def load_like_predict(lama: types.SimpleNamespace, experiment: Path):
         train_config = OmegaConf.create(yaml.safe_load(f))
     train_config.training_model.predict_only = True
     train_config.visualizer.kind = "noop"
-    model = lama.load_checkpoint(train_config, str(experiment / "models" / CHECKPOINT_NAME),
-                                 strict=False, map_location="cpu")
+    model = lama.load_checkpoint(
+        train_config, str(experiment / "models" / CHECKPOINT_NAME), strict=False, map_location="cpu"
+    )
     model.freeze()
     # load_checkpoint's strict=False would hide a key that did not fit: check every tensor arrived.
     exported = torch.load(experiment / "models" / CHECKPOINT_NAME, weights_only=True)["state_dict"]
@@ -156,8 +182,7 @@ def load_like_predict(lama: types.SimpleNamespace, experiment: Path):
 def run_lama(lama: types.SimpleNamespace, model, indir: Path) -> tuple[np.ndarray, np.ndarray]:
     from torch.utils.data._utils.collate import default_collate
 
-    dataset = lama.InpaintingDataset(str(indir) + "/", img_suffix=".png",
-                                     pad_out_to_modulo=PARAMS["modulo"])
+    dataset = lama.InpaintingDataset(str(indir) + "/", img_suffix=".png", pad_out_to_modulo=PARAMS["modulo"])
     assert len(dataset) == 1
     # Plain: bin/predict.py's non-refine branch (the mask binarised to int64, as there).
     with torch.no_grad():
@@ -166,7 +191,7 @@ def run_lama(lama: types.SimpleNamespace, model, indir: Path) -> tuple[np.ndarra
         batch = model(batch)
         plain = batch["inpainted"][0].permute(1, 2, 0).detach().cpu().numpy()
         h, w = batch["unpad_to_size"]
-        plain = plain[:int(h), :int(w)]
+        plain = plain[: int(h), : int(w)]
     # Refined: the batch straight from the dataset, as bin/predict.py passes it.
     refined = lama.refine_predict(default_collate([dataset[0]]), model, **PARAMS)
     refined = refined[0].permute(1, 2, 0).detach().cpu().numpy()
@@ -177,8 +202,9 @@ def lama_commit(lama: Path, given: str | None) -> str:
     if given:
         return given
     try:
-        return subprocess.run(["git", "-C", str(lama), "rev-parse", "HEAD"], capture_output=True,
-                              text=True, check=True).stdout.strip()
+        return subprocess.run(
+            ["git", "-C", str(lama), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown (not a git checkout; pass --lama-commit)"
 
@@ -203,8 +229,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--lama", type=Path, required=True, help="checkout of advimman/lama")
     parser.add_argument("--lama-commit", help="its commit, when the checkout has no .git")
-    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL_PATH,
-                        help="model file inside this repository (default: the shipped default model)")
+    parser.add_argument(
+        "--model",
+        type=Path,
+        default=DEFAULT_MODEL_PATH,
+        help="model file inside this repository (default: the shipped default model)",
+    )
     parser.add_argument("--out", type=Path, default=OUT, help=f"fixture folder (default: {OUT})")
     args = parser.parse_args(argv)
     model_path = args.model.resolve()
@@ -235,9 +265,9 @@ def main(argv: list[str] | None = None) -> int:
     meta = {
         "model": {"path": model_path.relative_to(ROOT).as_posix(), "sha256": sha256(model_path)},
         "source_image": f"{SOURCE.relative_to(ROOT).as_posix()}[{TOP}:{TOP + REGION_HW[0]}, "
-                        f"{LEFT}:{LEFT + REGION_HW[1]}] resized to {SIZE_HW[0]}x{SIZE_HW[1]} (PIL LANCZOS)",
+        f"{LEFT}:{LEFT + REGION_HW[1]}] resized to {SIZE_HW[0]}x{SIZE_HW[1]} (PIL LANCZOS)",
         "mask": f"lama_refine.train.mask_families.seeded_mask({SIZE_HW[0]}, {SIZE_HW[1]}, {MASK_FAMILY!r}, "
-                f"{MASK_SEED}) * 255",
+        f"{MASK_SEED}) * 255",
         "hole_fraction": round(float(hole.mean()), 4),
         "plain_vs_refined_max_abs_diff": float(np.abs(plain - refined).max()),
         "plain_vs_refined_mean_abs_diff_in_hole": float(np.abs(plain - refined)[hole].mean()),
@@ -245,19 +275,21 @@ def main(argv: list[str] | None = None) -> int:
             "repository": "advimman/lama",
             "commit": lama_commit(args.lama, args.lama_commit),
             "loaded_via": "lama_refine.models.lama.export.export_lama_experiment, then bin/predict.py's "
-                          "loading: OmegaConf.create(yaml.safe_load(config.yaml)), predict_only=True, "
-                          "visualizer.kind='noop', original saicinpainting.training.trainers.load_checkpoint"
-                          "(strict=False, map_location='cpu') unpatched (torch.load's default "
-                          "weights_only=True reads the plain-data checkpoint), model.freeze()",
+            "loading: OmegaConf.create(yaml.safe_load(config.yaml)), predict_only=True, "
+            "visualizer.kind='noop', original saicinpainting.training.trainers.load_checkpoint"
+            "(strict=False, map_location='cpu') unpatched (torch.load's default "
+            "weights_only=True reads the plain-data checkpoint), model.freeze()",
             "dataset": "saicinpainting.evaluation.data.InpaintingDataset(indir, img_suffix='.png', "
-                       "pad_out_to_modulo=8) + default_collate",
+            "pad_out_to_modulo=8) + default_collate",
             "plain": "bin/predict.py non-refine branch: mask = (mask > 0) * 1, model(batch)['inpainted'], "
-                     "[0].permute(1, 2, 0), cropped to unpad_to_size",
+            "[0].permute(1, 2, 0), cropped to unpad_to_size",
             "refined": "saicinpainting.evaluation.refinement.refine_predict(batch, model, **params.json), "
-                       "[0].permute(1, 2, 0)",
+            "[0].permute(1, 2, 0)",
             "stubs": {module: names for module, names in STUBS.items()},
-            "patches": ["saicinpainting.evaluation.refinement.torch: the real torch with "
-                        "device(...) -> cpu (refine_predict builds cuda:N devices)"],
+            "patches": [
+                "saicinpainting.evaluation.refinement.torch: the real torch with "
+                "device(...) -> cpu (refine_predict builds cuda:N devices)"
+            ],
             "lightning": "real pytorch_lightning (LightningModule base of LaMa's trainer modules)",
         },
         "torch_num_threads": torch.get_num_threads(),

@@ -10,6 +10,7 @@ model is the small demo network shipped in the package (docs/default-model.md), 
 and the picture says so. The full-size results go to `outputs/readme-strip/` (`--reuse` takes
 them from there instead of inpainting again, to re-lay the picture). A few minutes on a CPU.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,7 +28,9 @@ GAP, HEADER, FOOTER = 6, 30, 26
 TINT = np.array([255, 40, 40], np.float32)
 
 
-def zoom_box(mask: np.ndarray, plain: np.ndarray, refined: np.ndarray, size: tuple[int, int]) -> tuple[int, int, int, int]:
+def zoom_box(
+    mask: np.ndarray, plain: np.ndarray, refined: np.ndarray, size: tuple[int, int]
+) -> tuple[int, int, int, int]:
     """(left, top, right, bottom) of the `size` (w, h) window, at the photo's own pixels, where
     plain and refined differ most, among the windows that show the hole's border (a fifth to
     four fifths of them hole, so the fill is seen against its context; else any window with at
@@ -53,7 +56,9 @@ def tinted(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return (image * (1 - 0.55 * holes) + TINT * 0.55 * holes).round().astype(np.uint8)
 
 
-def inpaint_examples(examples: Path, cache: Path, reuse: bool) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+def inpaint_examples(
+    examples: Path, cache: Path, reuse: bool
+) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
     """-> (name, image, mask, plain, refined) per example, as uint8 HxWx3 (mask HxW bool)."""
     cache.mkdir(parents=True, exist_ok=True)
     inpainters = {}
@@ -115,8 +120,10 @@ def main() -> None:
     parser.add_argument("--quality", type=int, default=85)
     args = parser.parse_args()
     rows = inpaint_examples(args.examples, args.cache, args.reuse)
-    caption = ("built-in demo model (a small network trained by this project, not big-lama); "
-               "zooms at the photos' full resolution")
+    caption = (
+        "built-in demo model (a small network trained by this project, not big-lama); "
+        "zooms at the photos' full resolution"
+    )
     strip = compose_strip(rows, caption)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     strip.save(args.out, quality=args.quality, optimize=True)

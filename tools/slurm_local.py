@@ -13,6 +13,7 @@ database for the accounting (so `sacct` gives real job states, as submitit needs
 slurmctld and slurmd on free ports, their logs and pid files. Nothing under /etc is used or
 changed, so a machine's own SLURM or munge, if any, is left alone.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,8 +33,17 @@ CLUSTER = "lamarefine"
 # README's sweep names this partition (hydra.launcher.partition=gpu); it is only a name here.
 PARTITION = "gpu"
 PACKAGES = ("slurmctld", "slurmd", "slurm-client", "munge", "slurmdbd", "mariadb-server")
-PROGRAMS = ("munged", "mariadb-install-db", "mariadbd", "slurmdbd", "slurmctld", "slurmd", "sbatch", "sacct",
-            "sacctmgr")
+PROGRAMS = (
+    "munged",
+    "mariadb-install-db",
+    "mariadbd",
+    "slurmdbd",
+    "slurmctld",
+    "slurmd",
+    "sbatch",
+    "sacct",
+    "sacctmgr",
+)
 DB_USER, DB_PASS = "slurm", "lama-refine-local"
 # The order they start in; stopped in reverse.
 DAEMONS = ("munged", "mariadbd", "slurmdbd", "slurmctld", "slurmd")
@@ -74,7 +84,9 @@ class Cluster:
     def run(self, *cmd: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
         proc = subprocess.run(list(cmd), env=self.env(), capture_output=True, text=True, timeout=timeout)
         if check and proc.returncode != 0:
-            raise ClusterError(f"{' '.join(cmd)} exited {proc.returncode}: {proc.stderr.strip() or proc.stdout.strip()}")
+            raise ClusterError(
+                f"{' '.join(cmd)} exited {proc.returncode}: {proc.stderr.strip() or proc.stdout.strip()}"
+            )
         return proc
 
     # --- start ----------------------------------------------------------------------------------
@@ -105,46 +117,89 @@ class Cluster:
         self._start_mariadb(ports["db"], deadline=time.monotonic() + timeout)
         self._write_configs(ports)
         self._daemon("slurmdbd")
-        self._wait(lambda: self.run("sacctmgr", "-n", "list", "cluster", check=False).returncode == 0,
-                   "slurmdbd to answer", timeout)
+        self._wait(
+            lambda: self.run("sacctmgr", "-n", "list", "cluster", check=False).returncode == 0,
+            "slurmdbd to answer",
+            timeout,
+        )
         self.run("sacctmgr", "-i", "add", "cluster", CLUSTER)
         self._daemon("slurmctld", "-c")  # -c: no state from an earlier cluster in this folder
         self._daemon("slurmd")
-        self._wait(lambda: self.run("sinfo", "-h", "-o", "%T", check=False).stdout.strip() == "idle",
-                   "the node to be idle in sinfo", timeout)
+        self._wait(
+            lambda: self.run("sinfo", "-h", "-o", "%T", check=False).stdout.strip() == "idle",
+            "the node to be idle in sinfo",
+            timeout,
+        )
 
     def _start_munge(self) -> None:
         key = self.root / "munge" / "munge.key"
         key.write_bytes(os.urandom(1024))
         key.chmod(0o400)
         m = self.root / "munge"
-        self._spawn("munged", ["munged", "--force", f"--key-file={key}", f"--socket={m / 'munge.socket'}",
-                               f"--pid-file={self.pidfile('munged')}", f"--log-file={self.log('munged')}",
-                               f"--seed-file={m / 'munged.seed'}"])
+        self._spawn(
+            "munged",
+            [
+                "munged",
+                "--force",
+                f"--key-file={key}",
+                f"--socket={m / 'munge.socket'}",
+                f"--pid-file={self.pidfile('munged')}",
+                f"--log-file={self.log('munged')}",
+                f"--seed-file={m / 'munged.seed'}",
+            ],
+        )
         self._wait(lambda: self.pidfile("munged").exists() and (m / "munge.socket").exists(), "munged", 30)
 
     def _start_mariadb(self, port: int, deadline: float) -> None:
         data, sock = self.root / "db" / "data", self.root / "db" / "mysqld.sock"
-        self.run("mariadb-install-db", "--no-defaults", f"--datadir={data}", "--user=root",
-                 "--auth-root-authentication-method=socket", "--skip-test-db", timeout=120)
+        self.run(
+            "mariadb-install-db",
+            "--no-defaults",
+            f"--datadir={data}",
+            "--user=root",
+            "--auth-root-authentication-method=socket",
+            "--skip-test-db",
+            timeout=120,
+        )
         # Small InnoDB files and buffers: this database holds a few job records.
         with open(self.log("mariadbd"), "ab") as out:
             proc = subprocess.Popen(
-                ["mariadbd", "--no-defaults", f"--datadir={data}", f"--socket={sock}", f"--port={port}",
-                 "--bind-address=127.0.0.1", "--user=root", f"--pid-file={self.pidfile('mariadbd')}",
-                 "--innodb-buffer-pool-size=16M", "--innodb-log-file-size=8M", "--skip-log-bin",
-                 "--performance-schema=OFF"],
-                stdout=out, stderr=subprocess.STDOUT, env=self.env(), start_new_session=True)
+                [
+                    "mariadbd",
+                    "--no-defaults",
+                    f"--datadir={data}",
+                    f"--socket={sock}",
+                    f"--port={port}",
+                    "--bind-address=127.0.0.1",
+                    "--user=root",
+                    f"--pid-file={self.pidfile('mariadbd')}",
+                    "--innodb-buffer-pool-size=16M",
+                    "--innodb-log-file-size=8M",
+                    "--skip-log-bin",
+                    "--performance-schema=OFF",
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=self.env(),
+                start_new_session=True,
+            )
         self.pidfile("mariadbd").write_text(f"{proc.pid}\n")
 
         def ready() -> bool:
             if proc.poll() is not None:
                 raise ClusterError(f"mariadbd exited {proc.returncode}; see {self.log('mariadbd')}")
-            return self.run("mariadb-admin", "--no-defaults", f"--socket={sock}", "-u", "root", "ping",
-                            check=False).returncode == 0
+            return (
+                self.run(
+                    "mariadb-admin", "--no-defaults", f"--socket={sock}", "-u", "root", "ping", check=False
+                ).returncode
+                == 0
+            )
+
         self._wait(ready, "MariaDB", max(1.0, deadline - time.monotonic()))
-        sql = (f"CREATE USER '{DB_USER}'@'127.0.0.1' IDENTIFIED BY '{DB_PASS}'; "
-               f"GRANT ALL ON slurm_acct_db.* TO '{DB_USER}'@'127.0.0.1';")
+        sql = (
+            f"CREATE USER '{DB_USER}'@'127.0.0.1' IDENTIFIED BY '{DB_PASS}'; "
+            f"GRANT ALL ON slurm_acct_db.* TO '{DB_USER}'@'127.0.0.1';"
+        )
         self.run("mariadb", "--no-defaults", f"--socket={sock}", "-u", "root", "-e", sql)
 
     def _write_configs(self, ports: dict[str, int]) -> None:
@@ -157,17 +212,17 @@ class Cluster:
 # Written by tools/slurm-local: a one-node cluster in {r}.
 ClusterName={CLUSTER}
 SlurmctldHost={host}(127.0.0.1)
-SlurmctldPort={ports['ctld']}
-SlurmdPort={ports['d']}
+SlurmctldPort={ports["ctld"]}
+SlurmdPort={ports["d"]}
 {auth}CredType=cred/munge
 SlurmUser=root
 SlurmdUser=root
-StateSaveLocation={r / 'ctld'}
-SlurmdSpoolDir={r / 'spool'}
-SlurmctldPidFile={self.pidfile('slurmctld')}
-SlurmdPidFile={self.pidfile('slurmd')}
-SlurmctldLogFile={self.log('slurmctld')}
-SlurmdLogFile={self.log('slurmd')}
+StateSaveLocation={r / "ctld"}
+SlurmdSpoolDir={r / "spool"}
+SlurmctldPidFile={self.pidfile("slurmctld")}
+SlurmdPidFile={self.pidfile("slurmd")}
+SlurmctldLogFile={self.log("slurmctld")}
+SlurmdLogFile={self.log("slurmd")}
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 MpiDefault=none
@@ -178,9 +233,9 @@ JobAcctGatherType=jobacct_gather/none
 JobCompType=jobcomp/none
 AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=127.0.0.1
-AccountingStoragePort={ports['dbd']}
+AccountingStoragePort={ports["dbd"]}
 # The munge socket for the connections to slurmdbd (AuthInfo covers the others).
-AccountingStoragePass={self.root / 'munge' / 'munge.socket'}
+AccountingStoragePass={self.root / "munge" / "munge.socket"}
 ReturnToService=2
 # Seconds between SIGTERM and SIGKILL when a job is cancelled, requeued or out of time.
 KillWait=5
@@ -192,13 +247,13 @@ PartitionName={PARTITION} Nodes=ALL Default=YES MaxTime=INFINITE State=UP
         dbd.write_text(f"""\
 {auth}DbdHost=localhost
 DbdAddr=127.0.0.1
-DbdPort={ports['dbd']}
+DbdPort={ports["dbd"]}
 SlurmUser=root
-PidFile={self.pidfile('slurmdbd')}
-LogFile={self.log('slurmdbd')}
+PidFile={self.pidfile("slurmdbd")}
+LogFile={self.log("slurmdbd")}
 StorageType=accounting_storage/mysql
 StorageHost=127.0.0.1
-StoragePort={ports['db']}
+StoragePort={ports["db"]}
 StorageUser={DB_USER}
 StoragePass={DB_PASS}
 StorageLoc=slurm_acct_db
@@ -208,8 +263,9 @@ StorageLoc=slurm_acct_db
     def _spawn(self, daemon: str, cmd: list[str]) -> None:
         proc = subprocess.run(cmd, env=self.env(), capture_output=True, text=True, timeout=60)
         if proc.returncode != 0:
-            raise ClusterError(f"{daemon} did not start ({proc.returncode}): {proc.stderr.strip()}; "
-                               f"see {self.log(daemon)}")
+            raise ClusterError(
+                f"{daemon} did not start ({proc.returncode}): {proc.stderr.strip()}; see {self.log(daemon)}"
+            )
 
     def _daemon(self, daemon: str, *args: str) -> None:
         """Start a SLURM daemon (it forks and writes its pid file)."""

@@ -11,6 +11,7 @@
 Everything here composes the same Hydra config the command line uses (`conf/`), so an
 override means the same thing in both places.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -19,8 +20,9 @@ import os
 import shlex
 import sys
 import sysconfig
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence, TypeGuard, Union
+from typing import Any, TypeGuard
 
 import numpy as np
 import torch
@@ -29,26 +31,44 @@ from PIL import Image
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from lama_refine.perf import allocator as allocators
+from lama_refine.app.progress import ScaleProgress
 from lama_refine.config import build_inpainter
 from lama_refine.errors import UserError
-from lama_refine.io import InputError, MaskRule, binarize, hole_problem, is_lossy, open_image, read_image, read_mask, read_mask_levels, to_hwc, to_uint8, write_result
+from lama_refine.io import (
+    InputError,
+    MaskRule,
+    binarize,
+    hole_problem,
+    is_lossy,
+    open_image,
+    read_image,
+    read_mask,
+    read_mask_levels,
+    to_hwc,
+    to_uint8,
+    write_result,
+)
 from lama_refine.overrides import compose_checked
 from lama_refine.parts.partition import DevicePartitioner
-from lama_refine.perf.switches import apply_process_settings
-from lama_refine.pipeline import Inpainter
-from lama_refine.app.progress import ScaleProgress
 from lama_refine.parts.pyramid import PyramidBuilder
 from lama_refine.parts.refine import RefineHooks, Refiner
+from lama_refine.perf import allocator as allocators
+from lama_refine.perf.switches import apply_process_settings
+from lama_refine.pipeline import Inpainter
 
 log = logging.getLogger(__name__)
 
-Overrides = Union[Sequence[str], str, Mapping[str, Any]]
+Overrides = Sequence[str] | str | Mapping[str, Any]
 
 
-def make_inpainter(config: DictConfig | Overrides = (), generator: nn.Module | None = None, *,
-                   pyramid: PyramidBuilder | None = None, refiner: Refiner | None = None,
-                   partitioner: DevicePartitioner | None = None) -> Inpainter:
+def make_inpainter(
+    config: DictConfig | Overrides = (),
+    generator: nn.Module | None = None,
+    *,
+    pyramid: PyramidBuilder | None = None,
+    refiner: Refiner | None = None,
+    partitioner: DevicePartitioner | None = None,
+) -> Inpainter:
     """An `Inpainter` from a composed config or from command-line style overrides.
 
     `generator` replaces the model `model.path` names (it is not loaded then); `pyramid`,
@@ -66,8 +86,9 @@ def make_inpainter(config: DictConfig | Overrides = (), generator: nn.Module | N
     return dataclasses.replace(inpainter, **replaced) if replaced else inpainter
 
 
-def inpaint_file(inpainter: Inpainter, image: str | os.PathLike, mask: str | os.PathLike,
-                 out: str | os.PathLike | None = None) -> Tensor:
+def inpaint_file(
+    inpainter: Inpainter, image: str | os.PathLike, mask: str | os.PathLike, out: str | os.PathLike | None = None
+) -> Tensor:
     """Inpaint one image file with its mask file (any non-zero grey is a hole).
 
     Returns the result, (1, 3, H, W) float in [0, 1] on the CPU; with `out`, also writes it
@@ -93,11 +114,15 @@ def override_list(overrides: Overrides) -> list[str]:
     if isinstance(overrides, (list, tuple)):
         wrong = [o for o in overrides if not isinstance(o, str)]
         if wrong:
-            raise TypeError(f"overrides: each item must be a 'key=value' string, got {wrong[0]!r} "
-                            f"({type(wrong[0]).__name__}); e.g. ['refine=false'] or {{'refine': False}}")
+            raise TypeError(
+                f"overrides: each item must be a 'key=value' string, got {wrong[0]!r} "
+                f"({type(wrong[0]).__name__}); e.g. ['refine=false'] or {{'refine': False}}"
+            )
         return list(overrides)
-    raise TypeError(f"overrides: expected a list of 'key=value' strings (['refine=false']), one such string or "
-                    f"a mapping ({{'refine': False}}), got {type(overrides).__name__}")
+    raise TypeError(
+        f"overrides: expected a list of 'key=value' strings (['refine=false']), one such string or "
+        f"a mapping ({{'refine': False}}), got {type(overrides).__name__}"
+    )
 
 
 def _flatten(mapping: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
@@ -145,8 +170,10 @@ def image_array(image: Image.Image | np.ndarray | str | os.PathLike) -> np.ndarr
         return np.asarray(image.convert("RGB"))
     array = np.asarray(image)
     if array.ndim != 3 or array.shape[2] != 3:
-        raise UserError(f"image: expected a PIL image, a file path or an HxWx3 RGB array, got "
-                        f"{'an array of shape ' + str(array.shape) if array.dtype != object else type(image).__name__}")
+        raise UserError(
+            f"image: expected a PIL image, a file path or an HxWx3 RGB array, got "
+            f"{'an array of shape ' + str(array.shape) if array.dtype != object else type(image).__name__}"
+        )
     if array.dtype == np.uint8:
         return array
     if np.issubdtype(array.dtype, np.floating):
@@ -156,10 +183,11 @@ def image_array(image: Image.Image | np.ndarray | str | os.PathLike) -> np.ndarr
     raise UserError(f"image: expected uint8 or float values, got {array.dtype}")
 
 
-def hole_array(mask: Image.Image | np.ndarray | str | os.PathLike, rule: MaskRule = MaskRule()) -> np.ndarray:
+def hole_array(mask: Image.Image | np.ndarray | str | os.PathLike, rule: MaskRule | None = None) -> np.ndarray:
     """A mask file's path or a PIL mask (grey levels, by `rule` as on the command line: above
     `mask.threshold`, JPEG masks above `mask.lossy_threshold`, `mask.invert`), or an HxW array
     (bool, or numbers where non-zero is a hole) -> HxW bool, True in the hole."""
+    rule = rule if rule is not None else MaskRule()
     if _is_path(mask):
         path = Path(mask)
         try:
@@ -172,8 +200,10 @@ def hole_array(mask: Image.Image | np.ndarray | str | os.PathLike, rule: MaskRul
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[..., 0]
     if array.ndim != 2:
-        raise UserError(f"mask: expected a PIL image, a file path or an HxW array, got "
-                        f"{'an array of shape ' + str(array.shape) if array.dtype != object else type(mask).__name__}")
+        raise UserError(
+            f"mask: expected a PIL image, a file path or an HxW array, got "
+            f"{'an array of shape ' + str(array.shape) if array.dtype != object else type(mask).__name__}"
+        )
     holes = array.astype(bool) if array.dtype == bool else array > 0
     return ~holes if rule.invert else holes
 
@@ -225,17 +255,21 @@ def say_allocator(cfg: DictConfig) -> str | None:
         if library is not None or allocators.normalise(value) is None:
             return None  # the command line runs on the system allocator too, by choice
         multiarch = f"/usr/lib/{sysconfig.get_config_var('MULTIARCH') or 'x86_64-linux-gnu'}"
-        line = (f"from Python as from lama-refine, this machine runs on the system allocator: tcmalloc, which "
-                f"lama-refine would use, is not installed, and it keeps the peak memory far lower (docs/benchmarks.md). "
-                f"To get it: apt install libtcmalloc-minimal4, then LD_PRELOAD={multiarch}/libtcmalloc_minimal.so.4 "
-                f"python {script}")
+        line = (
+            f"from Python as from lama-refine, this machine runs on the system allocator: tcmalloc, which "
+            f"lama-refine would use, is not installed, and it keeps the peak memory far lower (docs/benchmarks.md). "
+            f"To get it: apt install libtcmalloc-minimal4, then LD_PRELOAD={multiarch}/libtcmalloc_minimal.so.4 "
+            f"python {script}"
+        )
     else:
         env = allocators.preload_env(wanted, {})
         if env is None:
             return None
-        line = (f"lama-refine would run on {wanted} (perf.allocator={value}), with a far lower peak memory "
-                f"(docs/benchmarks.md); this Python process runs on the system allocator. For the same from Python: "
-                f"LD_PRELOAD={env['LD_PRELOAD']} python {script}")
+        line = (
+            f"lama-refine would run on {wanted} (perf.allocator={value}), with a far lower peak memory "
+            f"(docs/benchmarks.md); this Python process runs on the system allocator. For the same from Python: "
+            f"LD_PRELOAD={env['LD_PRELOAD']} python {script}"
+        )
     allocators._said.update({"missing", "not-loaded"})  # this line says what check_auto would
     log.info("%s", line)
     if not (log.isEnabledFor(logging.INFO) and log.hasHandlers()):
@@ -243,8 +277,12 @@ def say_allocator(cfg: DictConfig) -> str | None:
     return line
 
 
-def inpaint(image: Image.Image | np.ndarray | str | os.PathLike, mask: Image.Image | np.ndarray | str | os.PathLike,
-            overrides: Overrides = (), inpainter: Inpainter | None = None) -> Image.Image | np.ndarray:
+def inpaint(
+    image: Image.Image | np.ndarray | str | os.PathLike,
+    mask: Image.Image | np.ndarray | str | os.PathLike,
+    overrides: Overrides = (),
+    inpainter: Inpainter | None = None,
+) -> Image.Image | np.ndarray:
     """Inpaint one image; returns the same kind as `image` (a PIL image for a path), at its size.
 
     `image`: a PIL image (any mode, converted to RGB), an image file's path (read as the command
@@ -263,8 +301,10 @@ def inpaint(image: Image.Image | np.ndarray | str | os.PathLike, mask: Image.Ima
     rule = MaskRule.from_config(cfg.get("mask"))
     known, holes = image_array(image), hole_array(mask, rule)
     if holes.shape != known.shape[:2]:
-        raise UserError(f"mask is {holes.shape[0]}x{holes.shape[1]} but the image is "
-                        f"{known.shape[0]}x{known.shape[1]} (height x width)")
+        raise UserError(
+            f"mask is {holes.shape[0]}x{holes.shape[1]} but the image is "
+            f"{known.shape[0]}x{known.shape[1]} (height x width)"
+        )
     problem = hole_problem(float(holes.mean()) if holes.size else 0.0, rule)
     if problem:
         raise UserError(f"mask: {problem}")

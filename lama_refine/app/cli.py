@@ -4,6 +4,7 @@ image (`image= mask= out=`).
 The console script checks the command line first (lama_refine.app.usage): a mistake is one message
 and exit status 2, before Hydra makes a log folder; `debug=true` or HYDRA_FULL_ERROR=1 show the
 traceback instead. One image runs without Hydra's run folder: nothing is written but `out`."""
+
 from __future__ import annotations
 
 import contextlib
@@ -13,29 +14,39 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import hydra
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf
-import torch
 
-from lama_refine.perf.allocator import reexec_with_preload
-from lama_refine.batch.runner import MANIFEST, Batch, BatchFailed, Manifest, SetupError, Shard, Summary, config_hash, legacy_config_hash
+from lama_refine.app.progress import ScaleProgress
+from lama_refine.app.usage import USAGE, check_command_line, is_single_image, selectable_groups, sweeps
+from lama_refine.batch.provenance import config_model_digest
+from lama_refine.batch.runner import (
+    MANIFEST,
+    Batch,
+    BatchFailed,
+    Manifest,
+    SetupError,
+    Shard,
+    Summary,
+    config_hash,
+    legacy_config_hash,
+)
+from lama_refine.batch.slurm import own_allocation, register_launcher
+from lama_refine.batch.sweep import sweep_job_dir
 from lama_refine.config import build_inpainter, conf_dir, perf_config, read_config
 from lama_refine.errors import UserError
 from lama_refine.io import OUTPUT_SUFFIXES, Job, MaskRule, check_output_suffix, find_jobs, why_no_jobs
+from lama_refine.parts.refine import RefineHooks
+from lama_refine.perf.allocator import reexec_with_preload
 from lama_refine.perf.switches import apply_process_settings
 from lama_refine.pipeline import Inpainter
-from lama_refine.app.progress import ScaleProgress
-from lama_refine.batch.provenance import config_model_digest
-from lama_refine.parts.refine import RefineHooks
-from lama_refine.batch.slurm import own_allocation, register_launcher
-from lama_refine.batch.sweep import sweep_job_dir
-from lama_refine.app.usage import USAGE, check_command_line, is_single_image, selectable_groups, sweeps
 
 log = logging.getLogger("lama_refine")
 
@@ -88,10 +99,12 @@ def sigterm_as_exit() -> Iterator[None]:
 def make_batch_inpainter(cfg: DictConfig, progress: ScaleProgress):
     """Builds the pipeline on first use (a batch whose outputs all exist loads no model) and
     applies its process-wide `perf` settings then: the CLI is their entry point."""
+
     def make() -> Inpainter:
         inpainter = dataclasses.replace(build_inpainter(cfg), hooks=RefineHooks(progress=progress))
         apply_process_settings(inpainter.perf)
         return inpainter
+
     return make
 
 
@@ -106,24 +119,40 @@ def run(cfg: DictConfig) -> Summary:
     rule, shard = mask_rule(cfg), Shard.parse(cfg.get("shard"))
     base_outdir = Path(to_absolute_path(cfg.outdir))
     if indir.resolve().is_relative_to(base_outdir.resolve()):
-        raise UserError(f"indir={cfg.indir} lies inside outdir={cfg.outdir}: outputs and inputs would mix; "
-                        "choose an outdir outside indir (an outdir inside indir is fine)")
+        raise UserError(
+            f"indir={cfg.indir} lies inside outdir={cfg.outdir}: outputs and inputs would mix; "
+            "choose an outdir outside indir (an outdir inside indir is fine)"
+        )
     everything = find_jobs(indir, maskdir, from_alpha=rule.from_alpha, exclude=[base_outdir])
     if not everything and maskdir is None and not rule.from_alpha:
         why = why_no_jobs(indir, exclude=[base_outdir])
         if why:  # "0 jobs" and exit 0 would read as success
             raise UserError(why)
     jobs = shard.select(everything) if shard else everything
-    log.info("%d jobs under %s%s -> %s", len(everything), indir,
-             f", shard {shard}: {len(jobs)} of them" if shard else "", outdir)
+    log.info(
+        "%d jobs under %s%s -> %s",
+        len(everything),
+        indir,
+        f", shard {shard}: {len(jobs)} of them" if shard else "",
+        outdir,
+    )
     progress = ScaleProgress(cfg.progress)
     cfg = shard_config(cfg, shard)
-    batch = Batch(outdir=outdir, make_inpainter=make_batch_inpainter(cfg, progress), out_ext=cfg.out_ext,
-                  out_quality=int(cfg.get("out_quality", 95)), overwrite=cfg.overwrite, rule=rule,
-                  manifest=Manifest(outdir / MANIFEST if cfg.get("manifest", True) else None),
-                  config_hash=config_hash(cfg), legacy_hash=legacy_config_hash(cfg),
-                  model_digest=lambda: config_model_digest(cfg), shard=shard, progress=cfg.progress,
-                  on_image_end=progress.close)
+    batch = Batch(
+        outdir=outdir,
+        make_inpainter=make_batch_inpainter(cfg, progress),
+        out_ext=cfg.out_ext,
+        out_quality=int(cfg.get("out_quality", 95)),
+        overwrite=cfg.overwrite,
+        rule=rule,
+        manifest=Manifest(outdir / MANIFEST if cfg.get("manifest", True) else None),
+        config_hash=config_hash(cfg),
+        legacy_hash=legacy_config_hash(cfg),
+        model_digest=lambda: config_model_digest(cfg),
+        shard=shard,
+        progress=cfg.progress,
+        on_image_end=progress.close,
+    )
     with sigterm_as_exit():
         return batch.run(jobs)
 
@@ -135,9 +164,17 @@ def run_single(cfg: DictConfig) -> Summary:
     mask = cfg.mask.get("file")
     job = Job(Path(to_absolute_path(cfg.image)), Path(to_absolute_path(mask)) if mask else None, Path(out.name))
     progress = ScaleProgress(cfg.progress)
-    batch = Batch(outdir=out.parent, make_inpainter=make_batch_inpainter(cfg, progress), out_ext=out.suffix,
-                  out_quality=int(cfg.get("out_quality", 95)), overwrite=True, rule=mask_rule(cfg),
-                  progress=False, on_image_end=progress.close, report=False)
+    batch = Batch(
+        outdir=out.parent,
+        make_inpainter=make_batch_inpainter(cfg, progress),
+        out_ext=out.suffix,
+        out_quality=int(cfg.get("out_quality", 95)),
+        overwrite=True,
+        rule=mask_rule(cfg),
+        progress=False,
+        on_image_end=progress.close,
+        report=False,
+    )
     with sigterm_as_exit():
         return batch.run([job], resume=False)
 
@@ -191,8 +228,10 @@ OmegaConf.register_new_resolver("lama_refine_groups", groups_help, replace=True)
 
 def shorthand(overrides: list[str]) -> list[str]:
     """`mask=FILE` means `mask.file=FILE` (the `mask` section holds the mask rules)."""
-    return [f"mask.file={o.split('=', 1)[1]}" if o.startswith("mask=") and not o[5:].lstrip().startswith("{")
-            else o for o in overrides]
+    return [
+        f"mask.file={o.split('=', 1)[1]}" if o.startswith("mask=") and not o[5:].lstrip().startswith("{") else o
+        for o in overrides
+    ]
 
 
 def entry() -> None:

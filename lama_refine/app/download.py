@@ -13,6 +13,7 @@ command) asks the server for the rest with an HTTP Range request. Only when the 
 digest matches is it renamed to its final name; a mismatch deletes it, so nothing unverified is
 ever left where `model.path` would find it. Standard library (urllib) and tqdm only.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,9 +24,9 @@ import json
 import os
 import socket
 import time
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Sequence
 from urllib.error import HTTPError, URLError
 from urllib.parse import urlparse
 from urllib.request import Request, urlopen
@@ -102,9 +103,19 @@ def _attempt(url: str, part: Path, timeout: float, progress: bool, label: str) -
             have = 0  # the server sent the whole file (no Range support): start over
         length = response.headers.get("Content-Length")
         total = have + int(length) if length and length.isdigit() else None
-        with part.open("ab" if have else "wb", buffering=0) as file, \
-                tqdm(total=total, initial=have, unit="B", unit_scale=True, unit_divisor=1024, desc=label,
-                     disable=not progress, leave=False) as bar:
+        with (
+            part.open("ab" if have else "wb", buffering=0) as file,
+            tqdm(
+                total=total,
+                initial=have,
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                desc=label,
+                disable=not progress,
+                leave=False,
+            ) as bar,
+        ):
             while True:
                 try:
                     block = response.read(CHUNK)
@@ -115,8 +126,11 @@ def _attempt(url: str, part: Path, timeout: float, progress: bool, label: str) -
                 try:
                     file.write(block)
                 except OSError as error:  # a full disk is not a network problem: no retry
-                    raise UserError(f"cannot write {part}: {error.strerror or error}; what arrived is kept: "
-                                    "make room and run the same command again to resume", exit_code=1) from error
+                    raise UserError(
+                        f"cannot write {part}: {error.strerror or error}; what arrived is kept: "
+                        "make room and run the same command again to resume",
+                        exit_code=1,
+                    ) from error
                 bar.update(len(block))
     size = part.stat().st_size
     if total is not None and size < total:  # http.client ends a cut body quietly: count the bytes
@@ -140,8 +154,17 @@ def unreachable_reason(reason: object) -> str | None:
     return None
 
 
-def fetch(url: str, target: Path, algorithm: str, digest: str, *, retries: int = 3, timeout: float = 60,
-          progress: bool = True, wait: float = 1.0) -> Path:
+def fetch(
+    url: str,
+    target: Path,
+    algorithm: str,
+    digest: str,
+    *,
+    retries: int = 3,
+    timeout: float = 60,
+    progress: bool = True,
+    wait: float = 1.0,
+) -> Path:
     """Download `url` to `target` (a file), verified against `digest`; resume a partial download.
 
     Raises UserError: exit 1 for a failed or interrupted download (the partial file is kept for
@@ -162,35 +185,61 @@ def fetch(url: str, target: Path, algorithm: str, digest: str, *, retries: int =
             unreachable = unreachable_reason(reason)
             if unreachable is not None and not kept:  # the name did not resolve or no one answered
                 if unreachable == NAME_LOOKUP or attempt == retries:
-                    raise UserError(f"cannot reach {urlparse(url).netloc} ({unreachable}); nothing was downloaded: "
-                                    "check the network connection (or the proxy settings) and run the same "
-                                    "command again", exit_code=1) from error
+                    raise UserError(
+                        f"cannot reach {urlparse(url).netloc} ({unreachable}); nothing was downloaded: "
+                        "check the network connection (or the proxy settings) and run the same "
+                        "command again",
+                        exit_code=1,
+                    ) from error
             elif attempt == retries:
-                keeps = (f"{kept} bytes are kept in {part}: run the same command again to resume" if kept else
-                         "nothing was downloaded: run the same command again")
+                keeps = (
+                    f"{kept} bytes are kept in {part}: run the same command again to resume"
+                    if kept
+                    else "nothing was downloaded: run the same command again"
+                )
                 raise UserError(f"download of {url} interrupted ({reason}); {keeps}", exit_code=1) from error
-            tqdm.write(f"download interrupted ({reason}); " + (f"resuming from byte {kept}" if kept else "trying again")
-                       + f" (attempt {attempt + 2} of {retries + 1})")
-            time.sleep(wait * 2 ** attempt)
+            tqdm.write(
+                f"download interrupted ({reason}); "
+                + (f"resuming from byte {kept}" if kept else "trying again")
+                + f" (attempt {attempt + 2} of {retries + 1})"
+            )
+            time.sleep(wait * 2**attempt)
     actual = file_digest(part, algorithm)
     if not digest_matches(actual, digest):
         part.unlink(missing_ok=True)
-        raise UserError(f"checksum mismatch for {url}: expected {algorithm} {digest}, got {actual}; "
-                        "the download was deleted, nothing was kept", exit_code=1)
+        raise UserError(
+            f"checksum mismatch for {url}: expected {algorithm} {digest}, got {actual}; "
+            "the download was deleted, nothing was kept",
+            exit_code=1,
+        )
     os.replace(part, target)
     return target
 
 
 def write_record(name: str, target: Path, url: str, algorithm: str, digest: str) -> None:
-    record = {"name": name, "file": target.name, "url": url, "algorithm": algorithm, "digest": digest,
-              "size": target.stat().st_size,
-              "downloaded": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    record = {
+        "name": name,
+        "file": target.name,
+        "url": url,
+        "algorithm": algorithm,
+        "digest": digest,
+        "size": target.stat().st_size,
+        "downloaded": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
     text = json.dumps(record, indent=1) + "\n"
     write_atomic(zoo.record_path(name, target.parent), lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
-def download(name: str, url: str | None = None, algorithm: str | None = None, digest: str | None = None, *,
-             force: bool = False, retries: int = 3, progress: bool = True) -> Path:
+def download(
+    name: str,
+    url: str | None = None,
+    algorithm: str | None = None,
+    digest: str | None = None,
+    *,
+    force: bool = False,
+    retries: int = 3,
+    progress: bool = True,
+) -> Path:
     """Put the model `name` into the cache folder and return its file; UserError for every mistake.
 
     Without `url`, `name` must be a known model; with it, any name but a known one, and a digest."""
@@ -200,22 +249,30 @@ def download(name: str, url: str | None = None, algorithm: str | None = None, di
             raise UserError(f"--{algorithm} needs --url: the digest of which file?")
         known = known_file(name)
         if known is None:
-            raise UserError(f"unknown model name {name!r}; known names: {', '.join(zoo.KNOWN_MODELS)} "
-                            f"(metrics: {', '.join(METRIC_BUNDLES)}).\n"
-                            f"To download any other checkpoint under this name: {zoo.download_command(name)}")
+            raise UserError(
+                f"unknown model name {name!r}; known names: {', '.join(zoo.KNOWN_MODELS)} "
+                f"(metrics: {', '.join(METRIC_BUNDLES)}).\n"
+                f"To download any other checkpoint under this name: {zoo.download_command(name)}"
+            )
         url, algorithm, digest = known.url, known.algorithm, known.digest
     else:
         if known_file(name) is not None or name in METRIC_BUNDLES:
-            raise UserError(f"{name!r} is a known model with a fixed URL and digest: download it with "
-                            f"`{zoo.download_command(name)}`, or give your file another name")
+            raise UserError(
+                f"{name!r} is a known model with a fixed URL and digest: download it with "
+                f"`{zoo.download_command(name)}`, or give your file another name"
+            )
         if digest is None or algorithm is None:
-            raise UserError("refusing to download without a checksum: add --sha256 HEX (or --md5 HEX), the "
-                            "digest its publisher gives")
+            raise UserError(
+                "refusing to download without a checksum: add --sha256 HEX (or --md5 HEX), the "
+                "digest its publisher gives"
+            )
         if urlparse(url).scheme not in ("http", "https"):
             raise UserError(f"--url {url!r}: only http:// and https:// addresses are downloaded")
         if Path(urlparse(url).path).suffix.lower() in ARCHIVE_SUFFIXES:
-            raise UserError(f"--url {url!r} is an archive: download and unpack it yourself, then pass the "
-                            "folder or checkpoint to model.path")
+            raise UserError(
+                f"--url {url!r} is an archive: download and unpack it yourself, then pass the "
+                "folder or checkpoint to model.path"
+            )
         digest = zoo.check_digest(algorithm, digest)
 
     folder = zoo.home()
@@ -231,8 +288,10 @@ def download(name: str, url: str | None = None, algorithm: str | None = None, di
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise UserError(f"cannot create the model folder {folder} ({error.strerror}); set "
-                        f"{zoo.HOME_ENV} to a writable folder", exit_code=1) from error
+        raise UserError(
+            f"cannot create the model folder {folder} ({error.strerror}); set {zoo.HOME_ENV} to a writable folder",
+            exit_code=1,
+        ) from error
     print(f"downloading {name} from {url}\n  -> {target}")
     fetch(url, target, algorithm, digest, retries=retries, progress=progress)
     write_record(name, target, url, algorithm, digest)
@@ -260,11 +319,14 @@ def listing() -> str:
             record = zoo.read_record(name) or {}
             lines.append(f"  {name:<16} downloaded: {path} (from {record.get('url', '?')})")
     for bundle, files in METRIC_BUNDLES.items():
-        state = ("downloaded" if all(m.name in have for m in files) else
-                 f"not downloaded: lama-refine-download {bundle}")
-        lines.append(f"  {bundle:<16} LPIPS weights for lama-refine-eval ({', '.join(m.name for m in files)})\n"
-                     f"  {'':<16} {state}")
-    lines.append("built in (no download): " + ", ".join(f"{name} ({path.name})" for name, path in BUILTIN_MODELS.items()))
+        state = "downloaded" if all(m.name in have for m in files) else f"not downloaded: lama-refine-download {bundle}"
+        lines.append(
+            f"  {bundle:<16} LPIPS weights for lama-refine-eval ({', '.join(m.name for m in files)})\n"
+            f"  {'':<16} {state}"
+        )
+    lines.append(
+        "built in (no download): " + ", ".join(f"{name} ({path.name})" for name, path in BUILTIN_MODELS.items())
+    )
     lines.append("use one with model.path=NAME; any other checkpoint: lama-refine-download NAME --url URL --sha256 HEX")
     return "\n".join(lines)
 
@@ -274,8 +336,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="lama-refine-download",
         description=f"Download a named model into $LAMA_REFINE_HOME (default ~/.cache/lama-refine), verify "
-                    f"its checksum, and make it loadable as model.path=NAME. Known names: "
-                    f"{', '.join(zoo.KNOWN_MODELS)}. Nothing else in lama-refine downloads anything.",
+        f"its checksum, and make it loadable as model.path=NAME. Known names: "
+        f"{', '.join(zoo.KNOWN_MODELS)}. Nothing else in lama-refine downloads anything.",
     )
     parser.add_argument("name", nargs="?", help="a known model name, or your name for the file at --url")
     parser.add_argument("--url", help="download this http(s) address instead of a known model's")
@@ -295,8 +357,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.name in METRIC_BUNDLES and args.url is None and digest is None:
             download_bundle(args.name, force=args.force, retries=max(0, args.retries), progress=not args.quiet)
         else:
-            download(args.name, args.url, algorithm, digest, force=args.force, retries=max(0, args.retries),
-                     progress=not args.quiet)
+            download(
+                args.name,
+                args.url,
+                algorithm,
+                digest,
+                force=args.force,
+                retries=max(0, args.retries),
+                progress=not args.quiet,
+            )
     except UserError as error:
         parser.exit(error.exit_code, f"lama-refine-download: error: {error}\n")
     except KeyboardInterrupt:

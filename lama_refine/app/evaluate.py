@@ -16,6 +16,7 @@ to `<sweep dir>/<setting>/` and `SweepComparison` (a Hydra callback) writes `com
 `outdir/sweeps/<time>/`: the means and each setting's paired difference from the baseline.
 Nothing is written outside `outdir`.
 """
+
 from __future__ import annotations
 
 import csv
@@ -27,9 +28,10 @@ import sys
 import threading
 import time
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import hydra
 import numpy as np
@@ -47,17 +49,17 @@ from tqdm import tqdm
 
 # cli registers the `lama_refine_groups` resolver that --help's text (conf/config.yaml) interpolates
 from lama_refine.app.cli import groups_help, wants_traceback  # noqa: F401
+from lama_refine.app.usage import EVAL_USAGE, check_eval_command_line, quote_value
+from lama_refine.batch.eval_records import PER_IMAGE, ImageRecords, settings_hash
+from lama_refine.batch.provenance import config_model_digest
+from lama_refine.batch.sweep import in_sweep, sweep_job_dir
 from lama_refine.config import build_inpainter, conf_dir, read_config, resolve_devices
 from lama_refine.errors import UserError
-from lama_refine.batch.eval_records import PER_IMAGE, ImageRecords, settings_hash
 from lama_refine.io import IMAGE_SUFFIXES, find_jobs, read_image, read_mask, to_hwc, to_uint8, write_result
 from lama_refine.metrics.lpips import load_or_none as load_lpips_or_none
+from lama_refine.metrics.stats import area_bin, bin_names, paired
 from lama_refine.perf.switches import apply_process_settings, release_memory
 from lama_refine.pipeline import Inpainter
-from lama_refine.batch.provenance import config_model_digest
-from lama_refine.metrics.stats import area_bin, bin_names, paired
-from lama_refine.batch.sweep import in_sweep, sweep_job_dir
-from lama_refine.app.usage import EVAL_USAGE, check_eval_command_line, quote_value
 
 log = logging.getLogger("lama_refine.app.evaluate")
 
@@ -65,13 +67,19 @@ METRICS = ("psnr", "ssim", "hole_l1", "time_s", "peak_mem_mb")
 # LPIPS is measured only where its weights are downloaded (lama_refine.metrics.lpips), so a run's metrics
 # are METRICS or these; tables and comparisons take whichever its rows have.
 ALL_METRICS = ("psnr", "ssim", "lpips", "hole_l1", "time_s", "peak_mem_mb")
-METRIC_TITLES = {"psnr": "PSNR (dB)", "ssim": "SSIM", "lpips": "LPIPS", "hole_l1": "hole L1",
-                 "time_s": "time (s)", "peak_mem_mb": "peak memory (MB)"}
-HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "lpips": False, "hole_l1": False, "time_s": False,
-                    "peak_mem_mb": False}
+METRIC_TITLES = {
+    "psnr": "PSNR (dB)",
+    "ssim": "SSIM",
+    "lpips": "LPIPS",
+    "hole_l1": "hole L1",
+    "time_s": "time (s)",
+    "peak_mem_mb": "peak memory (MB)",
+}
+HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "lpips": False, "hole_l1": False, "time_s": False, "peak_mem_mb": False}
 
 
 # --- inputs -------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Sample:
@@ -89,8 +97,14 @@ def find_images(gt_dir: Path, exclude: Sequence[Path] = ()) -> list[Path]:
     if not gt_dir.is_dir():
         raise FileNotFoundError(f"gt_dir {gt_dir} does not exist or is not a folder")
     excluded = [p.resolve() for p in exclude]
-    return sorted(p for p in gt_dir.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-                  and "mask" not in p.name and not any(p.resolve().is_relative_to(e) for e in excluded))
+    return sorted(
+        p
+        for p in gt_dir.rglob("*")
+        if p.is_file()
+        and p.suffix.lower() in IMAGE_SUFFIXES
+        and "mask" not in p.name
+        and not any(p.resolve().is_relative_to(e) for e in excluded)
+    )
 
 
 def masks_beside(gt_dir: Path, exclude: Sequence[Path] = ()) -> dict[Path, list[Path]]:
@@ -113,8 +127,9 @@ def masks_for(image: Path, gt_dir: Path, mask_dir: Path) -> list[Path]:
         return lama
     same = [folder / (image.stem + s) for s in IMAGE_SUFFIXES if (folder / (image.stem + s)).is_file()]
     if not same:
-        raise FileNotFoundError(f"no mask for {image} in {folder} (expected {image.stem}_mask*.png or "
-                                f"{image.stem}.png)")
+        raise FileNotFoundError(
+            f"no mask for {image} in {folder} (expected {image.stem}_mask*.png or {image.stem}.png)"
+        )
     return same[:1]
 
 
@@ -124,8 +139,9 @@ def mask_seed(base_seed: int, name: str) -> int:
     return zlib.crc32(f"{base_seed}:{name}".encode())
 
 
-def find_samples(gt_dir: Path, mask_dir: Path | None, seed: int, max_images: int | None = None,
-                 exclude: Sequence[Path] = ()) -> list[Sample]:
+def find_samples(
+    gt_dir: Path, mask_dir: Path | None, seed: int, max_images: int | None = None, exclude: Sequence[Path] = ()
+) -> list[Sample]:
     """The pairs to evaluate. Masks come from `mask_dir`; without it, from beside the photos
     when gt_dir holds any (then only photos with masks are evaluated); else they are generated."""
     images = find_images(gt_dir, exclude)
@@ -133,8 +149,12 @@ def find_samples(gt_dir: Path, mask_dir: Path | None, seed: int, max_images: int
     if beside:
         left_out = [p for p in images if p not in beside]
         if left_out:
-            log.warning("%d image(s) of %s have no mask beside them and are not evaluated (e.g. %s)",
-                        len(left_out), gt_dir, left_out[0])
+            log.warning(
+                "%d image(s) of %s have no mask beside them and are not evaluated (e.g. %s)",
+                len(left_out),
+                gt_dir,
+                left_out[0],
+            )
         images = sorted(beside)
     samples = []
     for image in images[:max_images]:
@@ -144,7 +164,7 @@ def find_samples(gt_dir: Path, mask_dir: Path | None, seed: int, max_images: int
             continue
         masks = beside[image] if beside else masks_for(image, gt_dir, mask_dir)
         for mask in masks:
-            suffix = mask.stem[len(image.stem):] if len(masks) > 1 else ""
+            suffix = mask.stem[len(image.stem) :] if len(masks) > 1 else ""
             samples.append(Sample(name + suffix, image, mask))
     return samples
 
@@ -159,12 +179,14 @@ def load_sample(sample: Sample, family: str) -> tuple[Tensor, Tensor]:
     else:
         mask = read_mask(sample.mask)
         if mask.shape[-2:] != image.shape[-2:]:
-            raise ValueError(f"{sample.mask} is {tuple(mask.shape[-2:])} but {sample.image} is "
-                             f"{tuple(image.shape[-2:])}")
+            raise ValueError(
+                f"{sample.mask} is {tuple(mask.shape[-2:])} but {sample.image} is {tuple(image.shape[-2:])}"
+            )
     return image, mask
 
 
 # --- measuring ----------------------------------------------------------------------------------
+
 
 def image_metrics(result: Tensor, truth: Tensor, mask: Tensor) -> dict[str, float]:
     """result, truth (1, 3, H, W) in [0, 1], mask (1, 1, H, W) -> PSNR and SSIM (kornia, 11x11
@@ -209,7 +231,7 @@ class PeakMemory:
         self.interval = interval
         self.mb = 0.0
 
-    def __enter__(self) -> "PeakMemory":
+    def __enter__(self) -> PeakMemory:
         if self.cuda:
             self.start = {}
             for d in self.cuda:
@@ -260,6 +282,7 @@ def timed_run(inpainter: Inpainter, image: Tensor, mask: Tensor) -> tuple[Tensor
 
 # --- pictures and tables ------------------------------------------------------------------------
 
+
 def with_hole(image: Tensor, mask: Tensor) -> Tensor:
     """The input as the network sees it, the hole shown in mid grey."""
     return image * (1 - mask) + 0.5 * mask
@@ -282,8 +305,14 @@ def side_by_side(panels: Sequence[tuple[str, Tensor]], gap: int = 4, header: int
 def fmt(value: float, metric: str) -> str:
     if isinstance(value, float) and math.isinf(value):
         return "inf"
-    return {"psnr": "{:.3f}", "ssim": "{:.4f}", "lpips": "{:.4f}", "hole_l1": "{:.5f}", "time_s": "{:.2f}",
-            "peak_mem_mb": "{:.0f}"}.get(metric, "{}").format(value)
+    return {
+        "psnr": "{:.3f}",
+        "ssim": "{:.4f}",
+        "lpips": "{:.4f}",
+        "hole_l1": "{:.5f}",
+        "time_s": "{:.2f}",
+        "peak_mem_mb": "{:.0f}",
+    }.get(metric, "{}").format(value)
 
 
 def markdown_table(rows: Sequence[dict[str, Any]], first: str, columns: Sequence[str]) -> str:
@@ -324,6 +353,7 @@ def bin_table(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 # --- the app ------------------------------------------------------------------------------------
 
+
 def result_dir(cfg: DictConfig) -> Path:
     """`outdir`; in a --multirun sweep, `<sweep dir>/<this job's setting>` (`lama_refine.batch.sweep`;
     `job<N>` where the sweep changes only result-neutral keys)."""
@@ -345,27 +375,31 @@ def evaluate(cfg: DictConfig) -> Evaluation:
     """Run the configured pipeline over `cfg.gt_dir` and write the tables and pictures."""
     gt_dir = Path(to_absolute_path(cfg.gt_dir))
     mask_dir = Path(to_absolute_path(cfg.mask_dir)) if cfg.mask_dir else None
-    samples = find_samples(gt_dir, mask_dir, cfg.masks.seed, cfg.max_images,
-                           exclude=[Path(to_absolute_path(cfg.outdir))])
+    samples = find_samples(
+        gt_dir, mask_dir, cfg.masks.seed, cfg.max_images, exclude=[Path(to_absolute_path(cfg.outdir))]
+    )
     if not samples:
         raise FileNotFoundError(f"no images under {gt_dir}")
     out = result_dir(cfg)
     out.mkdir(parents=True, exist_ok=True)
     setting = out.name if in_sweep() else ("refined" if cfg.refine else "plain")
-    masks = (mask_dir or ("beside the photos" if samples[0].mask is not None else
-                          f"generated, {cfg.masks.family}, seed {cfg.masks.seed}"))
+    masks = mask_dir or (
+        "beside the photos" if samples[0].mask is not None else f"generated, {cfg.masks.family}, seed {cfg.masks.seed}"
+    )
     log.info("%d images from %s (masks: %s) -> %s", len(samples), gt_dir, masks, out)
 
-    records = ImageRecords(out / PER_IMAGE, settings_hash(cfg, resolve_devices(read_config(cfg).devices)),
-                           lambda: config_model_digest(cfg))
+    records = ImageRecords(
+        out / PER_IMAGE, settings_hash(cfg, resolve_devices(read_config(cfg).devices)), lambda: config_model_digest(cfg)
+    )
     inpainter: Inpainter | None = None  # built at the first image that needs measuring
     rows, kept, reused = [], [], 0
     perceptual = None  # LPIPS, loaded with the pipeline
     for i, sample in enumerate(tqdm(samples, desc="images", disable=not cfg.progress)):
         inputs = records.inputs(sample)
         row = records.reusable(sample, METRICS)
-        wanted = ((i < cfg.visuals and not (out / "visuals" / f"{sample.name}.png").is_file())
-                  or (cfg.save_outputs and not (out / "outputs" / f"{sample.name}.png").is_file()))
+        wanted = (i < cfg.visuals and not (out / "visuals" / f"{sample.name}.png").is_file()) or (
+            cfg.save_outputs and not (out / "outputs" / f"{sample.name}.png").is_file()
+        )
         if row is not None and not wanted:
             rows.append(row)
             reused += 1
@@ -379,8 +413,14 @@ def evaluate(cfg: DictConfig) -> Evaluation:
         image, mask = load_sample(sample, cfg.masks.family)
         result, seconds, peak = timed_run(inpainter, image, mask)
         hole_fraction = float(mask.mean())
-        row = {"image": sample.name, "hole_fraction": hole_fraction, "bin": bin_names()[area_bin(hole_fraction)],
-               **image_metrics(result, image, mask), "time_s": seconds, "peak_mem_mb": peak}
+        row = {
+            "image": sample.name,
+            "hole_fraction": hole_fraction,
+            "bin": bin_names()[area_bin(hole_fraction)],
+            **image_metrics(result, image, mask),
+            "time_s": seconds,
+            "peak_mem_mb": peak,
+        }
         if perceptual is not None:
             row["lpips"] = perceptual.distance(result, image)
         records.append(sample, row, inputs)
@@ -394,17 +434,34 @@ def evaluate(cfg: DictConfig) -> Evaluation:
             kept.append((sample, image, mask, result))
 
     if reused:
-        log.info("%d of %d images measured before under the same settings, model and inputs (%s): reused",
-                 reused, len(samples), out / PER_IMAGE)
+        log.info(
+            "%d of %d images measured before under the same settings, model and inputs (%s): reused",
+            reused,
+            len(samples),
+            out / PER_IMAGE,
+        )
     if kept:  # plain LaMa for the pictures, after the measured runs (it moves the generator)
-        plain = Inpainter(inpainter.generator, inpainter.pyramid, inpainter.refiner, inpainter.partitioner,
-                          inpainter.devices, refine=False, modulo=inpainter.modulo)
+        plain = Inpainter(
+            inpainter.generator,
+            inpainter.pyramid,
+            inpainter.refiner,
+            inpainter.partitioner,
+            inpainter.devices,
+            refine=False,
+            modulo=inpainter.modulo,
+        )
         for sample, image, mask, result in kept:
             baseline = plain(image, mask) if cfg.refine else result
             if result.shape != image.shape:
                 result = F.interpolate(result, size=image.shape[-2:], mode="bilinear", align_corners=False)
-            picture = side_by_side([("input", with_hole(image, mask)), ("plain", baseline),
-                                    ("refined" if cfg.refine else "this run", result), ("ground truth", image)])
+            picture = side_by_side(
+                [
+                    ("input", with_hole(image, mask)),
+                    ("plain", baseline),
+                    ("refined" if cfg.refine else "this run", result),
+                    ("ground truth", image),
+                ]
+            )
             path = out / "visuals" / f"{sample.name}.png"
             path.parent.mkdir(parents=True, exist_ok=True)
             picture.save(path)
@@ -414,13 +471,22 @@ def evaluate(cfg: DictConfig) -> Evaluation:
     write_csv(out / "metrics.csv", table, ["image", "hole_fraction", "bin", *metrics])
     bins = bin_table(rows)
     write_csv(out / "bins.csv", bins, ["bin", "n_images", *metrics])
-    (out / "metrics.md").write_text(f"# {setting}\n\n" + markdown_table(table, "image", metrics)
-                                    + "\n## By the mask's share of the image (LaMa's bins)\n\n"
-                                    + markdown_table(bins, "bin", ["n_images", *metrics]))
+    (out / "metrics.md").write_text(
+        f"# {setting}\n\n"
+        + markdown_table(table, "image", metrics)
+        + "\n## By the mask's share of the image (LaMa's bins)\n\n"
+        + markdown_table(bins, "bin", ["n_images", *metrics])
+    )
     hydra_cfg = HydraConfig.get() if HydraConfig.initialized() else None
-    summary = {"setting": setting, "job": OmegaConf.select(hydra_cfg, "job.num", default=0) if hydra_cfg else 0,
-               "n_images": len(rows), "mean": mean, "bins": bins, "images": rows,
-               "overrides": list(hydra_cfg.overrides.task) if hydra_cfg else []}
+    summary = {
+        "setting": setting,
+        "job": OmegaConf.select(hydra_cfg, "job.num", default=0) if hydra_cfg else 0,
+        "n_images": len(rows),
+        "mean": mean,
+        "bins": bins,
+        "images": rows,
+        "overrides": list(hydra_cfg.overrides.task) if hydra_cfg else [],
+    }
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     log.info("mean: %s -> %s", ", ".join(f"{k} {fmt(v, k)}" for k, v in mean.items()), out / "metrics.md")
     return Evaluation(rows, mean, setting, out)
@@ -428,14 +494,23 @@ def evaluate(cfg: DictConfig) -> Evaluation:
 
 # --- comparing the runs of a sweep --------------------------------------------------------------
 
+
 def collect(sweep_dir: Path) -> list[dict[str, Any]]:
     """Each job's `summary.json` under the sweep dir, as one row per setting, in job order (its
     per-image rows and bins under `images` and `bins`, where the job wrote them)."""
     rows = []
     for path in sweep_dir.glob("*/summary.json"):
         summary = json.loads(path.read_text())
-        rows.append({"job": summary["job"], "setting": summary["setting"], "n_images": summary["n_images"],
-                     **summary["mean"], "images": summary.get("images", []), "bins": summary.get("bins", [])})
+        rows.append(
+            {
+                "job": summary["job"],
+                "setting": summary["setting"],
+                "n_images": summary["n_images"],
+                **summary["mean"],
+                "images": summary.get("images", []),
+                "bins": summary.get("bins", []),
+            }
+        )
     return sorted(rows, key=lambda r: r["job"])
 
 
@@ -448,8 +523,10 @@ def pick_baseline(rows: Sequence[dict[str, Any]], baseline: Any) -> dict[str, An
     for row in rows:
         if row["setting"].replace(" ", "").lower() == key or str(row["job"]) == key:
             return row
-    raise UserError(f"baseline={baseline}: not a setting of this sweep; its settings are "
-                    f"{', '.join(r['setting'] for r in rows)} (or their job numbers 0-{len(rows) - 1})")
+    raise UserError(
+        f"baseline={baseline}: not a setting of this sweep; its settings are "
+        f"{', '.join(r['setting'] for r in rows)} (or their job numbers 0-{len(rows) - 1})"
+    )
 
 
 def paired_rows(rows: Sequence[dict[str, Any]], base: dict[str, Any], seed: int = 0) -> list[dict[str, Any]]:
@@ -462,26 +539,49 @@ def paired_rows(rows: Sequence[dict[str, Any]], base: dict[str, Any], seed: int 
             continue
         images = [r for r in row["images"] if r["image"] in base_images]
         if len(images) < len(row["images"]) or len(images) < len(base_images):
-            log.warning("%s and the baseline %s share %d of their images; only those are compared",
-                        row["setting"], base["setting"], len(images))
+            log.warning(
+                "%s and the baseline %s share %d of their images; only those are compared",
+                row["setting"],
+                base["setting"],
+                len(images),
+            )
         for metric in metrics_of(images + [base_images[r["image"]] for r in images]):
-            p = paired([base_images[r["image"]][metric] for r in images], [r[metric] for r in images],
-                       HIGHER_IS_BETTER[metric], seed=seed)
-            out.append({"setting": row["setting"], "metric": metric, "n_images": p.n, "difference": p.mean,
-                        "low": p.low, "high": p.high, "wins": p.wins, "ties": p.ties, "losses": p.losses})
+            p = paired(
+                [base_images[r["image"]][metric] for r in images],
+                [r[metric] for r in images],
+                HIGHER_IS_BETTER[metric],
+                seed=seed,
+            )
+            out.append(
+                {
+                    "setting": row["setting"],
+                    "metric": metric,
+                    "n_images": p.n,
+                    "difference": p.mean,
+                    "low": p.low,
+                    "high": p.high,
+                    "wins": p.wins,
+                    "ties": p.ties,
+                    "losses": p.losses,
+                }
+            )
     return out
 
 
 def paired_markdown(pairs: Sequence[dict[str, Any]], base: str) -> str:
-    lines = [f"Each setting minus the baseline **{base}**, per image: the mean difference, its 95 % bootstrap "
-             "interval (images resampled, seeded) and the images won / tied / lost (better / equal / worse "
-             "than the baseline on that image).\n",
-             "| setting | metric | n | difference | 95 % interval | wins / ties / losses |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        f"Each setting minus the baseline **{base}**, per image: the mean difference, its 95 % bootstrap "
+        "interval (images resampled, seeded) and the images won / tied / lost (better / equal / worse "
+        "than the baseline on that image).\n",
+        "| setting | metric | n | difference | 95 % interval | wins / ties / losses |",
+        "|---|---|---|---|---|---|",
+    ]
     for p in pairs:
         m = p["metric"]
-        lines.append(f"| {p['setting']} | {METRIC_TITLES[m]} | {p['n_images']} | {signed(p['difference'], m)} | "
-                     f"[{signed(p['low'], m)}, {signed(p['high'], m)}] | {p['wins']} / {p['ties']} / {p['losses']} |")
+        lines.append(
+            f"| {p['setting']} | {METRIC_TITLES[m]} | {p['n_images']} | {signed(p['difference'], m)} | "
+            f"[{signed(p['low'], m)}, {signed(p['high'], m)}] | {p['wins']} / {p['ties']} / {p['losses']} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -490,11 +590,17 @@ def signed(value: float, metric: str) -> str:
     return text if text.startswith("-") or text in ("inf", "nan") else "+" + text
 
 
-def plot_comparison(rows: Sequence[dict[str, Any]], path: Path, metrics: Sequence[str] | None = None,
-                    pairs: Sequence[dict[str, Any]] = (), baseline: str | None = None) -> bool:
+def plot_comparison(
+    rows: Sequence[dict[str, Any]],
+    path: Path,
+    metrics: Sequence[str] | None = None,
+    pairs: Sequence[dict[str, Any]] = (),
+    baseline: str | None = None,
+) -> bool:
     """The comparison plot (`comparison_figure`); False (and a warning) without matplotlib."""
     try:
         import matplotlib
+
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
@@ -506,8 +612,12 @@ def plot_comparison(rows: Sequence[dict[str, Any]], path: Path, metrics: Sequenc
     return True
 
 
-def comparison_figure(rows: Sequence[dict[str, Any]], metrics: Sequence[str] | None = None,
-                      pairs: Sequence[dict[str, Any]] = (), baseline: str | None = None):
+def comparison_figure(
+    rows: Sequence[dict[str, Any]],
+    metrics: Sequence[str] | None = None,
+    pairs: Sequence[dict[str, Any]] = (),
+    baseline: str | None = None,
+):
     """The comparison plot as a matplotlib figure (matplotlib must be installed). With `pairs`
     (`paired_rows`): one panel per metric, each setting's mean difference from the baseline with
     its 95 % interval as an error bar, on an axis that includes zero, so a gap is seen at its size
@@ -520,20 +630,26 @@ def comparison_figure(rows: Sequence[dict[str, Any]], metrics: Sequence[str] | N
         labels = list(dict.fromkeys(p["setting"] for p in pairs))
     else:
         labels = [r["setting"] for r in rows]
-    fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 2.6 + 0.12 * max(map(len, labels))),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(metrics), figsize=(3.2 * len(metrics), 2.6 + 0.12 * max(map(len, labels))), squeeze=False
+    )
     x = range(len(labels))
     for ax, metric in zip(axes[0], metrics, strict=True):
         arrow = "higher is better" if HIGHER_IS_BETTER[metric] else "lower is better"
         if pairs:
             by_setting = {p["setting"]: p for p in pairs if p["metric"] == metric}
             values = [by_setting[s]["difference"] if s in by_setting else math.nan for s in labels]
-            low = [v - by_setting[s]["low"] if s in by_setting else 0 for v, s in zip(values, labels)]
-            high = [by_setting[s]["high"] - v if s in by_setting else 0 for v, s in zip(values, labels)]
+            low = [v - by_setting[s]["low"] if s in by_setting else 0 for v, s in zip(values, labels, strict=False)]
+            high = [by_setting[s]["high"] - v if s in by_setting else 0 for v, s in zip(values, labels, strict=False)]
             ax.errorbar(list(x), values, yerr=[low, high], fmt="o", color="tab:blue", capsize=3)
             ax.axhline(0, color="black", linewidth=0.8)
-            finite = [v for v in values + [v - lo for v, lo in zip(values, low)] + [v + h for v, h in zip(values, high)]
-                      if math.isfinite(v)]
+            finite = [
+                v
+                for v in values
+                + [v - lo for v, lo in zip(values, low, strict=False)]
+                + [v + h for v, h in zip(values, high, strict=False)]
+                if math.isfinite(v)
+            ]
             top, bottom = max(finite + [0.0]), min(finite + [0.0])
             pad = 0.15 * (top - bottom) or 1e-6
             ax.set_ylim(bottom - pad, top + pad)  # zero always on the axis: a 0.01 dB gap looks its size
@@ -544,10 +660,15 @@ def comparison_figure(rows: Sequence[dict[str, Any]], metrics: Sequence[str] | N
             ax.plot(list(x), values, "o", color="tab:blue")
             ax.margins(y=0.25)
             ax.set_title(f"{METRIC_TITLES[metric]}\n({arrow})", fontsize=9)
-        for xi, v in zip(x, values):
+        for xi, v in zip(x, values, strict=False):
             if math.isfinite(v):
-                ax.annotate(signed(v, metric) if pairs else fmt(v, metric), (xi, v), textcoords="offset points",
-                            xytext=(4, 4), fontsize=6)
+                ax.annotate(
+                    signed(v, metric) if pairs else fmt(v, metric),
+                    (xi, v),
+                    textcoords="offset points",
+                    xytext=(4, 4),
+                    fontsize=6,
+                )
         ax.set_xticks(list(x), labels, rotation=60, ha="right", fontsize=7)
         ax.set_xlim(-0.5, len(labels) - 0.5)
         ax.tick_params(axis="y", labelsize=7)
@@ -580,8 +701,16 @@ def write_comparison(sweep_dir: Path, baseline: Any = None, seed: int = 0) -> li
         for row in rows:
             p = by_setting.get(row["setting"])
             if p is not None:
-                row.update({f"{metric}_diff": p["difference"], f"{metric}_low": p["low"], f"{metric}_high": p["high"],
-                            f"{metric}_wins": p["wins"], f"{metric}_ties": p["ties"], f"{metric}_losses": p["losses"]})
+                row.update(
+                    {
+                        f"{metric}_diff": p["difference"],
+                        f"{metric}_low": p["low"],
+                        f"{metric}_high": p["high"],
+                        f"{metric}_wins": p["wins"],
+                        f"{metric}_ties": p["ties"],
+                        f"{metric}_losses": p["losses"],
+                    }
+                )
         if pairs:
             columns += [f"{metric}_{k}" for k in ("diff", "low", "high", "wins", "ties", "losses")]
     write_csv(sweep_dir / "comparison.csv", rows, columns)
@@ -591,8 +720,7 @@ def write_comparison(sweep_dir: Path, baseline: Any = None, seed: int = 0) -> li
     per_bin = bins_rows(rows)
     if per_bin:
         write_csv(sweep_dir / "comparison_bins.csv", per_bin, ["setting", "bin", "n_images", *metrics])
-        text += ("\n## By the mask's share of the image (LaMa's bins)\n\n"
-                 + bin_markdown(per_bin, metrics))
+        text += "\n## By the mask's share of the image (LaMa's bins)\n\n" + bin_markdown(per_bin, metrics)
     (sweep_dir / "comparison.md").write_text(text)
     plot_comparison(rows, sweep_dir / "comparison.png", metrics, pairs=pairs, baseline=base["setting"])
     log.info("comparison of %d settings against %s: %s", len(rows), base["setting"], sweep_dir / "comparison.md")
@@ -603,8 +731,9 @@ def bin_markdown(per_bin: Sequence[dict[str, Any]], metrics: Sequence[str]) -> s
     head = ["setting", "bin", "n_images", *(METRIC_TITLES[m] for m in metrics)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in per_bin:
-        lines.append("| " + " | ".join([r["setting"], r["bin"], str(r["n_images"]), *(fmt(r[m], m) for m in metrics)])
-                     + " |")
+        lines.append(
+            "| " + " | ".join([r["setting"], r["bin"], str(r["n_images"]), *(fmt(r[m], m) for m in metrics)]) + " |"
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -1,4 +1,5 @@
 """Progress bars shared by the command line and the Python API."""
+
 from __future__ import annotations
 
 from tqdm import tqdm

@@ -11,14 +11,16 @@ exist, values of the type their default has, devices that are here (those four i
 `overrides.compose_checked`, which the Python API shares), the parts' own argument checks, then
 the files: inputs that exist, an output folder that can be written, a model file.
 """
+
 from __future__ import annotations
 
 import errno
 import math
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
@@ -27,17 +29,30 @@ from lama_refine.batch.runner import Shard, overwrite_mode
 from lama_refine.config import build_parts, model_path, perf_config
 from lama_refine.errors import UserError, describe_os_error
 from lama_refine.io import check_output_suffix
-from lama_refine.overrides import LIBRARY_GROUPS, absolute, choices, closest, compose_checked, config_groups, leaf_keys, parse_overrides, selectable_groups, sweeps
+from lama_refine.overrides import (
+    absolute,
+    choices,
+    closest,
+    compose_checked,
+    config_groups,
+    leaf_keys,
+    parse_overrides,
+    selectable_groups,
+    sweeps,
+)
 from lama_refine.pipeline import check_region
 from lama_refine.region import CropConfig
 
-USAGE = ("usage: lama-refine indir=DIR outdir=DIR [key=value ...]        inpaint a folder (photo.png + photo_mask*.png)\n"
-         "       lama-refine image=FILE mask=FILE out=FILE [key=value ...] inpaint one image\n"
-         "       model.path defaults to the built-in demo model; lama-refine --help lists every key")
+USAGE = (
+    "usage: lama-refine indir=DIR outdir=DIR [key=value ...]        inpaint a folder (photo.png + photo_mask*.png)\n"
+    "       lama-refine image=FILE mask=FILE out=FILE [key=value ...] inpaint one image\n"
+    "       model.path defaults to the built-in demo model; lama-refine --help lists every key"
+)
 
 # ---------------------------------------------------------------------------------------------
 # Files and folders
 # ---------------------------------------------------------------------------------------------
+
 
 def is_single_image(cfg: DictConfig) -> bool:
     """`image=`/`mask=`/`out=`: one image, one command (else a folder: `indir`/`outdir`)."""
@@ -53,11 +68,13 @@ def given(cfg: DictConfig, key: str) -> bool:
 def check_single_image(cfg: DictConfig, output_suffixes: Sequence[str]) -> None:
     mask = cfg.mask.get("file")
     from_alpha = bool(cfg.mask.get("from_alpha"))
-    missing = [k for k in ("image", "mask", "out")
-               if (mask is None and not from_alpha if k == "mask" else cfg.get(k) is None)]
+    missing = [
+        k for k in ("image", "mask", "out") if (mask is None and not from_alpha if k == "mask" else cfg.get(k) is None)
+    ]
     if missing:
-        raise UserError(f"one image needs image=FILE, mask=FILE and out=FILE; missing: "
-                        f"{', '.join(k + '=' for k in missing)}")
+        raise UserError(
+            f"one image needs image=FILE, mask=FILE and out=FILE; missing: {', '.join(k + '=' for k in missing)}"
+        )
     for key in ("indir", "outdir", "maskdir"):
         if given(cfg, key):
             raise UserError(f"{key}= is for a folder, image= for one image: give one or the other")
@@ -68,7 +85,9 @@ def check_single_image(cfg: DictConfig, output_suffixes: Sequence[str]) -> None:
     if out.suffix.lower() not in output_suffixes:
         raise UserError(f"out={cfg.out}: the suffix names the format; use one of {', '.join(output_suffixes)}")
     if out.is_dir():
-        raise UserError(f"out={cfg.out}: is a folder; name the output file, e.g. out={Path(str(cfg.out)) / 'result.png'}")
+        raise UserError(
+            f"out={cfg.out}: is a folder; name the output file, e.g. out={Path(str(cfg.out)) / 'result.png'}"
+        )
 
 
 def check_input_file(key: str, value: Any) -> None:
@@ -76,8 +95,10 @@ def check_input_file(key: str, value: Any) -> None:
     if not path.exists():
         raise UserError(f"{key}={value}: no such file")
     if path.is_dir():
-        raise UserError(f"{key}={value}: is a folder, not an image file"
-                        + ("; for a folder use indir= and outdir=" if key == "image" else ""))
+        raise UserError(
+            f"{key}={value}: is a folder, not an image file"
+            + ("; for a folder use indir= and outdir=" if key == "image" else "")
+        )
     if not os.access(path, os.R_OK):
         raise UserError(f"{key}={value}: permission denied")
 
@@ -85,17 +106,23 @@ def check_input_file(key: str, value: Any) -> None:
 def check_folders(cfg: DictConfig) -> None:
     missing = [k for k in ("indir", "outdir") if not given(cfg, k)]
     if missing:
-        raise UserError(f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} required: "
-                        "indir=DIR (photos with *_mask*.png beside them) outdir=DIR (where results go); "
-                        "or image=FILE mask=FILE out=FILE for one image")
+        raise UserError(
+            f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} required: "
+            "indir=DIR (photos with *_mask*.png beside them) outdir=DIR (where results go); "
+            "or image=FILE mask=FILE out=FILE for one image"
+        )
     indir = absolute(cfg.indir)
     if not indir.exists():
         raise UserError(f"indir={cfg.indir}: no such folder")
     if not indir.is_dir():
-        raise UserError(f"indir={cfg.indir}: is a file, not a folder; for one image use image={cfg.indir} mask=... out=...")
+        raise UserError(
+            f"indir={cfg.indir}: is a file, not a folder; for one image use image={cfg.indir} mask=... out=..."
+        )
     if (cfg.mask or {}).get("file") is not None:
-        raise UserError(f"mask={cfg.mask.file} is for one image (with image= and out=); for a folder use "
-                        f"maskdir={cfg.mask.file}, or put *_mask.png files beside the photos")
+        raise UserError(
+            f"mask={cfg.mask.file} is for one image (with image= and out=); for a folder use "
+            f"maskdir={cfg.mask.file}, or put *_mask.png files beside the photos"
+        )
     maskdir = cfg.get("maskdir")
     if maskdir and not absolute(maskdir).exists():
         raise UserError(f"maskdir={maskdir}: no such file or folder")
@@ -115,13 +142,16 @@ def check_writable_folder(key: str, folder: Path, shown: Any = None) -> None:
             f.flush()
             os.fsync(f.fileno())
     except OSError as e:
-        raise UserError(f"{key}={shown}: cannot write there ({describe_os_error(e)})",
-                        exit_code=1 if e.errno in (errno.ENOSPC, errno.EDQUOT) else 2) from None
+        raise UserError(
+            f"{key}={shown}: cannot write there ({describe_os_error(e)})",
+            exit_code=1 if e.errno in (errno.ENOSPC, errno.EDQUOT) else 2,
+        ) from None
 
 
 # ---------------------------------------------------------------------------------------------
 # Everything
 # ---------------------------------------------------------------------------------------------
+
 
 def check_parts(cfg: DictConfig) -> None:
     """The parts build (their own argument checks: `refiner.n_iters=0`, an unknown optimiser
@@ -157,8 +187,10 @@ def check_model_and_devices(cfg: DictConfig) -> None:
     given_path = cfg.model.get("path")
     path = model_path(cfg.model)
     if not path.exists():
-        raise UserError(f"model.path={given_path}: no such file or folder; leave model.path unset for the built-in "
-                        "demo model, or give a LaMa experiment folder, a .ckpt, a TorchScript .pt or a .safetensors file")
+        raise UserError(
+            f"model.path={given_path}: no such file or folder; leave model.path unset for the built-in "
+            "demo model, or give a LaMa experiment folder, a .ckpt, a TorchScript .pt or a .safetensors file"
+        )
     if not os.access(path, os.R_OK):
         raise UserError(f"model.path={given_path}: permission denied")
     # the devices were parsed and checked where the config was read (config.read_config)
@@ -187,10 +219,12 @@ def check_command_line(overrides: Sequence[str], output_suffixes: Sequence[str])
 # lama-refine-eval: the same checks on its config (`conf/evaluate.yaml`, which holds lama-refine's)
 # ---------------------------------------------------------------------------------------------
 
-EVAL_USAGE = ("usage: lama-refine-eval gt_dir=DIR outdir=DIR [mask_dir=DIR | masks.family=thin|medium|thick] "
-              "[key=value ...]\n"
-              "       lama-refine-eval --multirun gt_dir=DIR outdir=DIR refine=false,true [baseline=SETTING] ...\n"
-              "       every key of lama-refine applies too; lama-refine-eval --help lists them")
+EVAL_USAGE = (
+    "usage: lama-refine-eval gt_dir=DIR outdir=DIR [mask_dir=DIR | masks.family=thin|medium|thick] "
+    "[key=value ...]\n"
+    "       lama-refine-eval --multirun gt_dir=DIR outdir=DIR refine=false,true [baseline=SETTING] ...\n"
+    "       every key of lama-refine applies too; lama-refine-eval --help lists them"
+)
 
 LPIPS_NETS = ("alex", "vgg")
 
@@ -211,10 +245,15 @@ def check_baseline(baseline: Any, overrides: Sequence[str], multirun: bool) -> N
     """`baseline=` names a setting of this sweep: a job number within it, or `key=value,...` with
     keys the sweep varies (the values are checked when the sweep has named its settings)."""
     if not multirun:
-        raise UserError(f"baseline={baseline}: names the setting a --multirun sweep is compared with; "
-                        "add --multirun and sweep a key (e.g. refine=false,true)")
-    swept = {o.key_or_group: len(choices(o)) for o in parse_overrides(overrides)
-             if o.is_sweep_override() and not o.is_hydra_override()}
+        raise UserError(
+            f"baseline={baseline}: names the setting a --multirun sweep is compared with; "
+            "add --multirun and sweep a key (e.g. refine=false,true)"
+        )
+    swept = {
+        o.key_or_group: len(choices(o))
+        for o in parse_overrides(overrides)
+        if o.is_sweep_override() and not o.is_hydra_override()
+    }
     if isinstance(baseline, int) and not isinstance(baseline, bool):
         jobs = math.prod(swept.values())
         if not 0 <= baseline < jobs:
@@ -223,9 +262,11 @@ def check_baseline(baseline: Any, overrides: Sequence[str], multirun: bool) -> N
     for part in str(baseline).split(","):
         key = part.partition("=")[0].strip()
         if key not in swept:
-            raise UserError(f"baseline={baseline}: {key} is not a key this sweep varies "
-                            f"({', '.join(swept) or 'none'}); name a setting as its folder is named, "
-                            f"e.g. baseline={next(iter(swept), 'refine')}=VALUE")
+            raise UserError(
+                f"baseline={baseline}: {key} is not a key this sweep varies "
+                f"({', '.join(swept) or 'none'}); name a setting as its folder is named, "
+                f"e.g. baseline={next(iter(swept), 'refine')}=VALUE"
+            )
 
 
 def check_eval_command_line(overrides: Sequence[str], multirun: bool = False) -> DictConfig:
@@ -235,8 +276,10 @@ def check_eval_command_line(overrides: Sequence[str], multirun: bool = False) ->
     check_parts(cfg)
     missing = [k for k in ("gt_dir", "outdir") if not given(cfg, k)]
     if missing:
-        raise UserError(f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} required: "
-                        "gt_dir=DIR (the ground-truth photos) outdir=DIR (where the tables and pictures go)")
+        raise UserError(
+            f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} required: "
+            "gt_dir=DIR (the ground-truth photos) outdir=DIR (where the tables and pictures go)"
+        )
     gt_dir = absolute(cfg.gt_dir)
     if not gt_dir.exists():
         raise UserError(f"gt_dir={cfg.gt_dir}: no such folder")
@@ -244,8 +287,10 @@ def check_eval_command_line(overrides: Sequence[str], multirun: bool = False) ->
         raise UserError(f"gt_dir={cfg.gt_dir}: is a file; give the folder of ground-truth photos")
     mask_dir = cfg.get("mask_dir")
     if mask_dir and not absolute(mask_dir).is_dir():
-        raise UserError(f"mask_dir={mask_dir}: no such folder; leave it unset to use the *_mask*.png beside the "
-                        "photos, else generated masks")
+        raise UserError(
+            f"mask_dir={mask_dir}: no such folder; leave it unset to use the *_mask*.png beside the "
+            "photos, else generated masks"
+        )
     from lama_refine.train.mask_families import FAMILIES
 
     if cfg.masks.family not in FAMILIES:
@@ -259,6 +304,17 @@ def check_eval_command_line(overrides: Sequence[str], multirun: bool = False) ->
     return cfg
 
 
-__all__ = ["USAGE", "EVAL_USAGE", "check_command_line", "check_eval_command_line", "quote_value",
-           "sweeps", "closest", "compose_checked", "config_groups", "is_single_image",
-           "leaf_keys", "selectable_groups"]
+__all__ = [
+    "USAGE",
+    "EVAL_USAGE",
+    "check_command_line",
+    "check_eval_command_line",
+    "quote_value",
+    "sweeps",
+    "closest",
+    "compose_checked",
+    "config_groups",
+    "is_single_image",
+    "leaf_keys",
+    "selectable_groups",
+]

@@ -15,6 +15,9 @@ def __getattr__(name: str) -> object:
     module = importlib.import_module(f"{__name__}.runner")
     if not hasattr(module, name):
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    warnings.warn(f"{__name__}.{name} moved to {__name__}.runner.{name} in lama-refine 0.2; the old path goes in 0.3",
-                  DeprecationWarning, stacklevel=2)
+    warnings.warn(
+        f"{__name__}.{name} moved to {__name__}.runner.{name} in lama-refine 0.2; the old path goes in 0.3",
+        DeprecationWarning,
+        stacklevel=2,
+    )
     return getattr(module, name)

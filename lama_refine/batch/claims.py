@@ -20,6 +20,7 @@ The exclusive create is atomic on local disks, NFSv3 and later (v2 clients emula
 window), Lustre, GPFS and CephFS; not on some FUSE and object-store mounts (s3fs, gcsfuse),
 where two runs may both do a job (no output is damaged: outputs are renamed into place).
 """
+
 from __future__ import annotations
 
 import errno
@@ -46,6 +47,7 @@ def claim_name(job_key: str) -> str:
     name = quote(job_key, safe="") + SUFFIX
     if len(name) > 200:  # file names stop at 255 bytes
         import hashlib
+
         name = hashlib.sha256(job_key.encode()).hexdigest() + SUFFIX
     return name
 
@@ -131,8 +133,18 @@ class Claims:
                     return None
                 continue
             try:
-                os.write(fd, json.dumps({"host": self.host, "pid": os.getpid(), "run": self.run_id, "token": token,
-                                         "start": time.time()}).encode())
+                os.write(
+                    fd,
+                    json.dumps(
+                        {
+                            "host": self.host,
+                            "pid": os.getpid(),
+                            "run": self.run_id,
+                            "token": token,
+                            "start": time.time(),
+                        }
+                    ).encode(),
+                )
             finally:
                 os.close(fd)
             with self._lock:

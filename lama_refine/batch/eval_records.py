@@ -8,14 +8,16 @@ seed), the model's digest, the settings' hash, the results version, and the devi
 count in full here, not by their kind as for an output: time and memory are measured on them.
 A rerun of the same command reuses every line that still matches and measures the rest.
 """
+
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from omegaconf import DictConfig, open_dict
 
@@ -72,8 +74,7 @@ class ImageRecords:
     @staticmethod
     def inputs(sample) -> dict[str, Any]:
         """What the sample's pixels come from, stamped before they are read."""
-        mask = (Stamp.of(sample.mask).as_dict() if sample.mask is not None
-                else {"generated_seed": sample.seed})
+        mask = Stamp.of(sample.mask).as_dict() if sample.mask is not None else {"generated_seed": sample.seed}
         return {"image": Stamp.of(sample.image).as_dict(), "mask": mask}
 
     def reusable(self, sample, metrics: Sequence[str]) -> dict[str, Any] | None:
@@ -103,8 +104,14 @@ class ImageRecords:
     def append(self, sample, row: dict[str, Any], inputs: dict[str, Any]) -> None:
         """One line, one `os.write` with O_APPEND (as the manifest's), written as soon as the image
         is measured. PSNR may be infinite: written as JSON's `Infinity`, which Python reads back."""
-        record = {"image": sample.name, "row": row, "inputs": inputs, "model_sha256": self.model,
-                  "settings": self.settings, "results_version": RESULTS_VERSION}
+        record = {
+            "image": sample.name,
+            "row": row,
+            "inputs": inputs,
+            "model_sha256": self.model,
+            "settings": self.settings,
+            "results_version": RESULTS_VERSION,
+        }
         self.lines[sample.name] = record
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)

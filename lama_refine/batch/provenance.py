@@ -23,6 +23,7 @@ each shard its own (`Shard.devices`); hashing the list would redo finished work 
 Not counted either, as the hash cannot see them: the GPU model and the torch version (their
 rounding differences are of the same size; `overwrite=true` redoes a folder after such a change).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -148,8 +149,12 @@ class DigestCache:
         st = os.stat(file)
         key = str(file)
         entry = self._load().get(key)
-        if isinstance(entry, dict) and entry.get("size") == st.st_size and entry.get("mtime_ns") == st.st_mtime_ns \
-                and isinstance(entry.get("sha256"), str):
+        if (
+            isinstance(entry, dict)
+            and entry.get("size") == st.st_size
+            and entry.get("mtime_ns") == st.st_mtime_ns
+            and isinstance(entry.get("sha256"), str)
+        ):
             return entry["sha256"]
         digest = file_sha256(file)
         self._store(key, {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest})
@@ -198,5 +203,16 @@ def config_model_digest(cfg) -> str:
     return model_digest(model_path(cfg.model), str(cfg.model.get("checkpoint") or "best.ckpt"))
 
 
-__all__ = ["DEVICE_KEYS", "DigestCache", "INPUT_KEYS", "RESULTS_VERSION", "RESULT_NEUTRAL_KEYS", "Stamp", "config_model_digest", "default_cache",
-           "file_sha256", "model_digest", "model_files"]
+__all__ = [
+    "DEVICE_KEYS",
+    "DigestCache",
+    "INPUT_KEYS",
+    "RESULTS_VERSION",
+    "RESULT_NEUTRAL_KEYS",
+    "Stamp",
+    "config_model_digest",
+    "default_cache",
+    "file_sha256",
+    "model_digest",
+    "model_files",
+]

@@ -10,6 +10,7 @@
 - out-of-memory retries: `oom_retry_plan` lists what to change for each retry.
 - `Batch.run`: the loop.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -34,23 +35,50 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from lama_refine.batch.claims import CLAIMS, Claims
+from lama_refine.batch.provenance import DEVICE_KEYS, INPUT_KEYS, RESULT_NEUTRAL_KEYS, RESULTS_VERSION, Stamp
 from lama_refine.errors import describe_os_error
-from lama_refine.io import InputError, Inputs, Job, MaskRule, load_inputs, output_is_intact, stale_temporaries, write_result
+from lama_refine.io import (
+    InputError,
+    Inputs,
+    Job,
+    MaskRule,
+    load_inputs,
+    output_is_intact,
+    stale_temporaries,
+    write_result,
+)
+from lama_refine.parts.refine import Refinement
 from lama_refine.perf.switches import release_memory
 from lama_refine.pipeline import Inpainter
-from lama_refine.batch.provenance import DEVICE_KEYS, INPUT_KEYS, RESULT_NEUTRAL_KEYS, RESULTS_VERSION, Stamp
-from lama_refine.parts.refine import Refinement
 
 log = logging.getLogger("lama_refine")
 
 MANIFEST = "manifest.jsonl"
 # What the config hash left out before manifests recorded the inputs' digests (`legacy_config_hash`,
 # for judging such lines); today's rules are lama_refine.batch.provenance's.
-LEGACY_UNHASHED_KEYS = ("indir", "outdir", "maskdir", "devices", "overwrite", "progress", "shard", "manifest",
-                        "image", "out", "debug", "refiner.gpu_ids", "mask.file")
+LEGACY_UNHASHED_KEYS = (
+    "indir",
+    "outdir",
+    "maskdir",
+    "devices",
+    "overwrite",
+    "progress",
+    "shard",
+    "manifest",
+    "image",
+    "out",
+    "debug",
+    "refiner.gpu_ids",
+    "mask.file",
+)
 # Why an existing output is made again, in the summary's order: (reason, its words there).
-REDO_REASONS = (("photo", "photo changed"), ("mask", "mask changed"), ("model", "model changed"),
-                ("settings", "settings changed"), ("version", "results version changed"))
+REDO_REASONS = (
+    ("photo", "photo changed"),
+    ("mask", "mask changed"),
+    ("model", "model changed"),
+    ("settings", "settings changed"),
+    ("version", "results version changed"),
+)
 
 
 @dataclass
@@ -68,12 +96,17 @@ class Summary:
     def report(self) -> str:
         redone = ""
         if self.redone:
-            reasons = [f"{words}: {self.redone_because[key]}" for key, words in REDO_REASONS
-                       if key != "version" or self.redone_because[key]]
+            reasons = [
+                f"{words}: {self.redone_because[key]}"
+                for key, words in REDO_REASONS
+                if key != "version" or self.redone_because[key]
+            ]
             redone = f"{len(self.redone)} redone ({', '.join(reasons)}), "
         claimed = f"{len(self.claimed)} claimed by another run, " if self.claimed else ""
-        lines = [f"{len(self.done)} done, {redone}{len(self.skipped)} skipped (output exists), {claimed}"
-                 f"{len(self.failed)} failed"]
+        lines = [
+            f"{len(self.done)} done, {redone}{len(self.skipped)} skipped (output exists), {claimed}"
+            f"{len(self.failed)} failed"
+        ]
         lines += [f"  failed: {reason}" for _, reason in self.failed]
         lines += [f"  note: {path}: {note}" for path, note in self.notes]
         return "\n".join(lines)
@@ -85,8 +118,11 @@ def results_line(outdir: Path, summary: Summary, jobs: Sequence[Job]) -> str | N
     if not outputs:
         return None
     after_mask = any(j.mask is not None and j.relative.stem == j.mask.stem != j.image.stem for j in jobs)
-    naming = ("named after their masks, as LaMa names them; indir=photos maskdir=masks names them after the photos"
-              if after_mask else "named after the photos")
+    naming = (
+        "named after their masks, as LaMa names them; indir=photos maskdir=masks names them after the photos"
+        if after_mask
+        else "named after the photos"
+    )
     return f"results: {len(outputs)} in {outdir}, e.g. {outputs[0]} ({naming})"
 
 
@@ -272,8 +308,10 @@ def overwrite_mode(value: Any) -> bool | str:
     if isinstance(value, str) and value.lower() in ("true", "false"):
         value = value.lower() == "true"
     if value not in OVERWRITE_MODES or (isinstance(value, int) and not isinstance(value, bool)):
-        raise ValueError(f"overwrite={value!r}: expected false (redo outputs whose inputs or config changed), "
-                         "true (redo all) or never (keep every existing output)")
+        raise ValueError(
+            f"overwrite={value!r}: expected false (redo outputs whose inputs or config changed), "
+            "true (redo all) or never (keep every existing output)"
+        )
     return value
 
 
@@ -308,6 +346,7 @@ def finite_or_none(x: float | None) -> float | None:
 # Sharding
 # ---------------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Shard:
     """`i/n`: job k of the sorted list belongs to shard k % n (round-robin, so that runs of big
@@ -329,7 +368,7 @@ class Shard:
         return cls(index, count)
 
     def select(self, jobs: Sequence[Job]) -> list[Job]:
-        return list(jobs[self.index::self.count])
+        return list(jobs[self.index :: self.count])
 
     def devices(self, n_gpus: int) -> list[str]:
         """The GPUs of this shard when `devices` is unset: with at least as many GPUs as shards,
@@ -372,8 +411,10 @@ def halved_px_budget(inpainter: Inpainter) -> Iterator[str | None]:
     budget = pyramid.pixel_budget() if inpainter.refine else None
     if budget is None:
         if inpainter.refine:
-            log.warning("pyramid %s has no pixel budget (PyramidBuilder.pixel_budget() is None): no retry at a "
-                        "smaller size", type(pyramid).__name__)
+            log.warning(
+                "pyramid %s has no pixel budget (PyramidBuilder.pixel_budget() is None): no retry at a smaller size",
+                type(pyramid).__name__,
+            )
         yield None
         return
     inpainter.pyramid = pyramid.with_pixel_budget(max(1, budget // 2))
@@ -399,14 +440,15 @@ class Attempts:
     errors: list[str] = field(default_factory=list)
 
 
-def inpaint_with_retries(inpainter: Inpainter, inputs: Inputs, name: Path,
-                         plan: Callable[[Inpainter], list[Retry]] = oom_retry_plan) -> tuple[Refinement, Attempts]:
+def inpaint_with_retries(
+    inpainter: Inpainter, inputs: Inputs, name: Path, plan: Callable[[Inpainter], list[Retry]] = oom_retry_plan
+) -> tuple[Refinement, Attempts]:
     """Run the inpainter; after an out-of-memory error free memory and go through `plan`. Raises
     InputError naming the file once the plan is exhausted; other errors propagate."""
     attempts = Attempts()
     retries: list[Retry | None] = [None, *plan(inpainter)]
     for retry in retries:
-        with (retry(inpainter) if retry else contextlib.nullcontext("first try")) as change:
+        with retry(inpainter) if retry else contextlib.nullcontext("first try") as change:
             if change is None:
                 continue  # this retry does not apply to this inpainter
             if retry is not None:
@@ -427,6 +469,7 @@ def inpaint_with_retries(inpainter: Inpainter, inputs: Inputs, name: Path,
 # ---------------------------------------------------------------------------------------------
 # The loop
 # ---------------------------------------------------------------------------------------------
+
 
 @contextlib.contextmanager
 def deferred_interrupts() -> Iterator[None]:
@@ -493,13 +536,20 @@ class Batch:
         return self._model_sha256
 
     def record(self, job: Job, status: str, **fields: Any) -> None:
-        self.manifest.append({
-            "time": datetime.now(timezone.utc).isoformat(timespec="seconds"), "status": status,
-            "image": str(job.image), "mask": None if job.mask is None else str(job.mask),
-            "config_hash": self.config_hash, "results_version": RESULTS_VERSION,
-            "shard": None if self.shard is None else str(self.shard),
-            "host": socket.gethostname(), "pid": os.getpid(), **fields,
-        })
+        self.manifest.append(
+            {
+                "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "status": status,
+                "image": str(job.image),
+                "mask": None if job.mask is None else str(job.mask),
+                "config_hash": self.config_hash,
+                "results_version": RESULTS_VERSION,
+                "shard": None if self.shard is None else str(self.shard),
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                **fields,
+            }
+        )
 
     def inpaint(self, inputs: Inputs, job: Job) -> tuple[Refinement, Attempts, list[str]]:
         """The inpainted image; an empty mask gives the image itself (no network)."""
@@ -555,8 +605,11 @@ class Batch:
         made_under = str(line.get("config_hash"))
         if "results_version" not in line:  # before digests: today's config, by the hash of that time
             if made_under != self.legacy_hash:
-                return Redo(f"made under config {made_under}, this run is {self.legacy_hash}", replaced=made_under,
-                            because=("settings",))
+                return Redo(
+                    f"made under config {made_under}, this run is {self.legacy_hash}",
+                    replaced=made_under,
+                    because=("settings",),
+                )
             return "legacy"
         because = []
         if made_under != self.config_hash:
@@ -580,8 +633,11 @@ class Batch:
                 self._rehashed[str(job.output(self.outdir, self.out_ext).relative_to(self.outdir))] = fresh
             return None
         words = dict(REDO_REASONS)
-        return Redo(", ".join(words[b] for b in because), replaced=made_under if "settings" in because else None,
-                    because=tuple(because))
+        return Redo(
+            ", ".join(words[b] for b in because),
+            replaced=made_under if "settings" in because else None,
+            because=tuple(because),
+        )
 
     def write(self, out: Path, image, bits: int) -> None:
         try:
@@ -635,8 +691,9 @@ class Batch:
             notes = inputs.notes + notes
             if claim is not None and not self._claims.owns(claim):
                 summary.claimed.append(out)
-                log.warning("%s: another run took this job over (its claim looked stale); its output is left to it",
-                            job.name)
+                log.warning(
+                    "%s: another run took this job over (its claim looked stale); its output is left to it", job.name
+                )
                 return
             model_sha256 = self.model_sha256
             with deferred_interrupts():  # an output and its manifest line are written together
@@ -649,16 +706,29 @@ class Batch:
                     summary.done.append(out)
                 summary.notes += [(job.name, n) for n in notes]
                 losses = [loss for scale in refinement.losses for loss in scale]
-                self.record(job, "done", output=str(out.relative_to(self.outdir)), **replaced,
-                            model_sha256=model_sha256, **stamps,
-                            size=list(inputs.image.shape[-2:]), bits=inputs.bits,
-                            hole_fraction=round(inputs.hole_fraction, 6),
-                            scales=[list(s.shape[-2:]) for s in refinement.scales],
-                            iterations=[len(scale) for scale in refinement.losses],  # forwards optimised per scale
-                            final_loss=finite_or_none(losses[-1]) if losses else None,
-                            attempts=max(attempts.count, 1), retries=attempts.changes, notes=notes,
-                            seconds={"read": round(read_s, 3), "inpaint": round(inpaint_s, 3),
-                                     "write": round(total - read_s - inpaint_s, 3), "total": round(total, 3)})
+                self.record(
+                    job,
+                    "done",
+                    output=str(out.relative_to(self.outdir)),
+                    **replaced,
+                    model_sha256=model_sha256,
+                    **stamps,
+                    size=list(inputs.image.shape[-2:]),
+                    bits=inputs.bits,
+                    hole_fraction=round(inputs.hole_fraction, 6),
+                    scales=[list(s.shape[-2:]) for s in refinement.scales],
+                    iterations=[len(scale) for scale in refinement.losses],  # forwards optimised per scale
+                    final_loss=finite_or_none(losses[-1]) if losses else None,
+                    attempts=max(attempts.count, 1),
+                    retries=attempts.changes,
+                    notes=notes,
+                    seconds={
+                        "read": round(read_s, 3),
+                        "inpaint": round(inpaint_s, 3),
+                        "write": round(total - read_s - inpaint_s, 3),
+                        "total": round(total, 3),
+                    },
+                )
         except SetupError:
             raise
         except Exception as e:  # noqa: BLE001 - one file never stops the batch
@@ -673,8 +743,14 @@ class Batch:
             if claim is not None:
                 self._claims.release(claim)
             self.on_image_end()
-        log.info("%s -> %s (%.1f s)%s%s", job.name, out, total, f"; redone: {redo.reason}" if redo else "",
-                 "".join(f"; {n}" for n in notes))
+        log.info(
+            "%s -> %s (%.1f s)%s%s",
+            job.name,
+            out,
+            total,
+            f"; redone: {redo.reason}" if redo else "",
+            "".join(f"; {n}" for n in notes),
+        )
 
     def run(self, jobs: Sequence[Job], resume: bool = True) -> Summary:
         """Every job in order; prints the summary even when interrupted (Ctrl-C, SIGTERM).
@@ -695,12 +771,22 @@ class Batch:
         finally:
             self._claims = None
         if summary.unrecorded:
-            summary.notes.append((self.outdir, f"{len(summary.unrecorded)} existing output(s) have no line in "
-                                  f"{MANIFEST} (made by an older run?) and were kept; overwrite=true redoes them"))
+            summary.notes.append(
+                (
+                    self.outdir,
+                    f"{len(summary.unrecorded)} existing output(s) have no line in "
+                    f"{MANIFEST} (made by an older run?) and were kept; overwrite=true redoes them",
+                )
+            )
         if summary.legacy:
-            summary.notes.append((self.outdir, f"{len(summary.legacy)} existing output(s) were judged by manifest "
-                                  "lines of an older lama-refine, which record no photo, mask or model digests: "
-                                  "kept where their settings match; overwrite=true redoes them"))
+            summary.notes.append(
+                (
+                    self.outdir,
+                    f"{len(summary.legacy)} existing output(s) were judged by manifest "
+                    "lines of an older lama-refine, which record no photo, mask or model digests: "
+                    "kept where their settings match; overwrite=true redoes them",
+                )
+            )
         if self.report:
             log.info("%s", summary.report())
             where = results_line(self.outdir, summary, jobs)
@@ -710,8 +796,23 @@ class Batch:
 
 
 __all__ = [
-    "Attempts", "Batch", "BatchFailed", "SetupError", "deferred_interrupts", "MANIFEST", "Manifest", "Retry", "Shard", "Summary", "config_hash",
-    "halved_px_budget", "inpaint_with_retries", "is_out_of_memory", "legacy_config_hash", "oom_retry_plan",
-    "output_hashes", "overwrite_mode",
+    "Attempts",
+    "Batch",
+    "BatchFailed",
+    "SetupError",
+    "deferred_interrupts",
+    "MANIFEST",
+    "Manifest",
+    "Retry",
+    "Shard",
+    "Summary",
+    "config_hash",
+    "halved_px_budget",
+    "inpaint_with_retries",
+    "is_out_of_memory",
+    "legacy_config_hash",
+    "oom_retry_plan",
+    "output_hashes",
+    "overwrite_mode",
     "read_manifest",
 ]

@@ -12,11 +12,13 @@ turn, following the jobs through `sacct`. Two ways this goes wrong on a real clu
 `hydra_plugins/lama_refine_launcher` holds the launcher class that uses both (Hydra takes
 launchers from the `hydra_plugins` package only); `register_launcher` makes it known to Hydra.
 """
+
 from __future__ import annotations
 
 import os
 import subprocess
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from hydra.errors import CompactHydraException
 
@@ -28,11 +30,17 @@ class ShardsFailed(CompactHydraException):
 def check_accounting(timeout: float = 30) -> None:
     """Raise ShardsFailed unless `sacct` answers: submitit reads every job's state from it."""
     try:
-        proc = subprocess.run(["sacct", "--noheader", "--allocations", "--jobs=1", "--format=JobID"],
-                              capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(
+            ["sacct", "--noheader", "--allocations", "--jobs=1", "--format=JobID"],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
     except FileNotFoundError:
-        raise ShardsFailed("hydra/launcher=slurm_shards: sacct is not installed here; the sweep follows its jobs "
-                           "through sacct, so submit from a machine with SLURM's client commands") from None
+        raise ShardsFailed(
+            "hydra/launcher=slurm_shards: sacct is not installed here; the sweep follows its jobs "
+            "through sacct, so submit from a machine with SLURM's client commands"
+        ) from None
     except subprocess.TimeoutExpired:
         proc = subprocess.CompletedProcess([], 1, "", f"no answer within {timeout:.0f} s")
     if proc.returncode != 0:
@@ -41,7 +49,8 @@ def check_accounting(timeout: float = 30) -> None:
             f"hydra/launcher=slurm_shards: sacct does not answer ({said[-1] if said else f'exit {proc.returncode}'}). "
             "The sweep follows its jobs through SLURM's accounting: without it a job that dies without a result "
             "is never seen to end and the sweep waits forever. Nothing was submitted; ask your cluster's "
-            "admins for accounting (slurmdbd), or run the shards as separate jobs (shard=i/n each)")
+            "admins for accounting (slurmdbd), or run the shards as separate jobs (shard=i/n each)"
+        )
 
 
 def own_allocation() -> bool:
@@ -62,6 +71,7 @@ def register_launcher() -> None:
         return
     if ShardsSlurmLauncher is not None:  # None without the `slurm` extra
         from hydra.core.plugins import Plugins
+
         Plugins.instance().register(ShardsSlurmLauncher)
 
 
@@ -77,16 +87,20 @@ def collect(jobs: Sequence[Any], job_overrides: Sequence[Sequence[str]]) -> list
     from submitit.core.utils import UncompletedJobError
 
     results, failed = [], []
-    for job, overrides in zip(jobs, job_overrides):
+    for job, overrides in zip(jobs, job_overrides, strict=False):
         try:
             results.append(job.results()[0])
         except UncompletedJobError:
-            failed.append(f"  {shard_name(overrides)} (SLURM job {job.job_id}): {job.state}, no result; "
-                          f"its log: {job.paths.stderr}")
+            failed.append(
+                f"  {shard_name(overrides)} (SLURM job {job.job_id}): {job.state}, no result; "
+                f"its log: {job.paths.stderr}"
+            )
     if failed:
         raise ShardsFailed(
-            f"{len(failed)} of {len(jobs)} SLURM jobs ended without a result:\n" + "\n".join(failed) +
-            "\nTheir finished outputs are kept: run the same command again to do the rest.")
+            f"{len(failed)} of {len(jobs)} SLURM jobs ended without a result:\n"
+            + "\n".join(failed)
+            + "\nTheir finished outputs are kept: run the same command again to do the rest."
+        )
     return results
 
 

@@ -5,6 +5,7 @@ line sweeps (`refine=true,false` -> `refine=False/`), leaving out the keys that 
 output (`RESULT_NEUTRAL_KEYS`): jobs that differ only in those (`shard=0/4,...,3/4`) share one
 folder, and jobs that differ in anything else never overwrite or skip each other's outputs.
 """
+
 from __future__ import annotations
 
 import os
@@ -30,8 +31,9 @@ def swept_keys(sweep_dir: Path) -> list[str]:
     if not saved.is_file():
         return []
     overrides = OmegaConf.load(saved).hydra.overrides.task
-    return [o.get_key_element() for o in OverridesParser.create().parse_overrides(list(overrides))
-            if o.is_sweep_override()]
+    return [
+        o.get_key_element() for o in OverridesParser.create().parse_overrides(list(overrides)) if o.is_sweep_override()
+    ]
 
 
 def sweep_setting() -> str:

@@ -5,6 +5,7 @@ pixel, LaMa's rule); in a lossy (JPEG, lossy WEBP) mask also above `lossy_thresh
 compression noise around the hole is no hole. A hole over `max_hole` of the photo (half) is
 refused: it is most often an inverted mask (hole black), which would return a smear.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -37,10 +38,15 @@ class MaskRule:
     def from_config(cls, section: Any) -> MaskRule:
         """The config's `mask:` section (defaults where a config predates a key)."""
         m = section or {}
-        return cls(threshold=float(m.get("threshold", 0)), invert=bool(m.get("invert", False)),
-                   dilate=int(m.get("dilate", 0)), resize=bool(m.get("resize", False)),
-                   from_alpha=bool(m.get("from_alpha", False)), max_hole=float(m.get("max_hole", 0.5)),
-                   lossy_threshold=float(m.get("lossy_threshold", 127)))
+        return cls(
+            threshold=float(m.get("threshold", 0)),
+            invert=bool(m.get("invert", False)),
+            dilate=int(m.get("dilate", 0)),
+            resize=bool(m.get("resize", False)),
+            from_alpha=bool(m.get("from_alpha", False)),
+            max_hole=float(m.get("max_hole", 0.5)),
+            lossy_threshold=float(m.get("lossy_threshold", 127)),
+        )
 
 
 def binarize(levels: np.ndarray, rule: MaskRule, lossy: bool = False) -> np.ndarray:
@@ -54,15 +60,19 @@ def hole_problem(fraction: float, rule: MaskRule) -> str | None:
     black, as other tools draw it) is the most common mask mistake and gives a smear, not an error."""
     if fraction <= rule.max_hole:
         return None
-    return (f"the hole covers {fraction:.1%} of the photo, more than mask.max_hole={rule.max_hole:g}: is the mask "
-            f"inverted (hole black)? mask.invert=true inverts it; mask.max_hole=1.0 accepts holes this large")
+    return (
+        f"the hole covers {fraction:.1%} of the photo, more than mask.max_hole={rule.max_hole:g}: is the mask "
+        f"inverted (hole black)? mask.invert=true inverts it; mask.max_hole=1.0 accepts holes this large"
+    )
 
 
 def lossy_note(rule: MaskRule) -> str:
     if rule.lossy_threshold <= rule.threshold:
         return "lossy (JPEG) mask: its compression noise around the hole counts as hole; save masks as PNG"
-    return (f"lossy (JPEG) mask: grey levels up to {rule.lossy_threshold:g} are taken for compression noise, not "
-            "holes (mask.lossy_threshold); save masks as PNG to keep every level")
+    return (
+        f"lossy (JPEG) mask: grey levels up to {rule.lossy_threshold:g} are taken for compression noise, not "
+        "holes (mask.lossy_threshold); save masks as PNG to keep every level"
+    )
 
 
 def dilate(mask: Tensor, pixels: int) -> Tensor:
@@ -115,8 +125,10 @@ def load_inputs(job: Job, rule: MaskRule = MaskRule()) -> Inputs:
     holes = binarize(levels, rule, lossy)
     if holes.shape != size:
         if not rule.resize:
-            raise InputError(f"{job.mask}: mask is {holes.shape[0]}x{holes.shape[1]} but its image {job.image} "
-                             f"is {size[0]}x{size[1]} (height x width); mask.resize=true resizes masks")
+            raise InputError(
+                f"{job.mask}: mask is {holes.shape[0]}x{holes.shape[1]} but its image {job.image} "
+                f"is {size[0]}x{size[1]} (height x width); mask.resize=true resizes masks"
+            )
         notes.append(f"mask resized from {holes.shape[0]}x{holes.shape[1]} to {size[0]}x{size[1]}")
         holes = resize_nearest(holes, size)
     mask = dilate(torch.from_numpy(holes.astype(np.float32))[None, None], rule.dilate)

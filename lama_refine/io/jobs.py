@@ -6,12 +6,13 @@
   stem (any image suffix), or `maskdir` is one mask file for every image. The output is named
   after the image. With `mask.from_alpha`, images only: the hole is where the image is transparent.
 """
+
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from lama_refine.io.read import IMAGE_SUFFIXES, InputError
 
@@ -88,7 +89,9 @@ def first_existing(candidates: list[Path]) -> Path | None:
 
 
 def _missing(what: str, name: Path, candidates: list[Path]) -> str:
-    others = "/".join(dict.fromkeys(c.suffix.lower() for c in candidates[1:] if c.suffix.lower() != candidates[0].suffix))
+    others = "/".join(
+        dict.fromkeys(c.suffix.lower() for c in candidates[1:] if c.suffix.lower() != candidates[0].suffix)
+    )
     return f"{name}: no {what} (looked for {candidates[0]}, also as {others})"
 
 
@@ -129,8 +132,11 @@ def split_jobs(root: Path, maskdir: Path, exclude: Iterable[Path] = ()) -> list[
             continue
         rel = mask.relative_to(maskdir)
         twin = by_stem.get(mask.with_suffix(""))
-        problem = (f"{mask}: ignored, {twin} is the mask of {used[twin]}" if twin is not None else
-                   f"{mask}: no image for this mask (looked for {root / rel.with_suffix('')}.* under indir)")
+        problem = (
+            f"{mask}: ignored, {twin} is the mask of {used[twin]}"
+            if twin is not None
+            else f"{mask}: no image for this mask (looked for {root / rel.with_suffix('')}.* under indir)"
+        )
         jobs.append(Job(root / rel, mask, rel, problem))
     return jobs
 
@@ -149,8 +155,12 @@ def mark_collisions(jobs: list[Job]) -> list[Job]:
         key = str(job.relative.with_suffix("")).lower()  # case-insensitive file systems collide too
         first = owners.setdefault(key, job)
         if first is not job and job.problem is None:
-            job = Job(job.image, job.mask, job.relative,
-                      f"{job.name}: its output name {job.relative.with_suffix('')} is already taken by {first.name}")
+            job = Job(
+                job.image,
+                job.mask,
+                job.relative,
+                f"{job.name}: its output name {job.relative.with_suffix('')} is already taken by {first.name}",
+            )
         marked.append(job)
     return marked
 
@@ -165,19 +175,27 @@ def why_no_jobs(root: Path, exclude: Iterable[Path] = ()) -> str | None:
             (masks if "mask" in path.name.lower() else images).append(path)
     if masks:
         kinds = "/".join(sorted({p.suffix.lower() for p in masks}))
-        return (f"no *mask*.png masks under indir={root}, but {len(masks)} {kinds} mask(s), e.g. "
-                f"{masks[0].relative_to(root)}: LaMa's layout takes PNG masks only (a JPEG mask's compression "
-                "noise grows the hole); save them as PNG, or put them in their own folder and give maskdir=")
+        return (
+            f"no *mask*.png masks under indir={root}, but {len(masks)} {kinds} mask(s), e.g. "
+            f"{masks[0].relative_to(root)}: LaMa's layout takes PNG masks only (a JPEG mask's compression "
+            "noise grows the hole); save them as PNG, or put them in their own folder and give maskdir="
+        )
     if images:
-        return (f"no masks under indir={root}, only {len(images)} image(s), e.g. {images[0].relative_to(root)}: "
-                f"LaMa's layout wants each photo's mask beside it as <photo>_mask.png (e.g. "
-                f"{images[0].with_name(images[0].stem + '_mask.png').relative_to(root)}); masks in another folder: "
-                "maskdir=DIR; holes from transparency: mask.from_alpha=true")
+        return (
+            f"no masks under indir={root}, only {len(images)} image(s), e.g. {images[0].relative_to(root)}: "
+            f"LaMa's layout wants each photo's mask beside it as <photo>_mask.png (e.g. "
+            f"{images[0].with_name(images[0].stem + '_mask.png').relative_to(root)}); masks in another folder: "
+            "maskdir=DIR; holes from transparency: mask.from_alpha=true"
+        )
     return None
 
 
-def find_jobs(indir: str | os.PathLike, maskdir: str | os.PathLike | None = None, from_alpha: bool = False,
-              exclude: Iterable[str | os.PathLike] = ()) -> list[Job]:
+def find_jobs(
+    indir: str | os.PathLike,
+    maskdir: str | os.PathLike | None = None,
+    from_alpha: bool = False,
+    exclude: Iterable[str | os.PathLike] = (),
+) -> list[Job]:
     """Every job under `indir`, sorted by output name (the order shards split): LaMa's layout
     when `maskdir` is None, else the split layout; `from_alpha` takes holes from transparency.
     `exclude`: folders not to search (the outdir when it lies inside indir)."""

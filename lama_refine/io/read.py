@@ -5,13 +5,14 @@ replicated, alpha dropped, not composited). 16-bit images (grey `I;16`, or RGB(A
 16 bits per sample) are value / 65535, grey replicated, alpha dropped. Masks are grey levels on a
 0-255 scale (16-bit masks / 257). Every file's own EXIF orientation is applied.
 """
+
 from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -68,8 +69,12 @@ def _is_16bit_colour(im: ImageFile.ImageFile) -> bool:
 
 # Pillow's exif_transpose methods as numpy operations on (H, W, ...) arrays, by EXIF orientation.
 _ORIENT: dict[int, Callable[[np.ndarray], np.ndarray]] = {
-    2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
-    5: lambda a: a.swapaxes(0, 1), 6: lambda a: np.rot90(a, -1), 7: lambda a: np.rot90(a, 2).swapaxes(0, 1),
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.swapaxes(0, 1),
+    6: lambda a: np.rot90(a, -1),
+    7: lambda a: np.rot90(a, 2).swapaxes(0, 1),
     8: lambda a: np.rot90(a, 1),
 }
 
@@ -163,7 +168,7 @@ def is_lossy(path: str | os.PathLike) -> bool:
         return False
     offset = 12
     while offset + 8 <= len(head):  # the first bitstream chunk decides
-        fourcc, size = head[offset:offset + 4], struct.unpack("<I", head[offset + 4:offset + 8])[0]
+        fourcc, size = head[offset : offset + 4], struct.unpack("<I", head[offset + 4 : offset + 8])[0]
         if fourcc in (b"VP8 ", b"VP8L"):
             return fourcc == b"VP8 "
         offset += 8 + size + (size & 1)

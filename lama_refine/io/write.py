@@ -1,12 +1,14 @@
 """Writing results: LaMa's 8-bit truncation, 16-bit PNG/TIFF, atomic writes."""
+
 from __future__ import annotations
 
 import os
 import struct
 import tempfile
 import zlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -22,6 +24,8 @@ def check_output_suffix(out_ext: str) -> str:
     if str(out_ext).lower() not in OUTPUT_SUFFIXES:
         raise UserError(f"out_ext={out_ext}: use one of {', '.join(OUTPUT_SUFFIXES)}")
     return str(out_ext).lower()
+
+
 SIXTEEN_BIT_OUTPUTS = (".png", ".tif", ".tiff")  # the others are 8-bit (.jpg, .webp) or float (.npy)
 
 
@@ -86,7 +90,7 @@ def stale_temporaries(outdir: Path) -> dict[Path, list[Path]]:
         dirs[:] = [d for d in dirs if d != ".lama-refine"]
         for name in files:
             if name.startswith(".") and name.endswith(".tmp") and name.count(".") >= 3:
-                output = name[1:-len(".tmp")].rsplit(".", 1)[0]  # mkstemp's random part has no dot
+                output = name[1 : -len(".tmp")].rsplit(".", 1)[0]  # mkstemp's random part has no dot
                 found.setdefault(Path(top) / output, []).append(Path(top) / name)
     return found
 
@@ -113,8 +117,16 @@ def tiff16_bytes(array: np.ndarray) -> bytes:
     h, w, c = array.shape
     data = zlib.compress(array.astype("<u2").tobytes(), 6)
     tags = [  # (tag, type, count, value): type 3 = SHORT, 4 = LONG
-        (256, 4, 1, w), (257, 4, 1, h), (258, 3, 3, None), (259, 3, 1, 8), (262, 3, 1, 2),
-        (273, 4, 1, None), (277, 3, 1, c), (278, 4, 1, h), (279, 4, 1, len(data)), (284, 3, 1, 1),
+        (256, 4, 1, w),
+        (257, 4, 1, h),
+        (258, 3, 3, None),
+        (259, 3, 1, 8),
+        (262, 3, 1, 2),
+        (273, 4, 1, None),
+        (277, 3, 1, c),
+        (278, 4, 1, h),
+        (279, 4, 1, len(data)),
+        (284, 3, 1, 1),
     ]
     ifd_offset = 8
     ifd_size = 2 + 12 * len(tags) + 4
@@ -148,6 +160,7 @@ def write_result(path: Path, image: Tensor, bits: int = 8, quality: int = 95) ->
     if suffix not in OUTPUT_SUFFIXES:
         raise ValueError(f"unsupported output extension {path.suffix!r}; use one of {OUTPUT_SUFFIXES}")
     if suffix == ".npy":
+
         def write(tmp: Path) -> None:
             with open(tmp, "wb") as f:
                 # Through Python's write(), not numpy's tofile(): a full disk then raises
@@ -159,12 +172,17 @@ def write_result(path: Path, image: Tensor, bits: int = 8, quality: int = 95) ->
         def write(tmp: Path) -> None:
             tmp.write_bytes(encode(to_uint16(array)))
     else:
-        formats: dict[str, dict[str, Any]] = {".png": {"format": "PNG"}, ".tif": {"format": "TIFF", "compression": "tiff_deflate"},
-                   ".tiff": {"format": "TIFF", "compression": "tiff_deflate"},
-                   ".jpg": {"format": "JPEG", "quality": quality}, ".jpeg": {"format": "JPEG", "quality": quality},
-                   ".webp": {"format": "WEBP", "quality": quality, "lossless": quality >= 100}}
+        formats: dict[str, dict[str, Any]] = {
+            ".png": {"format": "PNG"},
+            ".tif": {"format": "TIFF", "compression": "tiff_deflate"},
+            ".tiff": {"format": "TIFF", "compression": "tiff_deflate"},
+            ".jpg": {"format": "JPEG", "quality": quality},
+            ".jpeg": {"format": "JPEG", "quality": quality},
+            ".webp": {"format": "WEBP", "quality": quality, "lossless": quality >= 100},
+        }
         options = formats[suffix]
 
         def write(tmp: Path) -> None:
             Image.fromarray(to_uint8(array)).save(tmp, **options)
+
     write_atomic(path, write)

@@ -21,6 +21,7 @@ project uses. Weights come only through `lama-refine-download lpips-alex` (or `l
 fetches the backbone from download.pytorch.org and the heads from the lpips repository, each
 verified (`WEIGHTS`); they are read with `torch.load(weights_only=True)`, so no pickled code runs.
 """
+
 from __future__ import annotations
 
 import logging
@@ -42,12 +43,54 @@ EPS = 1e-10
 # (out channels, kernel, stride, padding) per conv, "M" a 3x3/2 max-pool for AlexNet and 2x2/2 for VGG,
 # exactly torchvision's `features` (so the state dict's indices match); `TAPS` are the indices of the
 # ReLUs whose outputs LPIPS compares, the ends of lpips' slice1..slice5.
-ALEX = [(64, 11, 4, 2), "R", "M", (192, 5, 1, 2), "R", "M", (384, 3, 1, 1), "R", (256, 3, 1, 1), "R",
-        (256, 3, 1, 1), "R", "M"]
-VGG16 = [(64, 3, 1, 1), "R", (64, 3, 1, 1), "R", "M", (128, 3, 1, 1), "R", (128, 3, 1, 1), "R", "M",
-         (256, 3, 1, 1), "R", (256, 3, 1, 1), "R", (256, 3, 1, 1), "R", "M",
-         (512, 3, 1, 1), "R", (512, 3, 1, 1), "R", (512, 3, 1, 1), "R", "M",
-         (512, 3, 1, 1), "R", (512, 3, 1, 1), "R", (512, 3, 1, 1), "R", "M"]
+ALEX = [
+    (64, 11, 4, 2),
+    "R",
+    "M",
+    (192, 5, 1, 2),
+    "R",
+    "M",
+    (384, 3, 1, 1),
+    "R",
+    (256, 3, 1, 1),
+    "R",
+    (256, 3, 1, 1),
+    "R",
+    "M",
+]
+VGG16 = [
+    (64, 3, 1, 1),
+    "R",
+    (64, 3, 1, 1),
+    "R",
+    "M",
+    (128, 3, 1, 1),
+    "R",
+    (128, 3, 1, 1),
+    "R",
+    "M",
+    (256, 3, 1, 1),
+    "R",
+    (256, 3, 1, 1),
+    "R",
+    (256, 3, 1, 1),
+    "R",
+    "M",
+    (512, 3, 1, 1),
+    "R",
+    (512, 3, 1, 1),
+    "R",
+    (512, 3, 1, 1),
+    "R",
+    "M",
+    (512, 3, 1, 1),
+    "R",
+    (512, 3, 1, 1),
+    "R",
+    (512, 3, 1, 1),
+    "R",
+    "M",
+]
 LAYOUTS = {"alex": (ALEX, 3, [1, 4, 7, 9, 11]), "vgg": (VGG16, 2, [3, 8, 15, 22, 29])}
 CHANNELS = {"alex": [64, 192, 384, 256, 256], "vgg": [64, 128, 256, 512, 512]}
 
@@ -65,22 +108,40 @@ _LPIPS = "https://raw.githubusercontent.com/richzhang/PerceptualSimilarity/maste
 # (`LPIPS_v0.1_alex-df73285e.pth`, `LPIPS_v0.1_vgg-a78928a0.pth`).
 WEIGHTS: dict[str, tuple[KnownModel, KnownModel]] = {
     "alex": (
-        KnownModel(name="lpips-alex-backbone", url=_PYTORCH + "alexnet-owt-7be5be79.pth", algorithm="sha256",
-                   digest="7be5be79", source="torchvision AlexNet_Weights.IMAGENET1K_V1 (hash prefix in the name)",
-                   description="torchvision's ImageNet AlexNet (LPIPS backbone)"),
-        KnownModel(name="lpips-alex-lin", url=_LPIPS + "alex.pth", algorithm="sha256",
-                   digest="df73285e35b22355a2df87cdb6b70b343713b667eddbda73e1977e0c860835c0",
-                   source="lpips 0.1.4 wheel on PyPI, lpips/weights/v0.1/alex.pth",
-                   description="LPIPS 0.1 linear heads for AlexNet"),
+        KnownModel(
+            name="lpips-alex-backbone",
+            url=_PYTORCH + "alexnet-owt-7be5be79.pth",
+            algorithm="sha256",
+            digest="7be5be79",
+            source="torchvision AlexNet_Weights.IMAGENET1K_V1 (hash prefix in the name)",
+            description="torchvision's ImageNet AlexNet (LPIPS backbone)",
+        ),
+        KnownModel(
+            name="lpips-alex-lin",
+            url=_LPIPS + "alex.pth",
+            algorithm="sha256",
+            digest="df73285e35b22355a2df87cdb6b70b343713b667eddbda73e1977e0c860835c0",
+            source="lpips 0.1.4 wheel on PyPI, lpips/weights/v0.1/alex.pth",
+            description="LPIPS 0.1 linear heads for AlexNet",
+        ),
     ),
     "vgg": (
-        KnownModel(name="lpips-vgg-backbone", url=_PYTORCH + "vgg16-397923af.pth", algorithm="sha256",
-                   digest="397923af", source="torchvision VGG16_Weights.IMAGENET1K_V1 (hash prefix in the name)",
-                   description="torchvision's ImageNet VGG16 (LPIPS backbone)"),
-        KnownModel(name="lpips-vgg-lin", url=_LPIPS + "vgg.pth", algorithm="sha256",
-                   digest="a78928a0af1e5f0fcb1f3b9e8f8c3a2a5a3de244d830ad5c1feddc79b8432868",
-                   source="lpips 0.1.4 wheel on PyPI, lpips/weights/v0.1/vgg.pth",
-                   description="LPIPS 0.1 linear heads for VGG16"),
+        KnownModel(
+            name="lpips-vgg-backbone",
+            url=_PYTORCH + "vgg16-397923af.pth",
+            algorithm="sha256",
+            digest="397923af",
+            source="torchvision VGG16_Weights.IMAGENET1K_V1 (hash prefix in the name)",
+            description="torchvision's ImageNet VGG16 (LPIPS backbone)",
+        ),
+        KnownModel(
+            name="lpips-vgg-lin",
+            url=_LPIPS + "vgg.pth",
+            algorithm="sha256",
+            digest="a78928a0af1e5f0fcb1f3b9e8f8c3a2a5a3de244d830ad5c1feddc79b8432868",
+            source="lpips 0.1.4 wheel on PyPI, lpips/weights/v0.1/vgg.pth",
+            description="LPIPS 0.1 linear heads for VGG16",
+        ),
     ),
 }
 BUNDLES = {f"lpips-{net}": files for net, files in WEIGHTS.items()}
@@ -149,11 +210,11 @@ class LPIPS(nn.Module):
         a, b = (t.to(param.device, param.dtype).clamp(0, 1) * 2 - 1 for t in (a, b))
         return float(self(a, b)[0])
 
-    def load_files(self, backbone: Path, heads: Path) -> "LPIPS":
+    def load_files(self, backbone: Path, heads: Path) -> LPIPS:
         """Load torchvision's state dict (its `features.*` entries; the classifier is not used)
         and lpips' heads (`lin<k>.model.1.weight`), both without running pickled code."""
         state = torch.load(backbone, map_location="cpu", weights_only=True)
-        feats = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
+        feats = {k[len("features.") :]: v for k, v in state.items() if k.startswith("features.")}
         self.features.load_state_dict(feats)
         heads_state = torch.load(heads, map_location="cpu", weights_only=True)
         lins = {f"{k}.weight": heads_state[f"lin{k}.model.1.weight"] for k in range(len(self.lins))}
@@ -163,7 +224,7 @@ class LPIPS(nn.Module):
 
 def unit(f: Tensor) -> Tensor:
     """Unit length over channels at each pixel (lpips' `normalize_tensor`)."""
-    return f / (torch.sqrt((f ** 2).sum(dim=1, keepdim=True)) + EPS)
+    return f / (torch.sqrt((f**2).sum(dim=1, keepdim=True)) + EPS)
 
 
 def download_command(net: str) -> str:
@@ -194,8 +255,7 @@ def load_or_none(net: str | None, device: torch.device | str = "cpu") -> LPIPS |
     try:
         return load(net, device)
     except FileNotFoundError:
-        log.warning("LPIPS skipped: its weights are not downloaded; to measure it, run once: %s",
-                    download_command(net))
+        log.warning("LPIPS skipped: its weights are not downloaded; to measure it, run once: %s", download_command(net))
         return None
 
 

@@ -15,11 +15,12 @@ with replacement, a fixed seed, so the same results give the same interval), and
 the setting wins, ties and loses on. Two means side by side say neither how sure a difference is
 nor whether it comes from every image or from one.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -34,8 +35,10 @@ def bin_names(bins: int = LAMA_BINS) -> list[str]:
     """LaMa's interval names: `0-10%`, `10-20%`, ..., `90-100%` for 10 bins."""
     edges = bin_edges(bins)
     digits = max(0, math.ceil(math.log10(bins)) - 1)
-    return [f"{round(100 * edges[i], digits):.{digits}f}-{round(100 * edges[i + 1], digits):.{digits}f}%"
-            for i in range(bins)]
+    return [
+        f"{round(100 * edges[i], digits):.{digits}f}-{round(100 * edges[i + 1], digits):.{digits}f}%"
+        for i in range(bins)
+    ]
 
 
 def area_bin(area: float, bins: int = LAMA_BINS) -> int:
@@ -57,8 +60,9 @@ class Paired:
     losses: int
 
 
-def bootstrap_interval(differences: Sequence[float] | np.ndarray, *, level: float = 0.95, resamples: int = 10000,
-                       seed: int = 0) -> tuple[float, float]:
+def bootstrap_interval(
+    differences: Sequence[float] | np.ndarray, *, level: float = 0.95, resamples: int = 10000, seed: int = 0
+) -> tuple[float, float]:
     """Percentile bootstrap interval of the mean of `differences`: the images are drawn with
     replacement `resamples` times (generator seeded by `seed`), and the interval holds the central
     `level` of the resampled means."""
@@ -72,8 +76,14 @@ def bootstrap_interval(differences: Sequence[float] | np.ndarray, *, level: floa
     return float(low), float(high)
 
 
-def paired(baseline: Sequence[float], setting: Sequence[float], higher_is_better: bool, *,
-           seed: int = 0, resamples: int = 10000) -> Paired:
+def paired(
+    baseline: Sequence[float],
+    setting: Sequence[float],
+    higher_is_better: bool,
+    *,
+    seed: int = 0,
+    resamples: int = 10000,
+) -> Paired:
     """`setting` against `baseline`, image by image (both in the same image order). A tie is a
     difference within float rounding (`np.isclose`, rtol 1e-9): identical outputs measure
     identically, and anything more is a real difference, however small."""
@@ -86,8 +96,15 @@ def paired(baseline: Sequence[float], setting: Sequence[float], higher_is_better
     d = np.where(tie, 0.0, d)  # inf - inf (two lossless PSNRs) is a tie, not NaN
     better = (d > 0) if higher_is_better else (d < 0)
     low, high = bootstrap_interval(d, resamples=resamples, seed=seed)
-    return Paired(n=int(d.size), mean=float(d.mean()) if d.size else math.nan, low=low, high=high,
-                  wins=int((better & ~tie).sum()), ties=int(tie.sum()), losses=int((~better & ~tie).sum()))
+    return Paired(
+        n=int(d.size),
+        mean=float(d.mean()) if d.size else math.nan,
+        low=low,
+        high=high,
+        wins=int((better & ~tie).sum()),
+        ties=int(tie.sum()),
+        losses=int((~better & ~tie).sum()),
+    )
 
 
 __all__ = ["LAMA_BINS", "Paired", "area_bin", "bin_edges", "bin_names", "bootstrap_interval", "paired"]

@@ -4,12 +4,13 @@ The result loads without unpickling anything and carries its architecture twice:
 `DST.yaml` (a `generator:` section, readable and editable) and as JSON in the safetensors
 metadata (`lama_refine.generator`), so the file alone is enough.
 """
+
 from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from omegaconf import OmegaConf
 from safetensors.torch import save_file
@@ -39,24 +40,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="lama-refine-convert",
         description="Convert a LaMa checkpoint (experiment folder, .ckpt, TorchScript .pt, "
-                    "state dict or safetensors) to DST.safetensors plus DST.yaml, or (--to "
-                    "lama-experiment) any of those to a LaMa experiment folder DST "
-                    "(config.yaml + models/best.ckpt) that LaMa's own bin/predict.py loads.",
+        "state dict or safetensors) to DST.safetensors plus DST.yaml, or (--to "
+        "lama-experiment) any of those to a LaMa experiment folder DST "
+        "(config.yaml + models/best.ckpt) that LaMa's own bin/predict.py loads.",
     )
-    parser.add_argument("src", type=Path, help="checkpoint file, LaMa experiment folder, or a model name "
-                                               "(demo, demo-fill, a downloaded one)")
-    parser.add_argument("dst", type=Path,
-                        help="output .safetensors path (the .yaml goes beside it), or the experiment "
-                             "folder with --to lama-experiment")
-    parser.add_argument("--to", choices=("safetensors", "lama-experiment"), default="safetensors",
-                        help="what to write (default: safetensors)")
-    parser.add_argument("--checkpoint", default="best.ckpt",
-                        help="file in <experiment>/models/ when SRC is a folder (default: best.ckpt)")
+    parser.add_argument(
+        "src",
+        type=Path,
+        help="checkpoint file, LaMa experiment folder, or a model name (demo, demo-fill, a downloaded one)",
+    )
+    parser.add_argument(
+        "dst",
+        type=Path,
+        help="output .safetensors path (the .yaml goes beside it), or the experiment folder with --to lama-experiment",
+    )
+    parser.add_argument(
+        "--to",
+        choices=("safetensors", "lama-experiment"),
+        default="safetensors",
+        help="what to write (default: safetensors)",
+    )
+    parser.add_argument(
+        "--checkpoint",
+        default="best.ckpt",
+        help="file in <experiment>/models/ when SRC is a folder (default: best.ckpt)",
+    )
     args = parser.parse_args(argv)
     try:
         args.src = zoo.lookup(str(args.src), args.src)  # a model name: built-in (demo, demo-fill) or downloaded
         if args.to == "lama-experiment":
             from lama_refine.models.lama.export import CHECKPOINT_NAME, export_lama_experiment
+
             written = export_lama_experiment(args.src, args.dst, checkpoint=args.checkpoint)
             report = f"wrote {written / 'config.yaml'} and {written / 'models' / CHECKPOINT_NAME}"
         else:

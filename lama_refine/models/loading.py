@@ -15,6 +15,7 @@ name the pickle mentions is bound to an inert stand-in, so the weights-only unpi
 the file while nothing the file names is imported or called. Only the tensors and (as plain
 data) the generator section of `hyper_parameters` are used afterwards.
 """
+
 from __future__ import annotations
 
 import errno
@@ -24,9 +25,10 @@ import struct
 import warnings
 import zipfile
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from omegaconf import OmegaConf
@@ -75,8 +77,9 @@ class _Architecture:
     origin: str
 
 
-def load_generator(path: str | Path, checkpoint: str = "best.ckpt",
-                   map_location: MapLocation = "cpu") -> LoadedGenerator:
+def load_generator(
+    path: str | Path, checkpoint: str = "best.ckpt", map_location: MapLocation = "cpu"
+) -> LoadedGenerator:
     """Build the generator a checkpoint describes and load its weights.
 
     `path` is a LaMa experiment folder (then `checkpoint` names the file in `models/`) or a
@@ -196,8 +199,9 @@ def _read_weights(path: Path, map_location: MapLocation) -> _Weights:
     except CheckpointError:
         raise
     except Exception as error:
-        detail = (_refusal_reason(error) if isinstance(error, pickle.UnpicklingError)
-                  else f"{type(error).__name__}: {error}")
+        detail = (
+            _refusal_reason(error) if isinstance(error, pickle.UnpicklingError) else f"{type(error).__name__}: {error}"
+        )
         raise CheckpointError(
             f"{path}: not a readable generator checkpoint (expected a LaMa/Lightning .ckpt, a "
             f"TorchScript export, a torch state dict or a .safetensors file; the file may be "
@@ -397,22 +401,24 @@ def _generator_keys(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
     for key, value in state.items():
         parts = key.split(".")
         if "generator" in parts:
-            picked[".".join(parts[parts.index("generator") + 1:])] = value
+            picked[".".join(parts[parts.index("generator") + 1 :])] = value
     return picked or dict(state)
 
 
-def _load_state(generator: nn.Module, state: dict[str, Tensor], weights_file: Path,
-                architecture: _Architecture) -> None:
+def _load_state(
+    generator: nn.Module, state: dict[str, Tensor], weights_file: Path, architecture: _Architecture
+) -> None:
     """Strict load with an error that says which keys do not fit, and how."""
     expected = generator.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
-    misshaped = [(k, tuple(state[k].shape), tuple(expected[k].shape))
-                 for k in expected if k in state and state[k].shape != expected[k].shape]
+    misshaped = [
+        (k, tuple(state[k].shape), tuple(expected[k].shape))
+        for k in expected
+        if k in state and state[k].shape != expected[k].shape
+    ]
     if missing or unexpected or misshaped:
-        raise CheckpointMismatchError(
-            _mismatch_message(weights_file, architecture, missing, unexpected, misshaped)
-        )
+        raise CheckpointMismatchError(_mismatch_message(weights_file, architecture, missing, unexpected, misshaped))
     generator.load_state_dict({k: _loaded_dtype(v) for k, v in state.items()}, strict=True)
 
 
@@ -421,9 +427,14 @@ def _loaded_dtype(tensor: Tensor) -> Tensor:
     return tensor.float() if tensor.is_floating_point() else tensor
 
 
-def _mismatch_message(weights_file: Path, architecture: _Architecture, missing: list[str],
-                      unexpected: list[str], misshaped: list[tuple[str, tuple, tuple]],
-                      limit: int = 5) -> str:
+def _mismatch_message(
+    weights_file: Path,
+    architecture: _Architecture,
+    missing: list[str],
+    unexpected: list[str],
+    misshaped: list[tuple[str, tuple, tuple]],
+    limit: int = 5,
+) -> str:
     def first(items: list[str]) -> str:
         more = f", ... ({len(items) - limit} more)" if len(items) > limit else ""
         return ", ".join(items[:limit]) + more
@@ -437,6 +448,8 @@ def _mismatch_message(weights_file: Path, architecture: _Architecture, missing: 
     if unexpected:
         parts.append(f"unexpected keys ({len(unexpected)}): {first(unexpected)}")
     if misshaped:
-        parts.append(f"mis-shaped keys ({len(misshaped)}): " + first(
-            [f"{k} (checkpoint {list(got)} vs model {list(want)})" for k, got, want in misshaped]))
+        parts.append(
+            f"mis-shaped keys ({len(misshaped)}): "
+            + first([f"{k} (checkpoint {list(got)} vs model {list(want)})" for k, got, want in misshaped])
+        )
     return "; ".join(parts)

@@ -30,11 +30,13 @@ generator's own modules handles features only through `as_tuple`, `feature_tenso
 LaMa's two kinds are registered in `models/kinds.py`, the lean versions of their blocks in
 `models/lama/lean_blocks.py`. `docs/extending.md` ("Your own generator") registers a new one.
 """
+
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence, TypeVar
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -42,9 +44,11 @@ from torch import Tensor, nn
 from lama_refine.errors import UserError
 
 ROLES = ("lean", "local_convs", "image_wide")
-REGISTER_HINT = ("register its trunk block with lama_refine.models.register_block(YourBlock), or the generator with "
-                 "lama_refine.models.register_generator(YourNet, blocks=(YourBlock,)) or (..., trunk=(first, stop)); "
-                 "see docs/extending.md, 'Your own generator'")
+REGISTER_HINT = (
+    "register its trunk block with lama_refine.models.register_block(YourBlock), or the generator with "
+    "lama_refine.models.register_generator(YourNet, blocks=(YourBlock,)) or (..., trunk=(first, stop)); "
+    "see docs/extending.md, 'Your own generator'"
+)
 
 T = TypeVar("T", bound=type)
 
@@ -93,20 +97,32 @@ BLOCK_TYPES: list[type[nn.Module]] = []
 HANDLERS: dict[str, dict[type[nn.Module], Callable[[Any], Any]]] = {role: {} for role in ROLES}
 
 
-def register_generator(cls: T, *, kind: str | None = None, layers: str | None = "model",
-                       blocks: tuple[type[nn.Module], ...] = (), trunk: tuple[int, int] | None = None,
-                       front_emits: tuple[str, ...] = ("features",), make_input: MakeInput = hole_zeroed_and_mask,
-                       tail: FindTail | None = None) -> T:
+def register_generator(
+    cls: T,
+    *,
+    kind: str | None = None,
+    layers: str | None = "model",
+    blocks: tuple[type[nn.Module], ...] = (),
+    trunk: tuple[int, int] | None = None,
+    front_emits: tuple[str, ...] = ("features",),
+    make_input: MakeInput = hole_zeroed_and_mask,
+    tail: FindTail | None = None,
+) -> T:
     """Declare how `cls` is cut and fed (see `GeneratorSpec`); returns `cls`. With `kind`,
     `build_generator` builds it from `{kind: ..., **constructor kwargs}`."""
     if trunk is not None and (len(trunk) != 2 or not 0 <= trunk[0] < trunk[1]):
-        raise UserError(f"register_generator({cls.__name__}): trunk={trunk!r} must be (first, stop) with "
-                        "0 <= first < stop, the trunk's indices in the layers")
+        raise UserError(
+            f"register_generator({cls.__name__}): trunk={trunk!r} must be (first, stop) with "
+            "0 <= first < stop, the trunk's indices in the layers"
+        )
     if isinstance(front_emits, str) or not front_emits or "both" in front_emits:
-        raise UserError(f"register_generator({cls.__name__}): front_emits={front_emits!r} must be a tuple of one "
-                        "name per output of the front (not 'both', the refiner's name for all of them)")
-    GENERATORS[cls] = GeneratorSpec(kind, layers, tuple(blocks), tuple(trunk) if trunk else None, tuple(front_emits),
-                                    make_input, tail, cls.__name__)
+        raise UserError(
+            f"register_generator({cls.__name__}): front_emits={front_emits!r} must be a tuple of one "
+            "name per output of the front (not 'both', the refiner's name for all of them)"
+        )
+    GENERATORS[cls] = GeneratorSpec(
+        kind, layers, tuple(blocks), tuple(trunk) if trunk else None, tuple(front_emits), make_input, tail, cls.__name__
+    )
     if kind is not None:
         GENERATOR_KINDS[kind] = cls
     return cls
@@ -147,10 +163,12 @@ def spec_of(generator: nn.Module) -> GeneratorSpec:
         return GeneratorSpec(layers=None, name=type(generator).__name__)
     if isinstance(getattr(generator, "model", None), nn.Sequential):
         return GeneratorSpec(name=type(generator).__name__)
-    raise UserError(f"generator of an unregistered kind: class {type(generator).__name__} is neither an "
-                    "nn.Sequential nor has an nn.Sequential `model` to split into a front and a rear; "
-                    "name its layers with lama_refine.models.register_generator(YourNet, layers='attribute', "
-                    "blocks=(YourBlock,)); see docs/extending.md, 'Your own generator'")
+    raise UserError(
+        f"generator of an unregistered kind: class {type(generator).__name__} is neither an "
+        "nn.Sequential nor has an nn.Sequential `model` to split into a front and a rear; "
+        "name its layers with lama_refine.models.register_generator(YourNet, layers='attribute', "
+        "blocks=(YourBlock,)); see docs/extending.md, 'Your own generator'"
+    )
 
 
 def layers(generator: nn.Module) -> nn.Sequential:
@@ -158,8 +176,10 @@ def layers(generator: nn.Module) -> nn.Sequential:
     spec = spec_of(generator)
     found = generator if spec.layers is None else getattr(generator, spec.layers, None)
     if not isinstance(found, nn.Sequential):
-        raise UserError(f"generator {type(generator).__name__}: its registered layers `{spec.layers}` are not an "
-                        "nn.Sequential; register_generator(..., layers=...) must name one")
+        raise UserError(
+            f"generator {type(generator).__name__}: its registered layers `{spec.layers}` are not an "
+            "nn.Sequential; register_generator(..., layers=...) must name one"
+        )
     return found
 
 
@@ -174,8 +194,10 @@ def trunk_bounds(generator: nn.Module) -> tuple[int, int]:
     if spec.trunk is not None:
         first, stop = spec.trunk
         if stop > len(modules):
-            raise UserError(f"generator {type(generator).__name__}: registered trunk {spec.trunk} goes past its "
-                            f"{len(modules)} layers")
+            raise UserError(
+                f"generator {type(generator).__name__}: registered trunk {spec.trunk} goes past its "
+                f"{len(modules)} layers"
+            )
         return first, stop - first
     first, n_blocks, found = 0, 0, False
     for module in modules:
@@ -186,8 +208,10 @@ def trunk_bounds(generator: nn.Module) -> tuple[int, int]:
             first += 1
     if not found:
         names = sorted({type(m).__name__ for m in modules})
-        raise UserError(f"generator of an unregistered kind: class {type(generator).__name__} has no trunk block "
-                        f"lama-refine knows among its layers ({', '.join(names)}); {REGISTER_HINT}")
+        raise UserError(
+            f"generator of an unregistered kind: class {type(generator).__name__} has no trunk block "
+            f"lama-refine knows among its layers ({', '.join(names)}); {REGISTER_HINT}"
+        )
     return first, n_blocks
 
 
@@ -245,7 +269,7 @@ def feature_names(features: Features, emits: Sequence[str] = ("features",)) -> l
     names = list(emits) if len(emits) == len(entries) else [f"features{i}" for i in range(len(entries))]
     if not isinstance(features, tuple) and len(emits) != 1:
         names = ["features"]
-    return [n for n, f in zip(names, entries) if not is_empty(f)]
+    return [n for n, f in zip(names, entries, strict=False) if not is_empty(f)]
 
 
 def known_feature_names() -> tuple[str, ...]:
@@ -266,14 +290,39 @@ def tail_start(spec: GeneratorSpec, modules: Sequence[nn.Module]) -> int | None:
     if start is None and spec.name not in _NO_TAIL_REPORTED:
         _NO_TAIL_REPORTED.add(spec.name)
         why = "its registered tail() found none" if spec.tail is not None else "none is registered"
-        log.info("perf.tile_rows: generator %s has no tail to run in bands (%s: register_generator(..., "
-                 "tail=lama_refine.perf.tiling.find_tail)); its tail runs whole", spec.name, why)
+        log.info(
+            "perf.tile_rows: generator %s has no tail to run in bands (%s: register_generator(..., "
+            "tail=lama_refine.perf.tiling.find_tail)); its tail runs whole",
+            spec.name,
+            why,
+        )
     return start
 
 
 __all__ = [
-    "BLOCK_TYPES", "Features", "GENERATORS", "GENERATOR_KINDS", "GeneratorSpec", "ROLES", "as_tuple", "feature_names",
-    "feature_tensors", "generator_input", "handler", "hole_zeroed_and_mask", "is_block", "is_empty",
-    "known_feature_names", "layers", "map_tensors", "probe_input", "register_block", "register_generator",
-    "register_handler", "spec_of", "tail_start", "trunk_bounds", "with_tensors",
+    "BLOCK_TYPES",
+    "Features",
+    "GENERATORS",
+    "GENERATOR_KINDS",
+    "GeneratorSpec",
+    "ROLES",
+    "as_tuple",
+    "feature_names",
+    "feature_tensors",
+    "generator_input",
+    "handler",
+    "hole_zeroed_and_mask",
+    "is_block",
+    "is_empty",
+    "known_feature_names",
+    "layers",
+    "map_tensors",
+    "probe_input",
+    "register_block",
+    "register_generator",
+    "register_handler",
+    "spec_of",
+    "tail_start",
+    "trunk_bounds",
+    "with_tensors",
 ]

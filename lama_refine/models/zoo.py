@@ -9,6 +9,7 @@ A named model is one file in the cache folder, `$LAMA_REFINE_HOME` (default
 This module only looks things up; it never touches the network. Fetching is
 `lama_refine.app.download` (the `lama-refine-download` command), and nothing else downloads.
 """
+
 from __future__ import annotations
 
 import json
@@ -45,20 +46,23 @@ class KnownModel:
         return self.name + url_suffix(self.url)
 
 
-KNOWN_MODELS: dict[str, KnownModel] = {m.name: m for m in (
-    KnownModel(
-        name="big-lama",
-        # Both from IOPaint (github.com/Sanster/IOPaint, iopaint/model/lama.py, LAMA_MODEL_URL and
-        # LAMA_MODEL_MD5; read at commit 49e0a1806e3e): the TorchScript export of the LaMa authors'
-        # big-lama that IOPaint / lama-cleaner download. The authors' own big-lama.zip (a Yandex
-        # Disk link in advimman/lama's README) comes with no published digest, so it is not listed.
-        url="https://github.com/Sanster/models/releases/download/add_big_lama/big-lama.pt",
-        algorithm="md5",
-        digest="e3aa4aaa15225a33ec84f9f4bc47e500",
-        source="IOPaint, iopaint/model/lama.py (LAMA_MODEL_URL, LAMA_MODEL_MD5)",
-        description="LaMa's big-lama (Places2 + Places Challenge), TorchScript export",
-    ),
-)}
+KNOWN_MODELS: dict[str, KnownModel] = {
+    m.name: m
+    for m in (
+        KnownModel(
+            name="big-lama",
+            # Both from IOPaint (github.com/Sanster/IOPaint, iopaint/model/lama.py, LAMA_MODEL_URL and
+            # LAMA_MODEL_MD5; read at commit 49e0a1806e3e): the TorchScript export of the LaMa authors'
+            # big-lama that IOPaint / lama-cleaner download. The authors' own big-lama.zip (a Yandex
+            # Disk link in advimman/lama's README) comes with no published digest, so it is not listed.
+            url="https://github.com/Sanster/models/releases/download/add_big_lama/big-lama.pt",
+            algorithm="md5",
+            digest="e3aa4aaa15225a33ec84f9f4bc47e500",
+            source="IOPaint, iopaint/model/lama.py (LAMA_MODEL_URL, LAMA_MODEL_MD5)",
+            description="LaMa's big-lama (Places2 + Places Challenge), TorchScript export",
+        ),
+    )
+}
 
 
 def home() -> Path:
@@ -138,13 +142,17 @@ def resolve(name: str) -> Path:
     if found is not None:
         return found
     if name in KNOWN_MODELS:
-        raise UserError(f"model.path={name}: the model {name!r} is not downloaded yet (looked in {home()}).\n"
-                        f"Download it once with:  {download_command(name)}")
-    raise UserError(f"model.path={name}: no file or folder of that name here, and no downloaded model "
-                    f"called {name!r} in {home()}.\n"
-                    f"Built in: {', '.join(BUILTIN_MODELS)}. Known names: {', '.join(KNOWN_MODELS)} "
-                    f"(lama-refine-download NAME); any other file: "
-                    f"{download_command(name)}; or give a path to a checkpoint.")
+        raise UserError(
+            f"model.path={name}: the model {name!r} is not downloaded yet (looked in {home()}).\n"
+            f"Download it once with:  {download_command(name)}"
+        )
+    raise UserError(
+        f"model.path={name}: no file or folder of that name here, and no downloaded model "
+        f"called {name!r} in {home()}.\n"
+        f"Built in: {', '.join(BUILTIN_MODELS)}. Known names: {', '.join(KNOWN_MODELS)} "
+        f"(lama-refine-download NAME); any other file: "
+        f"{download_command(name)}; or give a path to a checkpoint."
+    )
 
 
 def lookup(value: str, path: Path) -> Path:

@@ -4,6 +4,7 @@ Functional ops first, thin `nn.Module` parts around them (kornia's split), so a 
 use an op directly or swap a part by config (`downsampler=...`, `pyramid_mask=...`,
 `loss_mask=...`).
 """
+
 from __future__ import annotations
 
 from abc import ABC, abstractmethod

@@ -1,4 +1,5 @@
 """Padding to a multiple of the network's stride, bottom and right only."""
+
 from __future__ import annotations
 
 import torch
@@ -19,8 +20,10 @@ def pad_reflect(x: Tensor, modulo: int) -> Tensor:
     h, w = x.shape[-2:]
     pad_h, pad_w = ceil_to_multiple(h, modulo) - h, ceil_to_multiple(w, modulo) - w
     if pad_h >= h or pad_w >= w:
-        raise ValueError(f"a {h}x{w} image is too small to reflect-pad to a multiple of {modulo}: "
-                         f"each side needs more than {max(pad_h, pad_w)} pixels")
+        raise ValueError(
+            f"a {h}x{w} image is too small to reflect-pad to a multiple of {modulo}: "
+            f"each side needs more than {max(pad_h, pad_w)} pixels"
+        )
     if pad_h == 0 and pad_w == 0:
         return x
     return F.pad(x, (0, pad_w, 0, pad_h), mode="reflect")

@@ -3,17 +3,27 @@
 Where to cut is the generator protocol's answer (`models/protocol.py`): its layers, cut at the
 first trunk block.
 """
+
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterable, Sequence
 
 import torch
 from torch import Tensor, nn
 
-from lama_refine.models.protocol import Features, GeneratorSpec, as_tuple, layers, map_tensors, probe_input, spec_of, trunk_bounds
+from lama_refine.models.protocol import (
+    Features,
+    GeneratorSpec,
+    as_tuple,
+    layers,
+    map_tensors,
+    probe_input,
+    spec_of,
+    trunk_bounds,
+)
 
 
 def move_features(features: Features, device: torch.device) -> Features:
@@ -77,8 +87,7 @@ class DevicePartitioner(ABC):
         """
 
 
-def split_by_block_counts(generator: nn.Module, devices: Sequence[torch.device],
-                          counts: Sequence[int]) -> Partition:
+def split_by_block_counts(generator: nn.Module, devices: Sequence[torch.device], counts: Sequence[int]) -> Partition:
     """Rear stage i gets `counts[i]` resnet blocks for every device but the last, which takes
     the remaining blocks and the whole tail (decoder)."""
     if len(counts) != len(devices) - 1:
@@ -130,8 +139,10 @@ class ExplicitPartitioner(DevicePartitioner):
     def split(self, generator: nn.Module, devices: Sequence[torch.device]) -> Partition:
         _, n_blocks = trunk_bounds(generator)
         if len(self.blocks) != len(devices) or sum(self.blocks) != n_blocks:
-            raise ValueError(f"partitioner.blocks={self.blocks} must give one count per device ({len(devices)}) "
-                             f"summing to the generator's {n_blocks} resnet blocks")
+            raise ValueError(
+                f"partitioner.blocks={self.blocks} must give one count per device ({len(devices)}) "
+                f"summing to the generator's {n_blocks} resnet blocks"
+            )
         return split_by_block_counts(generator, devices, self.blocks[:-1])
 
 

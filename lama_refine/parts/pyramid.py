@@ -1,4 +1,5 @@
 """Image-mask pyramids: how many scales, at what resolution."""
+
 from __future__ import annotations
 
 import copy
@@ -41,7 +42,7 @@ class PyramidBuilder(ABC):
         The out-of-memory retry halves it (`with_pixel_budget`); None means no such retry."""
         return None
 
-    def with_pixel_budget(self, px_budget: int) -> "PyramidBuilder":
+    def with_pixel_budget(self, px_budget: int) -> PyramidBuilder:
         """A pyramid like this one whose finest level has at most `px_budget` pixels. Override
         it together with `pixel_budget`."""
         raise NotImplementedError(f"{type(self).__name__} declares no pixel budget to change")
@@ -74,8 +75,9 @@ def count_scales(h: int, w: int, min_side: int, max_scales: int) -> int:
     return min(n, max_scales)
 
 
-def halving_levels(image: Tensor, mask: Tensor, n_scales: int, downsampler: Downsampler,
-                   mask_downsampler: MaskDownsampler) -> list[Level]:
+def halving_levels(
+    image: Tensor, mask: Tensor, n_scales: int, downsampler: Downsampler, mask_downsampler: MaskDownsampler
+) -> list[Level]:
     """`n_scales` levels, each the halving of the next finer one, returned coarsest first."""
     levels = [Level(image, mask)]
     for _ in range(n_scales - 1):
@@ -102,8 +104,7 @@ class HalvingPyramid(PyramidBuilder):
     """Shared skeleton of the builders here: shrink to a pixel budget (None: never resize), then
     `scale_count(h, w)` levels, each the halving of the next. Subclasses decide the count."""
 
-    def __init__(self, downsampler: Downsampler, mask_downsampler: MaskDownsampler,
-                 px_budget: int | None = 1_800_000):
+    def __init__(self, downsampler: Downsampler, mask_downsampler: MaskDownsampler, px_budget: int | None = 1_800_000):
         self.downsampler = downsampler
         self.mask_downsampler = mask_downsampler
         self.px_budget = px_budget
@@ -111,7 +112,7 @@ class HalvingPyramid(PyramidBuilder):
     def pixel_budget(self) -> int | None:
         return self.px_budget
 
-    def with_pixel_budget(self, px_budget: int) -> "HalvingPyramid":
+    def with_pixel_budget(self, px_budget: int) -> HalvingPyramid:
         changed = copy.copy(self)
         changed.px_budget = px_budget
         return changed
@@ -131,8 +132,14 @@ class OriginalPyramid(HalvingPyramid):
     """The original: shrink to `px_budget` pixels, then 1 + round(log2(short side / min_side))
     scales, at most `max_scales`."""
 
-    def __init__(self, downsampler: Downsampler, mask_downsampler: MaskDownsampler, min_side: int = 512,
-                 max_scales: int = 3, px_budget: int | None = 1_800_000):
+    def __init__(
+        self,
+        downsampler: Downsampler,
+        mask_downsampler: MaskDownsampler,
+        min_side: int = 512,
+        max_scales: int = 3,
+        px_budget: int | None = 1_800_000,
+    ):
         super().__init__(downsampler, mask_downsampler, px_budget)
         self.min_side = min_side
         self.max_scales = max_scales
@@ -145,16 +152,22 @@ class FullResolutionPyramid(OriginalPyramid):
     """The original scale policy with no pixel budget: the finest level is the input itself,
     never resized, whatever its size (memory grows with it)."""
 
-    def __init__(self, downsampler: Downsampler, mask_downsampler: MaskDownsampler, min_side: int = 512,
-                 max_scales: int = 3):
+    def __init__(
+        self, downsampler: Downsampler, mask_downsampler: MaskDownsampler, min_side: int = 512, max_scales: int = 3
+    ):
         super().__init__(downsampler, mask_downsampler, min_side, max_scales, px_budget=None)
 
 
 class FixedPyramid(HalvingPyramid):
     """Exactly `n_scales` levels whatever the image size (after the pixel budget)."""
 
-    def __init__(self, downsampler: Downsampler, mask_downsampler: MaskDownsampler, n_scales: int = 2,
-                 px_budget: int | None = 1_800_000):
+    def __init__(
+        self,
+        downsampler: Downsampler,
+        mask_downsampler: MaskDownsampler,
+        n_scales: int = 2,
+        px_budget: int | None = 1_800_000,
+    ):
         if n_scales < 1:
             raise ValueError(f"n_scales must be >= 1, got {n_scales}")
         super().__init__(downsampler, mask_downsampler, px_budget)
@@ -162,8 +175,9 @@ class FixedPyramid(HalvingPyramid):
 
     def scale_count(self, h: int, w: int) -> int:
         if min(h, w) >> (self.n_scales - 1) < 1:
-            raise ValueError(f"{self.n_scales} scales need a short side of at least "
-                             f"{2 ** (self.n_scales - 1)} pixels, got {h}x{w}")
+            raise ValueError(
+                f"{self.n_scales} scales need a short side of at least {2 ** (self.n_scales - 1)} pixels, got {h}x{w}"
+            )
         return self.n_scales
 
 
@@ -172,8 +186,14 @@ class TrainResolutionPyramid(HalvingPyramid):
     the model was trained at (256 for big-lama), so the coarsest pass is LaMa at its home size.
     `max_scales` (None: no cap) bounds the count."""
 
-    def __init__(self, downsampler: Downsampler, mask_downsampler: MaskDownsampler, train_resolution: int = 256,
-                 max_scales: int | None = None, px_budget: int | None = 1_800_000):
+    def __init__(
+        self,
+        downsampler: Downsampler,
+        mask_downsampler: MaskDownsampler,
+        train_resolution: int = 256,
+        max_scales: int | None = None,
+        px_budget: int | None = 1_800_000,
+    ):
         super().__init__(downsampler, mask_downsampler, px_budget)
         self.train_resolution = train_resolution
         self.max_scales = max_scales
@@ -183,6 +203,16 @@ class TrainResolutionPyramid(HalvingPyramid):
         return n if self.max_scales is None else min(n, self.max_scales)
 
 
-__all__ = ["FixedPyramid", "FullResolutionPyramid", "HalvingPyramid", "Level", "OriginalPyramid",
-           "PyramidBuilder", "TrainResolutionPyramid", "count_scales", "fit_pixel_budget", "halving_levels",
-           "halvings_to_target"]
+__all__ = [
+    "FixedPyramid",
+    "FullResolutionPyramid",
+    "HalvingPyramid",
+    "Level",
+    "OriginalPyramid",
+    "PyramidBuilder",
+    "TrainResolutionPyramid",
+    "count_scales",
+    "fit_pixel_budget",
+    "halving_levels",
+    "halvings_to_target",
+]

@@ -1,4 +1,5 @@
 """Refiners: walk the pyramid coarsest first and produce the finest scale's result."""
+
 from __future__ import annotations
 
 import functools
@@ -7,17 +8,25 @@ import logging
 import math
 import warnings
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from kornia.morphology import erosion
 from torch import Tensor
 
+from lama_refine.models.protocol import (
+    Features,
+    GeneratorSpec,
+    feature_tensors,
+    generator_input,
+    known_feature_names,
+    with_tensors,
+)
+from lama_refine.models.protocol import feature_names as protocol_feature_names
 from lama_refine.parts.downsample import EPS, Downsampler, MaskDownsampler, binarize_at_least
 from lama_refine.parts.padding import pad_reflect
-from lama_refine.models.protocol import Features, GeneratorSpec, feature_names as protocol_feature_names, feature_tensors, generator_input, known_feature_names, with_tensors
 from lama_refine.parts.partition import Partition
 from lama_refine.parts.pyramid import Level
 
@@ -81,8 +90,9 @@ class EarlyStop:
         return self.patience is not None and self.stalled(losses) >= self.patience
 
 
-def upsample_residual(residual: Tensor, coarse_size: tuple[int, int], fine_size: tuple[int, int],
-                      shape: torch.Size) -> Tensor:
+def upsample_residual(
+    residual: Tensor, coarse_size: tuple[int, int], fine_size: tuple[int, int], shape: torch.Size
+) -> Tensor:
     """A coarse scale's feature residual (1, C, hc, wc) -> the finer scale's feature `shape`.
 
     Scaled by the ratio of the unpadded image sizes, so feature cells line up from the top-left
@@ -144,7 +154,7 @@ class Refiner(ABC):
         """
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _takes_hooks(cls: type[Refiner]) -> bool:
     try:
         params = list(inspect.signature(cls.refine).parameters.values())
@@ -153,16 +163,21 @@ def _takes_hooks(cls: type[Refiner]) -> bool:
     return "hooks" in {p.name for p in params} or any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in params)
 
 
-def run_refiner(refiner: Refiner, partition: Partition, levels: Sequence[Level],
-                hooks: RefineHooks = NO_HOOKS) -> Refinement:
+def run_refiner(
+    refiner: Refiner, partition: Partition, levels: Sequence[Level], hooks: RefineHooks = NO_HOOKS
+) -> Refinement:
     """`refiner.refine(partition, levels, hooks)`, also for a refiner written against 0.1's
     `refine(partition, levels)`: that one gets the hooks as the `progress` / `after_step`
     attributes it read then, with a DeprecationWarning (supported until 0.3)."""
     if _takes_hooks(type(refiner)):
         return refiner.refine(partition, levels, hooks)
-    warnings.warn(f"{type(refiner).__qualname__}.refine(partition, levels) has no `hooks` parameter; "
-                  "accept `hooks: RefineHooks` and call or forward it (docs/extending.md): the progress and "
-                  "after_step attributes are set for it until lama-refine 0.3", DeprecationWarning, stacklevel=2)
+    warnings.warn(
+        f"{type(refiner).__qualname__}.refine(partition, levels) has no `hooks` parameter; "
+        "accept `hooks: RefineHooks` and call or forward it (docs/extending.md): the progress and "
+        "after_step attributes are set for it until lama-refine 0.3",
+        DeprecationWarning,
+        stacklevel=2,
+    )
     refiner.progress = hooks.progress  # type: ignore[attr-defined]  # the 0.1 contract, for old refiners
     refiner.after_step = hooks.after_step  # type: ignore[attr-defined]
     return refiner.refine(partition, levels)
@@ -179,7 +194,7 @@ def ellipse_kernel(size: int) -> Tensor:
     for i in range(size):
         dy = i - r
         dx = round(c * math.sqrt((r * r - dy * dy) / (r * r))) if r else 0
-        kernel[i, max(c - dx, 0): min(c + dx + 1, size)] = 1
+        kernel[i, max(c - dx, 0) : min(c + dx + 1, size)] = 1
     return kernel
 
 
@@ -298,16 +313,30 @@ class L1Refiner(Refiner):
 
     EMPTY_MASK_CHOICES = ("warn", "ignore", "uneroded")
 
-    def __init__(self, downsampler: Downsampler, loss_mask_downsampler: MaskDownsampler, n_iters: int = 15,
-                 lr: float = 0.002, modulo: int = 8, erosion_size: int = 15, eps: float = EPS,
-                 optimizer: Callable[..., torch.optim.Optimizer] | None = None, optimize: str = "both",
-                 known_weight: float = 1.0, coarse_weight: float = 1.0, on_empty_loss_mask: str = "warn",
-                 stop: EarlyStop | None = None, warm_start: bool = False):
+    def __init__(
+        self,
+        downsampler: Downsampler,
+        loss_mask_downsampler: MaskDownsampler,
+        n_iters: int = 15,
+        lr: float = 0.002,
+        modulo: int = 8,
+        erosion_size: int = 15,
+        eps: float = EPS,
+        optimizer: Callable[..., torch.optim.Optimizer] | None = None,
+        optimize: str = "both",
+        known_weight: float = 1.0,
+        coarse_weight: float = 1.0,
+        on_empty_loss_mask: str = "warn",
+        stop: EarlyStop | None = None,
+        warm_start: bool = False,
+    ):
         if n_iters < 1:
             raise ValueError(f"n_iters must be >= 1, got {n_iters}")
         if optimize not in self.optimize_choices():
-            raise ValueError(f"optimize must be one of {self.optimize_choices()}, got {optimize!r} (besides 'both', "
-                             "the names registered generators give their front's features)")
+            raise ValueError(
+                f"optimize must be one of {self.optimize_choices()}, got {optimize!r} (besides 'both', "
+                "the names registered generators give their front's features)"
+            )
         if on_empty_loss_mask not in self.EMPTY_MASK_CHOICES:
             raise ValueError(f"on_empty_loss_mask must be one of {self.EMPTY_MASK_CHOICES}, got {on_empty_loss_mask!r}")
         self.downsampler = downsampler
@@ -365,8 +394,10 @@ class L1Refiner(Refiner):
         names = list(feature_names(features) if names is None else names)
         chosen = [self.optimize == "both" or name == self.optimize for name in names]
         if not any(chosen):
-            raise ValueError(f"refiner.optimize={self.optimize!r} selects none of the front's features {names} "
-                             "(the names this generator gives them); use 'both' or one of them")
+            raise ValueError(
+                f"refiner.optimize={self.optimize!r} selects none of the front's features {names} "
+                "(the names this generator gives them); use 'both' or one of them"
+            )
         return chosen
 
     def refine(self, partition: Partition, levels: Sequence[Level], hooks: RefineHooks = NO_HOOKS) -> Refinement:
@@ -383,8 +414,15 @@ class L1Refiner(Refiner):
         result.image = previous
         return result
 
-    def refine_scale(self, partition: Partition, level: Level, previous: Tensor | None, index: int,
-                     n_scales: int, hooks: RefineHooks = NO_HOOKS) -> tuple[Tensor, list[float]]:
+    def refine_scale(
+        self,
+        partition: Partition,
+        level: Level,
+        previous: Tensor | None,
+        index: int,
+        n_scales: int,
+        hooks: RefineHooks = NO_HOOKS,
+    ) -> tuple[Tensor, list[float]]:
         """One scale -> (its result (1, 3, h, w) cropped to the unpadded size, its loss values)."""
         size = level.size
         device_out = partition.output_device
@@ -398,8 +436,9 @@ class L1Refiner(Refiner):
             hooks.report(index, n_scales, 0, 1, None)
             losses: list[float] = []
         else:
-            pred, losses = self._optimise(partition, features, image, mask, previous.to(device_out), size,
-                                          index, n_scales, hooks)
+            pred, losses = self._optimise(
+                partition, features, image, mask, previous.to(device_out), size, index, n_scales, hooks
+            )
         return composite(pred, image, mask, size), losses
 
     def _initial(self, features: Features, size: tuple[int, int], device: torch.device) -> list[Tensor]:
@@ -410,28 +449,49 @@ class L1Refiner(Refiner):
         if not self.warm_start or residual is None:
             return tensors
         coarse_size, residuals = residual
-        return [t if r is None else t + upsample_residual(r.to(t), coarse_size, size, t.shape)
-                for t, r in zip(tensors, residuals, strict=True)]
+        return [
+            t if r is None else t + upsample_residual(r.to(t), coarse_size, size, t.shape)
+            for t, r in zip(tensors, residuals, strict=True)
+        ]
 
-    def _optimise(self, partition: Partition, features: Features, image: Tensor, mask: Tensor, previous: Tensor,
-                  size: tuple[int, int], index: int, n_scales: int,
-                  hooks: RefineHooks = NO_HOOKS) -> tuple[Tensor, list[float]]:
+    def _optimise(
+        self,
+        partition: Partition,
+        features: Features,
+        image: Tensor,
+        mask: Tensor,
+        previous: Tensor,
+        size: tuple[int, int],
+        index: int,
+        n_scales: int,
+        hooks: RefineHooks = NO_HOOKS,
+    ) -> tuple[Tensor, list[float]]:
         coarse_mask = self.coarse_loss_mask(mask, size)
         if not coarse_mask.any():
             if self.on_empty_loss_mask == "uneroded":
                 coarse_mask = self.coarse_loss_mask(mask, size, erode=False)
-                log.info("scale %d: the eroded loss mask is empty; using the uneroded one (%d pixels)", index,
-                         int(coarse_mask[:, 0].sum()))
+                log.info(
+                    "scale %d: the eroded loss mask is empty; using the uneroded one (%d pixels)",
+                    index,
+                    int(coarse_mask[:, 0].sum()),
+                )
             elif self.on_empty_loss_mask == "warn":
-                log.warning("scale %d: the eroded loss mask is empty (holes too thin); refining on the known "
-                            "pixels only (the original reports a NaN loss here)", index)
+                log.warning(
+                    "scale %d: the eroded loss mask is empty (holes too thin); refining on the known "
+                    "pixels only (the original reports a NaN loss here)",
+                    index,
+                )
         inputs = ScaleInputs(image, mask, mask < self.eps, previous, coarse_mask, size)
         rear_device = partition.rear[0].device
         # The leaves may share storage with the front's features (Adam updates them in place).
         front = [t.detach().to(rear_device).clone() for t in flatten_features(features)] if self.warm_start else []
         names = feature_names(features, spec(partition).front_emits)
-        leaves = [t.requires_grad_(train)
-                  for t, train in zip(self._initial(features, size, rear_device), self.trainable(features, names), strict=True)]
+        leaves = [
+            t.requires_grad_(train)
+            for t, train in zip(
+                self._initial(features, size, rear_device), self.trainable(features, names), strict=True
+            )
+        ]
         optimizer = self.make_optimizer([t for t in leaves if t.requires_grad])
         losses: list[Tensor] = []
         seen: list[float] = []  # host copies, read only when early stopping is on
@@ -452,8 +512,10 @@ class L1Refiner(Refiner):
                 optimizer.step()
                 hooks.stepped()
         if self.warm_start:
-            self._residual = (size, [(leaf.detach() - f) if leaf.requires_grad else None
-                                     for leaf, f in zip(leaves, front, strict=True)])
+            self._residual = (
+                size,
+                [(leaf.detach() - f) if leaf.requires_grad else None for leaf, f in zip(leaves, front, strict=True)],
+            )
         return pred.detach(), [float(v) for v in torch.stack(losses).cpu()]
 
 

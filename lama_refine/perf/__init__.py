@@ -16,6 +16,9 @@ def __getattr__(name: str) -> object:
     module = importlib.import_module(f"{__name__}.switches")
     if not hasattr(module, name):
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    warnings.warn(f"{__name__}.{name} moved to {__name__}.switches.{name} in lama-refine 0.2; the old path goes in 0.3",
-                  DeprecationWarning, stacklevel=2)
+    warnings.warn(
+        f"{__name__}.{name} moved to {__name__}.switches.{name} in lama-refine 0.2; the old path goes in 0.3",
+        DeprecationWarning,
+        stacklevel=2,
+    )
     return getattr(module, name)

@@ -21,6 +21,7 @@ the `.so` is accepted too. From Python, start the interpreter with `LD_PRELOAD` 
 glibc's own knobs live here too: `libc()` (mallopt, malloc_trim) and `malloc_trim()`
 (`perf.malloc_trim`).
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -43,10 +44,13 @@ DEFAULT_NAMES = (None, "", "glibc", "system", "default", "none", "null")
 AUTO = "auto"  # the default: tcmalloc where installed, else the system allocator
 REEXEC_MARK = "LAMA_REFINE_ALLOCATOR_REEXEC"  # set in the re-executed process: never loop
 # What tcmalloc gives over glibc, measured (docs/benchmarks.md, the allocator tables)
-TCMALLOC_GAIN = ("at 1152x768 with the big-lama model, peak RSS 1.21 GiB instead of 2.4-3.5 GiB on glibc, "
-                 "at the same speed (docs/benchmarks.md, --plan anchor)")
-TCMALLOC_INSTALL = ("apt install libtcmalloc-minimal4 (Debian/Ubuntu); elsewhere gperftools' "
-                    "tcmalloc (conda install gperftools)")
+TCMALLOC_GAIN = (
+    "at 1152x768 with the big-lama model, peak RSS 1.21 GiB instead of 2.4-3.5 GiB on glibc, "
+    "at the same speed (docs/benchmarks.md, --plan anchor)"
+)
+TCMALLOC_INSTALL = (
+    "apt install libtcmalloc-minimal4 (Debian/Ubuntu); elsewhere gperftools' tcmalloc (conda install gperftools)"
+)
 
 
 def normalise(value: str | None) -> str | None:
@@ -58,8 +62,10 @@ def normalise(value: str | None) -> str | None:
         return value.lower()
     if "/" in value or value.endswith((".so",)) or ".so." in value:
         return value
-    raise ValueError(f"perf.allocator={value!r}: expected auto (tcmalloc where installed), glibc or null "
-                     f"(the system's), {' or '.join(LIBRARIES)}, or a path to the allocator's .so file")
+    raise ValueError(
+        f"perf.allocator={value!r}: expected auto (tcmalloc where installed), glibc or null "
+        f"(the system's), {' or '.join(LIBRARIES)}, or a path to the allocator's .so file"
+    )
 
 
 def resolve(value: str | None) -> str | None:
@@ -114,8 +120,13 @@ def is_loaded(allocator: str, maps: str | None = None) -> bool:
             maps = Path("/proc/self/maps").read_text()
         except OSError:
             return False
-    stems = ("libjemalloc",) if allocator == "jemalloc" else ("libtcmalloc",) if allocator == "tcmalloc" \
+    stems = (
+        ("libjemalloc",)
+        if allocator == "jemalloc"
+        else ("libtcmalloc",)
+        if allocator == "tcmalloc"
         else (Path(allocator).name.split(".so")[0],)
+    )
     return any(stem in line for line in maps.splitlines() for stem in stems)
 
 
@@ -176,16 +187,24 @@ def check_auto() -> bool:
     where it is not in use."""
     library = find_library("tcmalloc")
     if library is None:
-        _info_once("missing", "perf.allocator=auto: tcmalloc is not installed, so this run uses the system "
-                   "allocator. tcmalloc keeps resident memory near the live tensors: %s. To get it: %s. "
-                   "perf.allocator=glibc chooses the system allocator without this note.",
-                   TCMALLOC_GAIN, TCMALLOC_INSTALL)
+        _info_once(
+            "missing",
+            "perf.allocator=auto: tcmalloc is not installed, so this run uses the system "
+            "allocator. tcmalloc keeps resident memory near the live tensors: %s. To get it: %s. "
+            "perf.allocator=glibc chooses the system allocator without this note.",
+            TCMALLOC_GAIN,
+            TCMALLOC_INSTALL,
+        )
         return True
     if is_loaded("tcmalloc"):
         return True
-    _info_once("not-loaded", "perf.allocator=auto: tcmalloc is installed but not loaded in this process (only "
-               "the lama-refine command re-runs itself with it); start Python with LD_PRELOAD=%s to use it: %s.",
-               library, TCMALLOC_GAIN)
+    _info_once(
+        "not-loaded",
+        "perf.allocator=auto: tcmalloc is installed but not loaded in this process (only "
+        "the lama-refine command re-runs itself with it); start Python with LD_PRELOAD=%s to use it: %s.",
+        library,
+        TCMALLOC_GAIN,
+    )
     return False
 
 
@@ -198,11 +217,13 @@ def check(value: str | None) -> bool:
     if allocator is None or is_loaded(allocator):
         return True
     library = find_library(allocator)
-    how = (f"start the process with LD_PRELOAD={library}, or pass perf.allocator={value} on the "
-           f"lama-refine command line" if library is not None else
-           f"no {allocator} library found in {', '.join(map(str, search_dirs()[:4]))}, ...: install it "
-           f"(Debian/Ubuntu: apt install {'libjemalloc2' if allocator == 'jemalloc' else 'libtcmalloc-minimal4'}) "
-           f"or give its path, perf.allocator=/path/to/lib.so")
+    how = (
+        f"start the process with LD_PRELOAD={library}, or pass perf.allocator={value} on the lama-refine command line"
+        if library is not None
+        else f"no {allocator} library found in {', '.join(map(str, search_dirs()[:4]))}, ...: install it "
+        f"(Debian/Ubuntu: apt install {'libjemalloc2' if allocator == 'jemalloc' else 'libtcmalloc-minimal4'}) "
+        f"or give its path, perf.allocator=/path/to/lib.so"
+    )
     log.warning("perf.allocator=%s is not in effect (running on the system allocator): %s", value, how)
     return False
 
@@ -234,6 +255,20 @@ def malloc_trim() -> bool:
     return bool(lib.malloc_trim(0)) if lib is not None else False
 
 
-__all__ = ["AUTO", "LIBRARIES", "assumed", "check", "check_auto", "find_library", "is_loaded", "libc",
-           "malloc_trim", "normalise", "on_glibc_malloc", "preload_env", "reexec_with_preload", "resolve",
-           "search_dirs"]
+__all__ = [
+    "AUTO",
+    "LIBRARIES",
+    "assumed",
+    "check",
+    "check_auto",
+    "find_library",
+    "is_loaded",
+    "libc",
+    "malloc_trim",
+    "normalise",
+    "on_glibc_malloc",
+    "preload_env",
+    "reexec_with_preload",
+    "resolve",
+    "search_dirs",
+]

@@ -22,11 +22,13 @@ generator-specific module gets which lean version is asked of the generator prot
 `models/lama/lean_blocks.py`, registered in `models/kinds.py`). The new modules share the
 original parameters; the original module tree is not modified.
 """
+
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from contextlib import nullcontext
-from typing import Any, Callable, overload
+from typing import Any, overload
 
 import torch
 import torch.nn.functional as F
@@ -82,7 +84,7 @@ def pack_positive(y: Tensor) -> Tensor:
         return pack_mask(flat > 0)
     packed = torch.empty((n + 7) // 8, dtype=torch.uint8, device=y.device)
     for start in range(0, n, PACK_CHUNK):
-        packed[start // 8: (min(n, start + PACK_CHUNK) + 7) // 8] = pack_mask(flat[start: start + PACK_CHUNK] > 0)
+        packed[start // 8 : (min(n, start + PACK_CHUNK) + 7) // 8] = pack_mask(flat[start : start + PACK_CHUNK] > 0)
     return packed
 
 
@@ -95,7 +97,7 @@ def mul_unpacked_(grad: Tensor, packed: Tensor) -> Tensor:
     flat = grad.view(-1)
     for start in range(0, n, PACK_CHUNK):
         stop = min(n, start + PACK_CHUNK)
-        flat[start:stop].mul_(unpack_mask(packed[start // 8: (stop + 7) // 8], torch.Size((stop - start,))))
+        flat[start:stop].mul_(unpack_mask(packed[start // 8 : (stop + 7) // 8], torch.Size((stop - start,))))
     return grad
 
 
@@ -131,8 +133,12 @@ class ConvSpec:
     a `ReflectionPad2d` that precedes the conv or from the conv's own non-zero `padding_mode`.
     """
 
-    def __init__(self, conv: nn.Conv2d | nn.ConvTranspose2d, pad: tuple[int, int, int, int] | None = None,
-                 pad_mode: str = "reflect"):
+    def __init__(
+        self,
+        conv: nn.Conv2d | nn.ConvTranspose2d,
+        pad: tuple[int, int, int, int] | None = None,
+        pad_mode: str = "reflect",
+    ):
         self.conv = conv
         self.pad = pad
         self.pad_mode = pad_mode
@@ -154,8 +160,13 @@ class ConvSpec:
         if conv.weight.dtype == dtype:
             return conv.weight, conv.bias
         # data_ptr / _version: a weight replaced or changed in place (e.g. channels_last) is re-cast
-        key = (dtype, conv.weight.data_ptr(), conv.weight._version, conv.weight.stride(),
-               None if conv.bias is None else (conv.bias.data_ptr(), conv.bias._version))
+        key = (
+            dtype,
+            conv.weight.data_ptr(),
+            conv.weight._version,
+            conv.weight.stride(),
+            None if conv.bias is None else (conv.bias.data_ptr(), conv.bias._version),
+        )
         if self._cast is None or self._cast[0] != key:
             bias = conv.bias.to(dtype) if conv.bias is not None else None
             self._cast = (key, conv.weight.to(dtype), bias)
@@ -189,13 +200,23 @@ class ConvSpec:
         stand_in = grad.new_empty(1).expand(padded_shape)
         output_padding = conv.output_padding if self.transposed else (0, 0)
         grad_padded = torch.ops.aten.convolution_backward(
-            grad, stand_in, weight, None, conv.stride, self.conv_padding, conv.dilation, self.transposed,
-            output_padding, conv.groups, (True, False, False))[0]
+            grad,
+            stand_in,
+            weight,
+            None,
+            conv.stride,
+            self.conv_padding,
+            conv.dilation,
+            self.transposed,
+            output_padding,
+            conv.groups,
+            (True, False, False),
+        )[0]
         if self.pad is None or not any(self.pad):
             return grad_padded
         if self.pad_mode in ("constant", "zeros"):
             left, right, top, bottom = self.pad
-            return grad_padded[..., top: grad_padded.shape[-2] - bottom, left: grad_padded.shape[-1] - right]
+            return grad_padded[..., top : grad_padded.shape[-2] - bottom, left : grad_padded.shape[-1] - right]
         return _PAD_BACKWARD[self.pad_mode](grad_padded, grad.new_empty(1).expand(input_shape), self.pad)
 
 
@@ -231,8 +252,9 @@ def _cast_forward(spec: ConvSpec, x: Tensor, dtype: torch.dtype) -> Tensor:
         return banded_conv_transpose(x, conv, spec.band_rows, weight, bias)
     if spec.transposed:
         output_padding = conv.output_padding
-        return F.conv_transpose2d(x, weight, bias, conv.stride, conv.padding, output_padding, conv.groups,
-                                  conv.dilation)
+        return F.conv_transpose2d(
+            x, weight, bias, conv.stride, conv.padding, output_padding, conv.groups, conv.dilation
+        )
     return F.conv2d(x, weight, bias, conv.stride, spec.conv_padding, conv.dilation, conv.groups)
 
 
@@ -250,8 +272,12 @@ def _padded_shape(shape: torch.Size, pad: tuple[int, int, int, int] | None) -> t
 
 
 def bn_supported(norm: nn.Module) -> bool:
-    return (isinstance(norm, nn.BatchNorm2d) and not norm.training and norm.running_var is not None
-            and (norm.weight is None or not norm.weight.requires_grad))
+    return (
+        isinstance(norm, nn.BatchNorm2d)
+        and not norm.training
+        and norm.running_var is not None
+        and (norm.weight is None or not norm.weight.requires_grad)
+    )
 
 
 def bn_scale(norm: nn.BatchNorm2d) -> Tensor:
@@ -267,8 +293,19 @@ def norm_inplace(norm: nn.BatchNorm2d, x: Tensor) -> Tensor:
     if x.dtype != norm.running_var.dtype or not x.is_contiguous():
         return norm(x)
     empty = x.new_empty(0)
-    torch.ops.aten.native_batch_norm.out(x, norm.weight, norm.bias, norm.running_mean, norm.running_var, False,
-                                         0.0, norm.eps, out=x, save_mean=empty, save_invstd=empty.clone())
+    torch.ops.aten.native_batch_norm.out(
+        x,
+        norm.weight,
+        norm.bias,
+        norm.running_mean,
+        norm.running_var,
+        False,
+        0.0,
+        norm.eps,
+        out=x,
+        save_mean=empty,
+        save_invstd=empty.clone(),
+    )
     return x
 
 
@@ -318,13 +355,19 @@ def _needs_grad(x: Any) -> bool:
 class LeanConvNormAct(nn.Module):
     """[pad] -> conv -> [BatchNorm] -> [ReLU] as two frozen functions."""
 
-    def __init__(self, conv: nn.Conv2d | nn.ConvTranspose2d, norm: nn.BatchNorm2d | None = None,
-                 relu: bool = False, pad: nn.Module | None = None):
+    def __init__(
+        self,
+        conv: nn.Conv2d | nn.ConvTranspose2d,
+        norm: nn.BatchNorm2d | None = None,
+        relu: bool = False,
+        pad: nn.Module | None = None,
+    ):
         super().__init__()
         self.conv, self.norm, self.relu = conv, norm, relu
         self.pad = pad
-        pad_mode = {nn.ReflectionPad2d: "reflect", nn.ReplicationPad2d: "replicate",
-                    nn.ZeroPad2d: "constant"}.get(type(pad), "reflect")
+        pad_mode = {nn.ReflectionPad2d: "reflect", nn.ReplicationPad2d: "replicate", nn.ZeroPad2d: "constant"}.get(
+            type(pad), "reflect"
+        )
         self.spec = ConvSpec(conv, tuple(pad.padding) if pad is not None else None, pad_mode)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -400,8 +443,13 @@ def lean_sequence(modules: list[nn.Module], unknown: set[str] | None = None) -> 
     while i < len(modules):
         m = modules[i]
         pad = None
-        if isinstance(m, _PADS) and i + 1 < len(modules) and isinstance(modules[i + 1], nn.Conv2d) \
-                and modules[i + 1].padding_mode == "zeros" and ConvSpec.supported(modules[i + 1]):
+        if (
+            isinstance(m, _PADS)
+            and i + 1 < len(modules)
+            and isinstance(modules[i + 1], nn.Conv2d)
+            and modules[i + 1].padding_mode == "zeros"
+            and ConvSpec.supported(modules[i + 1])
+        ):
             pad, i = m, i + 1
             m = modules[i]
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)) and ConvSpec.supported(m):
@@ -448,8 +496,9 @@ class LeanNormAct(nn.Module):
         self.norm, self.relu = norm, relu
 
     def forward(self, x: Tensor) -> Tensor:
-        return lean_norm_act(self.norm if self.norm is not None else nn.Identity(),
-                             nn.ReLU() if self.relu else nn.Identity(), x)
+        return lean_norm_act(
+            self.norm if self.norm is not None else nn.Identity(), nn.ReLU() if self.relu else nn.Identity(), x
+        )
 
 
 def lean_rear(stage: nn.Sequential) -> nn.Sequential:
@@ -462,8 +511,11 @@ def lean_rear(stage: nn.Sequential) -> nn.Sequential:
     lean = lean_sequence(list(stage), unknown)
     if unknown and frozenset(unknown) not in _REPORTED:
         _REPORTED.add(frozenset(unknown))
-        log.info("lean backward: %s run under plain autograd (no lean version registered: "
-                 "lama_refine.models.register_handler('lean', ...))", ", ".join(sorted(unknown)))
+        log.info(
+            "lean backward: %s run under plain autograd (no lean version registered: "
+            "lama_refine.models.register_handler('lean', ...))",
+            ", ".join(sorted(unknown)),
+        )
     return lean
 
 
@@ -478,7 +530,6 @@ def band_upsampling(stage: nn.Module, rows: int) -> None:
 
 
 _REPORTED: set[frozenset[str]] = set()  # one INFO line per set of unknown modules, not one per stage or trace
-
 
 
 __all__ = [

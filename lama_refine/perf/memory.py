@@ -17,6 +17,7 @@ The constants were fitted on CPU peak RSS measurements (docs/benchmarks.md, wher
 and measured peaks stand side by side); the meta trace carries what depends on the model and on
 the configuration, so another generator, or a smaller one of the same kind, needs no new constants.
 """
+
 from __future__ import annotations
 
 import copy
@@ -29,9 +30,9 @@ from torch import Tensor, nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from lama_refine.perf.allocator import assumed as assumed_allocator
 from lama_refine.models.protocol import Features, feature_tensors, is_block, map_tensors, probe_input
 from lama_refine.parts.partition import EvenPartitioner, Partition, SavedBytes
+from lama_refine.perf.allocator import assumed as assumed_allocator
 from lama_refine.perf.switches import PerfConfig, tune_partition
 
 CPU_PROCESS_BYTES = 400 * 2**20  # python + torch + oneDNN resident before any work
@@ -85,8 +86,9 @@ def meta_copy(module: nn.Module) -> nn.Module:
     return copy.deepcopy(module, memo)
 
 
-def meta_trace(generator: nn.Module, size: tuple[int, int], perf: PerfConfig,
-               dtype: torch.dtype = torch.float32) -> tuple[Partition, Features]:
+def meta_trace(
+    generator: nn.Module, size: tuple[int, int], perf: PerfConfig, dtype: torch.dtype = torch.float32
+) -> tuple[Partition, Features]:
     """The generator's rear tuned as `perf` says (lean or not; no checkpointing) and the front's
     output at padded size (h, w) as leaves requiring grad, all on the meta device: what every
     trace of the memory model starts from."""
@@ -99,8 +101,9 @@ def meta_trace(generator: nn.Module, size: tuple[int, int], perf: PerfConfig,
     return tuned, map_tensors(lambda f: f.detach().requires_grad_(True), features)
 
 
-def trace_rear(generator: nn.Module, size: tuple[int, int], perf: PerfConfig,
-               dtype: torch.dtype = torch.float32) -> tuple[int, int]:
+def trace_rear(
+    generator: nn.Module, size: tuple[int, int], perf: PerfConfig, dtype: torch.dtype = torch.float32
+) -> tuple[int, int]:
     """(bytes saved for backward, largest activation in bytes) of one forward of the rear,
     lean or not as `perf` says, at padded size (h, w), on the meta device.
 
@@ -140,9 +143,14 @@ def weight_bytes(generator: nn.Module) -> int:
     return sum(t.numel() * t.element_size() for t in list(generator.parameters()) + list(generator.buffers()))
 
 
-def estimate_peak(generator: nn.Module, size: tuple[int, int], perf: PerfConfig | None = None,
-                  device: torch.device | str = "cpu", input_size: tuple[int, int] | None = None,
-                  modulo: int = 8) -> MemoryEstimate:
+def estimate_peak(
+    generator: nn.Module,
+    size: tuple[int, int],
+    perf: PerfConfig | None = None,
+    device: torch.device | str = "cpu",
+    input_size: tuple[int, int] | None = None,
+    modulo: int = 8,
+) -> MemoryEstimate:
     """Peak memory of refining a working image of `size` (h, w) (the finest scale, after the
     pixel budget), the photo being `input_size` (default: the same)."""
     perf = perf or PerfConfig()
@@ -158,8 +166,12 @@ def estimate_peak(generator: nn.Module, size: tuple[int, int], perf: PerfConfig 
     refiner = REFINER_BYTES_PER_PX * px + 16 * input_px
     fixed = weight_bytes(generator) + (CPU_PROCESS_BYTES if device.type == "cpu" else 0)
     # jemalloc / tcmalloc (perf.allocator) reuse freed blocks by size class: no heap retention
-    if (device.type == "cpu" and perf.lean_backward and perf.mmap_threshold_kb is None
-            and assumed_allocator(perf.allocator) is None):
+    if (
+        device.type == "cpu"
+        and perf.lean_backward
+        and perf.mmap_threshold_kb is None
+        and assumed_allocator(perf.allocator) is None
+    ):
         saved, transient, refiner = (HEAP_RETENTION * x for x in (saved, transient, refiner))
     return MemoryEstimate(fixed=fixed, saved=saved, transient=transient, refiner=refiner)
 
@@ -177,9 +189,15 @@ def available_memory(device: torch.device | str) -> int:
     raise RuntimeError("cannot read MemAvailable from /proc/meminfo")
 
 
-def auto_px_budget(generator: nn.Module, perf: PerfConfig | None, device: torch.device | str,
-                   max_scales: int = 3, aspect: float = 4 / 3, free_bytes: int | None = None,
-                   reference_px: int = 1_000_000) -> int:
+def auto_px_budget(
+    generator: nn.Module,
+    perf: PerfConfig | None,
+    device: torch.device | str,
+    max_scales: int = 3,
+    aspect: float = 4 / 3,
+    free_bytes: int | None = None,
+    reference_px: int = 1_000_000,
+) -> int:
     """The largest pixel budget whose estimated peak fits `FREE_FRACTION` of the free memory.
 
     The estimate is linear in the pixel count at a given aspect ratio, so two meta traces give
@@ -200,8 +218,10 @@ def auto_px_budget(generator: nn.Module, perf: PerfConfig | None, device: torch.
     intercept = total(large) - slope * large
     budget = int((FREE_FRACTION * free - intercept) / slope)
     if budget < 256 * 256:
-        raise MemoryError(f"pyramid.px_budget=auto: {free / 2**30:.1f} GiB free on {device} fits no useful budget "
-                          f"(estimated {slope:.0f} bytes per pixel)")
+        raise MemoryError(
+            f"pyramid.px_budget=auto: {free / 2**30:.1f} GiB free on {device} fits no useful budget "
+            f"(estimated {slope:.0f} bytes per pixel)"
+        )
     return budget // 10_000 * 10_000
 
 

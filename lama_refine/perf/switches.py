@@ -6,22 +6,24 @@ checkpointing, threads (config section `perf:`).
 and leave the generator's own module tree (used by plain inference) as it is, except
 `channels_last`, which converts the rear's weights in place (values unchanged).
 """
+
 from __future__ import annotations
 
 import contextlib
 import gc
 import logging
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from lama_refine.perf import allocator as allocators
-from lama_refine.perf.lean import band_upsampling, lean_rear
 from lama_refine.models.protocol import Features, GeneratorSpec, is_block, map_tensors, tail_start
 from lama_refine.parts.partition import Partition, Stage
+from lama_refine.perf import allocator as allocators
+from lama_refine.perf.lean import band_upsampling, lean_rear
 from lama_refine.perf.tiling import band_front, tile_tail
 
 log = logging.getLogger(__name__)
@@ -57,8 +59,7 @@ class PerfConfig:
         if self.amp is not None and not self.lean_backward:
             # LaMa's FourierUnit calls torch.complex on autocast's bf16/fp16 output, which has no
             # kernel; the lean Fourier unit runs its FFT path in float32.
-            raise ValueError("perf.amp needs perf.lean_backward=true (LaMa's Fourier unit has no "
-                             "half-precision path)")
+            raise ValueError("perf.amp needs perf.lean_backward=true (LaMa's Fourier unit has no half-precision path)")
         self.allocator = allocators.normalise(self.allocator)
         if self.tile_rows is not None and self.tile_rows < 8:
             raise ValueError(f"perf.tile_rows must be >= 8 or null, got {self.tile_rows}")
@@ -70,7 +71,7 @@ class PerfConfig:
         return AMP_DTYPES[self.amp] if self.amp else None
 
     @classmethod
-    def from_config(cls, cfg: Any) -> "PerfConfig":
+    def from_config(cls, cfg: Any) -> PerfConfig:
         """From a `perf:` DictConfig / mapping (missing keys take the defaults)."""
         if cfg is None:
             return cls()
@@ -160,8 +161,15 @@ class RearStage(nn.Sequential):
     """A rear stage's modules, run under the switches: features to the chosen layout, autocast,
     and, on the last stage, the output back to float32 so the loss is computed in float32."""
 
-    def __init__(self, modules: list[nn.Module], device: torch.device, amp_dtype: torch.dtype | None,
-                 channels_last: bool, float_output: bool, compile: bool):
+    def __init__(
+        self,
+        modules: list[nn.Module],
+        device: torch.device,
+        amp_dtype: torch.dtype | None,
+        channels_last: bool,
+        float_output: bool,
+        compile: bool,
+    ):
         super().__init__(*modules)
         self.device = device
         self.amp_dtype = amp_dtype
@@ -197,8 +205,9 @@ def tune_stage(stage: Stage, perf: PerfConfig, last: bool, spec: GeneratorSpec |
     if perf.channels_last:
         for m in modules:
             m.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs omit memory_format
-    module = RearStage(modules, stage.device, perf.amp_dtype, perf.channels_last, float_output=last,
-                       compile=perf.compile)
+    module = RearStage(
+        modules, stage.device, perf.amp_dtype, perf.channels_last, float_output=last, compile=perf.compile
+    )
     return Stage(module, stage.device)
 
 
@@ -214,5 +223,15 @@ def tune_partition(partition: Partition, perf: PerfConfig) -> Partition:
     return Partition(front, rear, partition.spec)
 
 
-__all__ = ["AMP_DTYPES", "Checkpointed", "PerfConfig", "RearStage", "apply_process_settings", "release_memory",
-           "set_mmap_threshold", "step_hook", "tune_partition", "tune_stage"]
+__all__ = [
+    "AMP_DTYPES",
+    "Checkpointed",
+    "PerfConfig",
+    "RearStage",
+    "apply_process_settings",
+    "release_memory",
+    "set_mmap_threshold",
+    "step_hook",
+    "tune_partition",
+    "tune_stage",
+]

@@ -20,11 +20,13 @@ lean backward (`banded_conv_transpose`, `banded_conv_transpose_grad`, used by
 `lean.band_upsampling`): oneDNN holds about three output-sized buffers while it computes one,
 which made big-lama's second upsampling the peak of an iteration.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from contextlib import nullcontext
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -37,9 +39,15 @@ _ACTS = (nn.Sigmoid, nn.Tanh, nn.Identity)
 
 def _empty_as(like: Tensor, shape: tuple[int, ...]) -> Tensor:
     """An uninitialised tensor of `shape` in `like`'s dtype, device and layout (NCHW or NHWC)."""
-    channels_last = like.dim() == 4 and not like.is_contiguous() and like.is_contiguous(memory_format=torch.channels_last)
-    return torch.empty(shape, dtype=like.dtype, device=like.device,
-                       memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    channels_last = (
+        like.dim() == 4 and not like.is_contiguous() and like.is_contiguous(memory_format=torch.channels_last)
+    )
+    return torch.empty(
+        shape,
+        dtype=like.dtype,
+        device=like.device,
+        memory_format=torch.channels_last if channels_last else torch.contiguous_format,
+    )
 
 
 def up_size(up: nn.ConvTranspose2d, h: int) -> int:
@@ -65,8 +73,9 @@ def up_input_rows(up: nn.ConvTranspose2d, ya: int, yb: int, h: int) -> tuple[int
     return ia, ib
 
 
-def banded_conv_transpose(x: Tensor, up: nn.ConvTranspose2d, rows: int, weight: Tensor | None = None,
-                          bias: Tensor | None = None) -> Tensor:
+def banded_conv_transpose(
+    x: Tensor, up: nn.ConvTranspose2d, rows: int, weight: Tensor | None = None, bias: Tensor | None = None
+) -> Tensor:
     """`up(x)` (with `weight` / `bias` in their place if given), computed `rows` output rows at a
     time into one output tensor. (B, C_in, h, w) -> (B, C_out, H, W), any float dtype.
 
@@ -85,16 +94,18 @@ def banded_conv_transpose(x: Tensor, up: nn.ConvTranspose2d, rows: int, weight: 
     for r0 in range(0, big_h, rows):
         r1 = min(big_h, r0 + rows)
         ia, ib = up_input_rows(up, r0, r1, h)
-        y = F.conv_transpose2d(x[:, :, ia:ib], weight, bias, up.stride, up.padding, up.output_padding, up.groups,
-                               up.dilation)
+        y = F.conv_transpose2d(
+            x[:, :, ia:ib], weight, bias, up.stride, up.padding, up.output_padding, up.groups, up.dilation
+        )
         if out is None:
             out = _empty_as(y, (*y.shape[:2], big_h, y.shape[-1]))
-        out[:, :, r0:r1] = y[:, :, r0 - ia * s: r1 - ia * s]
+        out[:, :, r0:r1] = y[:, :, r0 - ia * s : r1 - ia * s]
     return out
 
 
-def banded_conv_transpose_grad(grad: Tensor, up: nn.ConvTranspose2d, input_shape: torch.Size, rows: int,
-                               weight: Tensor | None = None) -> Tensor:
+def banded_conv_transpose_grad(
+    grad: Tensor, up: nn.ConvTranspose2d, input_shape: torch.Size, rows: int, weight: Tensor | None = None
+) -> Tensor:
     """The input gradient of `up` (a transposed conv, with `weight` in its place if given) from the
     output gradient `grad` (B, C_out, H, W), in bands of about `rows` gradient rows: (B, C_in, h, w).
 
@@ -109,8 +120,18 @@ def banded_conv_transpose_grad(grad: Tensor, up: nn.ConvTranspose2d, input_shape
     def input_grad(g: Tensor, shape: tuple[int, ...]) -> Tensor:
         stand_in = g.new_empty(1).expand(shape)  # convolution_backward reads only the input's shape
         return torch.ops.aten.convolution_backward(
-            g, stand_in, weight, None, up.stride, up.padding, up.dilation, True, up.output_padding, up.groups,
-            (True, False, False))[0]
+            g,
+            stand_in,
+            weight,
+            None,
+            up.stride,
+            up.padding,
+            up.dilation,
+            True,
+            up.output_padding,
+            up.groups,
+            (True, False, False),
+        )[0]
 
     if up.stride[0] != up.stride[1] or big_h <= 2 * rows:
         return input_grad(grad, tuple(input_shape))
@@ -121,8 +142,8 @@ def banded_conv_transpose_grad(grad: Tensor, up: nn.ConvTranspose2d, input_shape
         r0, r1 = max(0, ja * s - p), min(big_h, (jb - 1) * s - p + reach + 1)  # the rows [ja, jb) reach
         ia, ib = up_input_rows(up, r0, r1, h)
         band_h = up_size(up, ib - ia)
-        g = input_grad(grad[:, :, ia * s: ia * s + band_h], (*input_shape[:2], ib - ia, input_shape[-1]))
-        grad_x[:, :, ja:jb] = g[:, :, ja - ia: jb - ia]
+        g = input_grad(grad[:, :, ia * s : ia * s + band_h], (*input_shape[:2], ib - ia, input_shape[-1]))
+        grad_x[:, :, ja:jb] = g[:, :, ja - ia : jb - ia]
     return grad_x
 
 
@@ -131,8 +152,7 @@ class TiledTail(nn.Module):
     run in bands of `rows` output rows. Input (B, C, h, w), any float dtype; output (B, C_out, H, W)
     with H, W the transposed conv's output size."""
 
-    def __init__(self, up: nn.ConvTranspose2d, norm: nn.Module, pad: int, conv: nn.Conv2d, act: nn.Module,
-                 rows: int):
+    def __init__(self, up: nn.ConvTranspose2d, norm: nn.Module, pad: int, conv: nn.Conv2d, act: nn.Module, rows: int):
         super().__init__()
         if rows < pad + 1:
             raise ValueError(f"perf.tile_rows must be > the tail's padding ({pad}), got {rows}")
@@ -160,7 +180,7 @@ class TiledTail(nn.Module):
         big_h, p, s = self.up_size(h), self.pad, self.up.stride[0]
         ya, yb = max(0, r0 - p), min(big_h, r1 + p)
         # contiguous: eval BatchNorm takes another kernel (other rounding) on a strided view
-        y = self.up(xb)[:, :, ya - ia * s: yb - ia * s].contiguous()
+        y = self.up(xb)[:, :, ya - ia * s : yb - ia * s].contiguous()
         y = torch.relu(self.norm(y))
         # reflection at the image's top / bottom border only: inside, the halo rows are real rows
         y = F.pad(y, (p, p, max(0, p - r0), max(0, r1 + p - big_h)), mode="reflect")
@@ -182,8 +202,11 @@ class _TiledTailFunction(torch.autograd.Function):
     def forward(ctx: Any, x: Tensor, tail: TiledTail) -> Tensor:
         ctx.tail = tail
         device_type = x.device.type
-        ctx.autocast = (device_type, torch.is_autocast_enabled(device_type) if device_type in ("cpu", "cuda") else False,
-                        torch.get_autocast_dtype(device_type) if device_type in ("cpu", "cuda") else None)
+        ctx.autocast = (
+            device_type,
+            torch.is_autocast_enabled(device_type) if device_type in ("cpu", "cuda") else False,
+            torch.get_autocast_dtype(device_type) if device_type in ("cpu", "cuda") else None,
+        )
         ctx.save_for_backward(x)  # the input is resident anyway (the previous stage's output)
         with torch.no_grad():
             return tail.run(x)
@@ -209,12 +232,16 @@ class _TiledTailFunction(torch.autograd.Function):
             r0, r1 = max(0, s * ja - p_up - tail.pad - 1), min(big_h, s * jb + k + tail.pad + 1)
             ia, ib = tail.band_input(h, r0, r1)
             assert ia <= ja and ib >= jb, (ia, ja, jb, ib)
-            with torch.enable_grad(), torch.autocast(device_type, dtype=dtype, enabled=enabled) \
-                    if device_type in ("cpu", "cuda") else nullcontext():
+            with (
+                torch.enable_grad(),
+                torch.autocast(device_type, dtype=dtype, enabled=enabled)
+                if device_type in ("cpu", "cuda")
+                else nullcontext(),
+            ):
                 leaf = x[:, :, ia:ib].detach().requires_grad_(True)
                 out = tail.band_from(leaf, ia, h, r0, r1)
                 (g,) = torch.autograd.grad(out, leaf, grad[:, :, r0:r1].to(out.dtype))
-            grad_x[:, :, ja:jb] = g[:, :, ja - ia: jb - ia]
+            grad_x[:, :, ja:jb] = g[:, :, ja - ia : jb - ia]
         return grad_x, None
 
 
@@ -225,12 +252,20 @@ def is_bandable_tail(modules: Sequence[nn.Module]) -> bool:
     if len(modules) not in (5, 6):
         return False
     up, norm, relu, pad, conv, *rest = modules
-    return bool(isinstance(up, nn.ConvTranspose2d) and isinstance(norm, (nn.BatchNorm2d, nn.Identity))
-                and isinstance(relu, nn.ReLU) and isinstance(pad, nn.ReflectionPad2d)
-                and isinstance(conv, nn.Conv2d) and conv.padding == (0, 0) and conv.stride == (1, 1)
-                and up.dilation == (1, 1) and up.groups == 1 and len(set(pad.padding)) == 1
-                and conv.kernel_size[0] == 2 * pad.padding[0] + 1
-                and all(isinstance(m, _ACTS) for m in rest))
+    return bool(
+        isinstance(up, nn.ConvTranspose2d)
+        and isinstance(norm, (nn.BatchNorm2d, nn.Identity))
+        and isinstance(relu, nn.ReLU)
+        and isinstance(pad, nn.ReflectionPad2d)
+        and isinstance(conv, nn.Conv2d)
+        and conv.padding == (0, 0)
+        and conv.stride == (1, 1)
+        and up.dilation == (1, 1)
+        and up.groups == 1
+        and len(set(pad.padding)) == 1
+        and conv.kernel_size[0] == 2 * pad.padding[0] + 1
+        and all(isinstance(m, _ACTS) for m in rest)
+    )
 
 
 def find_tail(modules: Sequence[nn.Module]) -> int | None:
@@ -251,9 +286,11 @@ def tile_tail(modules: list[nn.Module], rows: int, start: int | None = None) -> 
             return modules
     if not is_bandable_tail(modules[start:]):
         names = [type(m).__name__ for m in modules[start:]]
-        raise ValueError(f"the generator's tail from index {start} ({', '.join(names)}) is not one TiledTail can "
-                         "band: [ConvTranspose2d, BatchNorm2d|Identity, ReLU, ReflectionPad2d(P), Conv2d(2P+1), "
-                         "activation]; fix the generator's registered tail (register_generator(..., tail=...))")
+        raise ValueError(
+            f"the generator's tail from index {start} ({', '.join(names)}) is not one TiledTail can "
+            "band: [ConvTranspose2d, BatchNorm2d|Identity, ReLU, ReflectionPad2d(P), Conv2d(2P+1), "
+            "activation]; fix the generator's registered tail (register_generator(..., tail=...))"
+        )
     up, norm, _relu, pad, conv, *rest = modules[start:]
     act = rest[0] if rest else nn.Identity()
     return modules[:start] + [TiledTail(up, norm, pad.padding[0], conv, act, rows)]
@@ -317,7 +354,7 @@ class BandedFront(nn.Sequential):
     def _local(self, x: Any) -> Any:
         """The front after its image-wide head (all of it without one)."""
         for i, module in enumerate(self):
-            for m in (list(module)[1:] if i == 0 and self.global_head else [module]):
+            for m in list(module)[1:] if i == 0 and self.global_head else [module]:
                 x = m(x)
         return x
 
@@ -333,8 +370,10 @@ class BandedFront(nn.Sequential):
             ia, ib = max(0, i0 - self.halo), min(h, i1 + self.halo)
             out = self._local(x[:, :, ia:ib])
             j0, j1 = (i0 - ia) // self.stride, (i1 - ia) // self.stride
-            bands.append(as_tuple(map_tensors(lambda o: o[:, :, j0:j1], out)))
-        merged = tuple(parts[0] if is_empty(parts[0]) else torch.cat(parts, dim=-2) for parts in zip(*bands, strict=True))
+            bands.append(as_tuple(map_tensors(lambda o, j0=j0, j1=j1: o[:, :, j0:j1], out)))
+        merged = tuple(
+            parts[0] if is_empty(parts[0]) else torch.cat(parts, dim=-2) for parts in zip(*bands, strict=True)
+        )
         return merged if isinstance(out, tuple) else merged[0]
 
 
@@ -363,5 +402,16 @@ def band_front(front: nn.Sequential, rows: int) -> nn.Module:
 # band at a time in backward (the lean backward takes it as it is, without an INFO line).
 register_handler("lean", TiledTail, lambda module: module)
 
-__all__ = ["BandedFront", "TiledTail", "band_front", "banded_conv_transpose", "banded_conv_transpose_grad", "find_tail",
-           "is_bandable_tail", "local_geometry", "tile_tail", "up_input_rows", "up_size"]
+__all__ = [
+    "BandedFront",
+    "TiledTail",
+    "band_front",
+    "banded_conv_transpose",
+    "banded_conv_transpose_grad",
+    "find_tail",
+    "is_bandable_tail",
+    "local_geometry",
+    "tile_tail",
+    "up_input_rows",
+    "up_size",
+]

@@ -1,4 +1,5 @@
 """`python -m lama_refine.train [overrides]`: train the demo model (Hydra config `conf/train.yaml`)."""
+
 from __future__ import annotations
 
 import hydra

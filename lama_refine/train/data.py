@@ -8,6 +8,7 @@ replace them (`data.image_dir`), which is what the tests do.
 
 A fixed list of photos is held out for validation and never trained on (`HOLDOUT`).
 """
+
 from __future__ import annotations
 
 import logging
@@ -15,9 +16,9 @@ import math
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -38,14 +39,43 @@ _PLASMA = "usr/share/wallpapers/{}/contents/images/2560x1600.jpg"
 # name -> (source, location). Source is a Debian package (location: path inside it) or
 # "skimage" (location: the `skimage.data` function). Licenses: docs/default-model.md.
 PHOTOS: dict[str, tuple[str, str]] = {
-    **{f"mate/{n}": ("mate-backgrounds", _MATE.format(n)) for n in (
-        "Aqua", "Blinds", "Dune", "FreshFlower", "Garden", "GreenMeadow", "LadyBird", "RainDrops",
-        "Storm", "TwoWings", "Wood", "YellowFlower")},
-    **{f"plasma/{n}": ("plasma-workspace-wallpapers", _PLASMA.format(n)) for n in (
-        "BytheWater", "ColdRipple", "ColorfulCups", "DarkestHour", "EveningGlow", "FallenLeaf",
-        "Grey", "Kite", "OneStandsOut", "Path", "summer_1am")},
-    **{f"skimage/{n}": ("skimage", n) for n in (
-        "astronaut", "coffee", "chelsea", "rocket", "camera", "grass", "gravel", "brick")},
+    **{
+        f"mate/{n}": ("mate-backgrounds", _MATE.format(n))
+        for n in (
+            "Aqua",
+            "Blinds",
+            "Dune",
+            "FreshFlower",
+            "Garden",
+            "GreenMeadow",
+            "LadyBird",
+            "RainDrops",
+            "Storm",
+            "TwoWings",
+            "Wood",
+            "YellowFlower",
+        )
+    },
+    **{
+        f"plasma/{n}": ("plasma-workspace-wallpapers", _PLASMA.format(n))
+        for n in (
+            "BytheWater",
+            "ColdRipple",
+            "ColorfulCups",
+            "DarkestHour",
+            "EveningGlow",
+            "FallenLeaf",
+            "Grey",
+            "Kite",
+            "OneStandsOut",
+            "Path",
+            "summer_1am",
+        )
+    },
+    **{
+        f"skimage/{n}": ("skimage", n)
+        for n in ("astronaut", "coffee", "chelsea", "rocket", "camera", "grass", "gravel", "brick")
+    },
 }
 # Never trained on: validation, the model card's numbers and the shipped examples.
 HOLDOUT: tuple[str, ...] = ("mate/LadyBird", "mate/Storm", "plasma/EveningGlow", "plasma/Path")
@@ -67,8 +97,7 @@ def fetch_debian_package(package: str, cache: Path = DEFAULT_CACHE) -> Path:
     target.mkdir(parents=True)
     with tempfile.TemporaryDirectory() as tmp:
         log.info("downloading Debian package %s", package)
-        subprocess.run(["apt-get", "download", package], cwd=tmp, check=True,
-                       stdout=subprocess.DEVNULL)
+        subprocess.run(["apt-get", "download", package], cwd=tmp, check=True, stdout=subprocess.DEVNULL)
         (deb,) = Path(tmp).glob(f"{package}_*.deb")
         subprocess.run(["dpkg", "-x", str(deb), str(target)], check=True)
     (target / ".complete").touch()
@@ -126,9 +155,13 @@ def folder_images(folder: Path | str) -> dict[str, Path]:
     return {str(p.relative_to(folder)): p for p in files}
 
 
-def load_photos(names: Iterable[str] | None = None, image_dir: str | Path | None = None,
-                cache: Path | str = DEFAULT_CACHE, max_short_side: int | None = 1024,
-                exclude: Sequence[str] = ()) -> dict[str, np.ndarray]:
+def load_photos(
+    names: Iterable[str] | None = None,
+    image_dir: str | Path | None = None,
+    cache: Path | str = DEFAULT_CACHE,
+    max_short_side: int | None = 1024,
+    exclude: Sequence[str] = (),
+) -> dict[str, np.ndarray]:
     """Photos by name, shrunk to `max_short_side`: from `image_dir` when given, else `PHOTOS`.
 
     `names` picks a subset (default: all but `exclude`).
@@ -167,17 +200,19 @@ class CropSampler:
         h, w = photo.shape[-2:]
         short = min(h, w)
         if short < size:
-            photo = F.interpolate(photo[None], scale_factor=size / short, mode="bilinear",
-                                  align_corners=False, antialias=False)[0]
+            photo = F.interpolate(
+                photo[None], scale_factor=size / short, mode="bilinear", align_corners=False, antialias=False
+            )[0]
             h, w = photo.shape[-2:]
             short = min(h, w)
         side = int(round(size * 2 ** self.rng.uniform(0, np.log2(short / size))))
         side = min(max(side, size), short)
         top, left = int(self.rng.integers(h - side + 1)), int(self.rng.integers(w - side + 1))
-        window = photo[:, top:top + side, left:left + side]
+        window = photo[:, top : top + side, left : left + side]
         if side != size:
-            window = F.interpolate(window[None], size=(size, size), mode="bilinear",
-                                   align_corners=False, antialias=True)[0].clamp_(0, 1)
+            window = F.interpolate(
+                window[None], size=(size, size), mode="bilinear", align_corners=False, antialias=True
+            )[0].clamp_(0, 1)
         if self.hflip and self.rng.random() < 0.5:
             window = window.flip(-1)
         return window
@@ -185,16 +220,18 @@ class CropSampler:
     def batch(self, batch_size: int, size: int) -> tuple[Tensor, Tensor]:
         """images (B, 3, size, size) in [0, 1], masks (B, 1, size, size) in {0, 1}."""
         images = torch.stack([self.crop(size) for _ in range(batch_size)])
-        masks = np.stack([mixed_mask(size, size, self.rng, dict(self.mask_weights or {}) or None)
-                          for _ in range(batch_size)])
+        masks = np.stack(
+            [mixed_mask(size, size, self.rng, dict(self.mask_weights or {}) or None) for _ in range(batch_size)]
+        )
         return images, torch.from_numpy(masks)[:, None]
 
 
 FAMILY_CYCLE = ("thin", "medium", "thick")
 
 
-def validation_set(photos: Mapping[str, np.ndarray], size: int = 256, per_photo: int = 6,
-                   seed: int = 1234, view_short_side: int = 512) -> tuple[Tensor, Tensor, list[str]]:
+def validation_set(
+    photos: Mapping[str, np.ndarray], size: int = 256, per_photo: int = 6, seed: int = 1234, view_short_side: int = 512
+) -> tuple[Tensor, Tensor, list[str]]:
     """Fixed crops + seeded masks of held-out photos: (N, 3, s, s), (N, 1, s, s), family names.
 
     Each photo is viewed with its short side at `view_short_side` (a whole-scene scale, like
@@ -212,13 +249,25 @@ def validation_set(photos: Mapping[str, np.ndarray], size: int = 256, per_photo:
         for k in range(per_photo):
             top = (h - size) * (k % 2)
             left = int(round((w - size) * (k // 2) / max(1, (per_photo + 1) // 2 - 1)))
-            images.append(view[:, top:top + size, left:left + size])
+            images.append(view[:, top : top + size, left : left + size])
             family = FAMILY_CYCLE[(p * per_photo + k) % len(FAMILY_CYCLE)]
             families.append(family)
             masks.append(torch.from_numpy(seeded_mask(size, size, family, seed + p * per_photo + k))[None])
     return torch.stack(images), torch.stack(masks), families
 
 
-__all__ = ["CropSampler", "DEFAULT_CACHE", "HOLDOUT", "PHOTOS", "as_rgb_uint8", "fetch_debian_package",
-           "folder_images", "load_named_photo", "load_photos", "read_rgb8", "shrink_to_short_side",
-           "to_tensor", "validation_set"]
+__all__ = [
+    "CropSampler",
+    "DEFAULT_CACHE",
+    "HOLDOUT",
+    "PHOTOS",
+    "as_rgb_uint8",
+    "fetch_debian_package",
+    "folder_images",
+    "load_named_photo",
+    "load_photos",
+    "read_rgb8",
+    "shrink_to_short_side",
+    "to_tensor",
+    "validation_set",
+]

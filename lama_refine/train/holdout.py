@@ -9,25 +9,27 @@ Two tables and two pictures for `docs/default-model.md`:
 
 Run: `python tools/evaluate_default_model.py` (see its --help).
 """
+
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from lama_refine.train.data import FAMILY_CYCLE, shrink_to_short_side, to_tensor, validation_set
-from lama_refine.train.losses import masked_l1, psnr
-from lama_refine.train.loop import network_input
-from lama_refine.train.mask_families import seeded_mask
 from lama_refine.io import to_hwc, to_uint8
 from lama_refine.models.lama.fill import diffusion_fill
+from lama_refine.train.data import FAMILY_CYCLE, shrink_to_short_side, to_tensor, validation_set
+from lama_refine.train.loop import network_input
+from lama_refine.train.losses import masked_l1, psnr
+from lama_refine.train.mask_families import seeded_mask
 
 Fill = Callable[[Tensor, Tensor], Tensor]  # (B,3,H,W) images, (B,1,H,W) masks -> composites
 
@@ -50,7 +52,7 @@ def network_fill(generator: nn.Module, batch_size: int = 8) -> Fill:
     def fill(images: Tensor, masks: Tensor) -> Tensor:
         outs = []
         for i in range(0, len(images), batch_size):
-            x, m = images[i:i + batch_size], masks[i:i + batch_size]
+            x, m = images[i : i + batch_size], masks[i : i + batch_size]
             outs.append(m * generator(network_input(x, m)) + (1 - m) * x)
         return torch.cat(outs)
 
@@ -72,9 +74,14 @@ def hole_metrics(outputs: Tensor, images: Tensor, masks: Tensor) -> tuple[np.nda
     return l1, psnr(outputs, images, masks).numpy()
 
 
-def crops_table(fills: Mapping[str, Fill], photos: Mapping[str, np.ndarray], size: int = 256,
-                per_photo: int = 6, seed: int = EVAL_SEED,
-                view_short_sides: Sequence[int] = VIEW_SHORT_SIDES) -> tuple[list[Row], dict[str, Tensor]]:
+def crops_table(
+    fills: Mapping[str, Fill],
+    photos: Mapping[str, np.ndarray],
+    size: int = 256,
+    per_photo: int = 6,
+    seed: int = EVAL_SEED,
+    view_short_sides: Sequence[int] = VIEW_SHORT_SIDES,
+) -> tuple[list[Row], dict[str, Tensor]]:
     """Score every fill on the same seeded crops; rows per family and overall ("all")."""
     images, masks, families = [], [], []
     for k, view in enumerate(view_short_sides):
@@ -121,14 +128,19 @@ def default_inpainter(generator: nn.Module, refine: bool, n_iters: int = 15):
     """The `Inpainter` with every part at its default (the original's behaviour)."""
     from lama_refine.parts.downsample import AllPixelsMaskDownsampler, BlurMaskDownsampler, GaussianDownsampler
     from lama_refine.parts.partition import EvenPartitioner
-    from lama_refine.pipeline import Inpainter
     from lama_refine.parts.pyramid import OriginalPyramid
     from lama_refine.parts.refine import L1Refiner
+    from lama_refine.pipeline import Inpainter
 
     ds = GaussianDownsampler()
-    return Inpainter(generator, OriginalPyramid(ds, BlurMaskDownsampler()),
-                     L1Refiner(ds, AllPixelsMaskDownsampler(), n_iters=n_iters), EvenPartitioner(),
-                     [torch.device("cpu")], refine=refine)
+    return Inpainter(
+        generator,
+        OriginalPyramid(ds, BlurMaskDownsampler()),
+        L1Refiner(ds, AllPixelsMaskDownsampler(), n_iters=n_iters),
+        EvenPartitioner(),
+        [torch.device("cpu")],
+        refine=refine,
+    )
 
 
 def highres_case(generator: nn.Module, image: Tensor, mask: Tensor, n_iters: int = 15) -> dict[str, Any]:
@@ -151,9 +163,15 @@ def highres_case(generator: nn.Module, image: Tensor, mask: Tensor, n_iters: int
     return result
 
 
-def highres_table(generator: nn.Module, photos: Mapping[str, np.ndarray], long_side: int = 1280,
-                  families_per_photo: int = 1, seed: int = EVAL_SEED, n_iters: int = 15,
-                  log: Callable[[str], None] = print) -> tuple[list[HighResRow], dict[str, dict[str, object]]]:
+def highres_table(
+    generator: nn.Module,
+    photos: Mapping[str, np.ndarray],
+    long_side: int = 1280,
+    families_per_photo: int = 1,
+    seed: int = EVAL_SEED,
+    n_iters: int = 15,
+    log: Callable[[str], None] = print,
+) -> tuple[list[HighResRow], dict[str, dict[str, object]]]:
     """Every held-out photo at `long_side` px with seeded masks of `families_per_photo` families.
 
     Families rotate over the photos (thin, medium, thick, thin, ...), so one mask per photo
@@ -167,12 +185,26 @@ def highres_table(generator: nn.Module, photos: Mapping[str, np.ndarray], long_s
             family = FAMILY_CYCLE[(p + f) % len(FAMILY_CYCLE)]
             mask = torch.from_numpy(seeded_mask(h, w, family, seed + 100 * p + f))[None, None]
             case = highres_case(generator, image, mask, n_iters)
-            rows.append(HighResRow(name, f"{w}x{h}", family, float(100 * mask.mean()), int(case["scales"]),
-                                   case["plain_l1"], case["plain_psnr"], case["refined_l1"],
-                                   case["refined_psnr"], case["plain_s"], case["refined_s"]))
+            rows.append(
+                HighResRow(
+                    name,
+                    f"{w}x{h}",
+                    family,
+                    float(100 * mask.mean()),
+                    int(case["scales"]),
+                    case["plain_l1"],
+                    case["plain_psnr"],
+                    case["refined_l1"],
+                    case["refined_psnr"],
+                    case["plain_s"],
+                    case["refined_s"],
+                )
+            )
             cases[f"{name}/{family}"] = {"image": image, "mask": mask, **case}
-            log(f"{name} {family}: plain L1 {case['plain_l1']:.4f} / refined {case['refined_l1']:.4f}, "
-                f"{case['refined_s']:.0f} s")
+            log(
+                f"{name} {family}: plain L1 {case['plain_l1']:.4f} / refined {case['refined_l1']:.4f}, "
+                f"{case['refined_s']:.0f} s"
+            )
     return rows, cases
 
 
@@ -191,31 +223,41 @@ def crops_markdown(rows: Sequence[Row]) -> str:
 
 
 def highres_markdown(rows: Sequence[HighResRow]) -> str:
-    lines = ["| photo | size | mask | hole % | scales | plain L1 / PSNR | refined L1 / PSNR | plain s | refined s |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| photo | size | mask | hole % | scales | plain L1 / PSNR | refined L1 / PSNR | plain s | refined s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        lines.append(f"| {r.photo} | {r.size} | {r.family} | {r.hole_percent:.1f} | {r.scales} | "
-                     f"{r.plain_l1:.4f} / {r.plain_psnr:.2f} | {r.refined_l1:.4f} / {r.refined_psnr:.2f} | "
-                     f"{r.plain_s:.1f} | {r.refined_s:.1f} |")
+        lines.append(
+            f"| {r.photo} | {r.size} | {r.family} | {r.hole_percent:.1f} | {r.scales} | "
+            f"{r.plain_l1:.4f} / {r.plain_psnr:.2f} | {r.refined_l1:.4f} / {r.refined_psnr:.2f} | "
+            f"{r.plain_s:.1f} | {r.refined_s:.1f} |"
+        )
     mean = lambda attr: float(np.mean([getattr(r, attr) for r in rows]))  # noqa: E731
-    lines.append(f"| **mean** | | | | | {mean('plain_l1'):.4f} / {mean('plain_psnr'):.2f} | "
-                 f"{mean('refined_l1'):.4f} / {mean('refined_psnr'):.2f} | {mean('plain_s'):.1f} | "
-                 f"{mean('refined_s'):.1f} |")
+    lines.append(
+        f"| **mean** | | | | | {mean('plain_l1'):.4f} / {mean('plain_psnr'):.2f} | "
+        f"{mean('refined_l1'):.4f} / {mean('refined_psnr'):.2f} | {mean('plain_s'):.1f} | "
+        f"{mean('refined_s'):.1f} |"
+    )
     return "\n".join(lines)
 
 
 def family_markdown(rows: Sequence[HighResRow]) -> str:
     """Plain vs refined per mask family (means over the photos): does refinement pay on each?"""
-    lines = ["| mask family | photos | plain L1 / PSNR | refined L1 / PSNR | L1 change | PSNR change | refined better on |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| mask family | photos | plain L1 / PSNR | refined L1 / PSNR | L1 change | PSNR change | refined better on |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for family in (*dict.fromkeys(r.family for r in rows), "all"):
         sel = [r for r in rows if family in ("all", r.family)]
         mean = lambda attr, sel=sel: float(np.mean([getattr(r, attr) for r in sel]))  # noqa: E731
         wins = sum(r.refined_l1 < r.plain_l1 and r.refined_psnr > r.plain_psnr for r in sel)
         l1_change = 100 * (mean("refined_l1") / mean("plain_l1") - 1)
-        lines.append(f"| {family} | {len(sel)} | {mean('plain_l1'):.4f} / {mean('plain_psnr'):.2f} | "
-                     f"{mean('refined_l1'):.4f} / {mean('refined_psnr'):.2f} | {l1_change:+.1f} % | "
-                     f"{mean('refined_psnr') - mean('plain_psnr'):+.2f} dB | {wins} of {len(sel)} |")
+        lines.append(
+            f"| {family} | {len(sel)} | {mean('plain_l1'):.4f} / {mean('plain_psnr'):.2f} | "
+            f"{mean('refined_l1'):.4f} / {mean('refined_psnr'):.2f} | {l1_change:+.1f} % | "
+            f"{mean('refined_psnr') - mean('plain_psnr'):+.2f} dB | {wins} of {len(sel)} |"
+        )
     return "\n".join(lines)
 
 
@@ -241,8 +283,9 @@ def grid_picture(rows: Sequence[Sequence[np.ndarray]], cell: tuple[int, int], ga
     return sheet
 
 
-def crops_picture(outputs: Mapping[str, Tensor], methods: Sequence[str], indices: Sequence[int],
-                  cell: int = 200) -> Image.Image:
+def crops_picture(
+    outputs: Mapping[str, Tensor], methods: Sequence[str], indices: Sequence[int], cell: int = 200
+) -> Image.Image:
     """Rows of crops: input with hole, each method's fill, the original."""
     rows = []
     for i in indices:
@@ -272,7 +315,7 @@ def highres_picture(image: Tensor, mask: Tensor, plain: Tensor, refined: Tensor,
     cw = (width - 3 * gap) // 4
     h, w = image.shape[-2:]
     full = grid_picture([[picture(p) for p in pictures]], (cw, round(cw * h / w)), gap)
-    zoom = grid_picture([[picture(p[..., top:top + hh, left:left + ww]) for p in pictures]], (cw, cw), gap)
+    zoom = grid_picture([[picture(p[..., top : top + hh, left : left + ww]) for p in pictures]], (cw, cw), gap)
     sheet = Image.new("RGB", (full.width, full.height + gap + zoom.height), "white")
     sheet.paste(full, (0, 0))
     sheet.paste(zoom, (0, full.height + gap))
@@ -284,7 +327,25 @@ def save_json(path: Path, payload: object) -> None:
     path.write_text(json.dumps(payload, indent=1, default=lambda o: asdict(o)))
 
 
-__all__ = ["EVAL_SEED", "HighResRow", "Row", "crops_markdown", "crops_picture", "crops_table",
-           "default_inpainter", "diffusion_fill", "family_markdown", "fit_size", "grid_picture", "highres_case",
-           "highres_markdown", "highres_picture", "highres_table", "hole_metrics", "mean_fill", "network_fill",
-           "picture", "shrink_to_short_side"]
+__all__ = [
+    "EVAL_SEED",
+    "HighResRow",
+    "Row",
+    "crops_markdown",
+    "crops_picture",
+    "crops_table",
+    "default_inpainter",
+    "diffusion_fill",
+    "family_markdown",
+    "fit_size",
+    "grid_picture",
+    "highres_case",
+    "highres_markdown",
+    "highres_picture",
+    "highres_table",
+    "hole_metrics",
+    "mean_fill",
+    "network_fill",
+    "picture",
+    "shrink_to_short_side",
+]

@@ -5,15 +5,17 @@ and whether the adversarial terms are on. The shipped recipe spends most steps o
 128 px crops, where the network learns to fill at all, and the rest on 256 px crops with the
 PatchGAN on, where it learns LaMa's training resolution and sharper texture.
 """
+
 from __future__ import annotations
 
 import json
 import logging
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, cast
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -22,11 +24,19 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from lama_refine.io import write_atomic
 from lama_refine.models import NON_LAMA_OPTIONS, build_generator, generator_config
 from lama_refine.models.protocol import hole_zeroed_and_mask
-from lama_refine.io import write_atomic
 from lama_refine.train import data as datamod
-from lama_refine.train.losses import PatchDiscriminator, discriminator_loss, feature_matching_loss, generator_adversarial_loss, gradient_loss, masked_l1, psnr
+from lama_refine.train.losses import (
+    PatchDiscriminator,
+    discriminator_loss,
+    feature_matching_loss,
+    generator_adversarial_loss,
+    gradient_loss,
+    masked_l1,
+    psnr,
+)
 
 log = logging.getLogger(__name__)
 
@@ -129,13 +139,13 @@ def build_models(cfg: DictConfig) -> Models:
     generator = build_generator(cast("dict[str, Any]", OmegaConf.to_container(cfg.model, resolve=True)))
     discriminator = PatchDiscriminator(ndf=cfg.train.disc_ndf, n_layers=cfg.train.disc_layers)
     opt_g = torch.optim.Adam(generator.parameters(), lr=cfg.train.lr, betas=tuple(cfg.train.betas))
-    opt_d = torch.optim.Adam(discriminator.parameters(), lr=cfg.train.disc_lr,
-                             betas=tuple(cfg.train.disc_betas))
+    opt_d = torch.optim.Adam(discriminator.parameters(), lr=cfg.train.disc_lr, betas=tuple(cfg.train.disc_betas))
     return Models(generator, discriminator, opt_g, opt_d)
 
 
-def generator_losses(cfg: DictConfig, models: Models, images: Tensor, masks: Tensor,
-                     adversarial: bool) -> tuple[Tensor, dict[str, float], Tensor]:
+def generator_losses(
+    cfg: DictConfig, models: Models, images: Tensor, masks: Tensor, adversarial: bool
+) -> tuple[Tensor, dict[str, float], Tensor]:
     """The generator's weighted loss, its parts (for logging) and the composite."""
     w = cfg.train.loss
     pred = models.generator(network_input(images, masks))
@@ -174,7 +184,7 @@ def evaluate(generator: nn.Module, images: Tensor, masks: Tensor, batch_size: in
     generator.eval()
     l1, ps = [], []
     for i in range(0, len(images), batch_size):
-        x, m = images[i:i + batch_size], masks[i:i + batch_size]
+        x, m = images[i : i + batch_size], masks[i : i + batch_size]
         pred = generator(network_input(x, m))
         out = m * pred + (1 - m) * x
         l1 += [float(masked_l1(o[None], t[None], mm[None])) for o, t, mm in zip(out, x, m, strict=True)]
@@ -211,8 +221,13 @@ def load_checkpoint(path: Path, models: Models, rng: np.random.Generator) -> int
     return int(state["step"])
 
 
-def export_generator(generator: nn.Module, model_cfg: Mapping[str, Any] | DictConfig, stem: Path | str,
-                     fp16: bool = True, metadata: Mapping[str, str] | None = None) -> tuple[Path, Path]:
+def export_generator(
+    generator: nn.Module,
+    model_cfg: Mapping[str, Any] | DictConfig,
+    stem: Path | str,
+    fp16: bool = True,
+    metadata: Mapping[str, str] | None = None,
+) -> tuple[Path, Path]:
     """Write `stem.safetensors` (eval-mode weights and BatchNorm statistics) and `stem.yaml`.
 
     The yaml holds a LaMa `generator:` section, which is what `load_generator` reads beside
@@ -230,8 +245,9 @@ def export_generator(generator: nn.Module, model_cfg: Mapping[str, Any] | DictCo
     write_atomic(weights, lambda tmp: save_file(tensors, str(tmp), metadata=dict(metadata or {})))
     config = stem.with_suffix(".yaml")
     # any Mapping works here; omegaconf's overloads name only dict and DictConfig
-    section = generator_config(OmegaConf.create({"generator": OmegaConf.to_container(
-        OmegaConf.create(model_cfg), resolve=True)}))  # type: ignore[arg-type]
+    section = generator_config(
+        OmegaConf.create({"generator": OmegaConf.to_container(OmegaConf.create(model_cfg), resolve=True)})
+    )  # type: ignore[arg-type]
     # Our own generator options at their LaMa defaults are left out: the yaml stays a plain
     # LaMa `generator:` section wherever the model is one.
     for key, lama_default in NON_LAMA_OPTIONS.items():
@@ -246,7 +262,7 @@ def load_training_photos(cfg: DictConfig) -> tuple[list[Tensor], dict[str, np.nd
     d = cfg.data
     if d.image_dir is not None:
         train = datamod.load_photos(image_dir=d.image_dir, max_short_side=d.max_short_side)
-        val = (datamod.load_photos(image_dir=d.val_dir, max_short_side=None) if d.val_dir else {})
+        val = datamod.load_photos(image_dir=d.val_dir, max_short_side=None) if d.val_dir else {}
     else:
         holdout = list(d.holdout)
         train = datamod.load_photos(cache=d.cache, max_short_side=d.max_short_side, exclude=holdout)
@@ -271,8 +287,13 @@ def train(cfg: DictConfig) -> Path:
     photos, val_photos = load_training_photos(cfg)
     val_images, val_masks = None, None
     if val_photos:
-        val_images, val_masks, _ = datamod.validation_set(val_photos, size=t.val_size, per_photo=t.val_per_photo,
-                                                           seed=t.val_seed, view_short_side=t.val_view_short_side)
+        val_images, val_masks, _ = datamod.validation_set(
+            val_photos,
+            size=t.val_size,
+            per_photo=t.val_per_photo,
+            seed=t.val_seed,
+            view_short_side=t.val_view_short_side,
+        )
     models = build_models(cfg)
     models.generator.train()
     step = 0
@@ -315,8 +336,13 @@ def train(cfg: DictConfig) -> Path:
         step += 1
         bar.update(1)
         bar.set_postfix(crop=phase.crop, l1=f"{parts['l1_hole']:.4f}")
-        record: dict[str, Any] = {"step": step, "lr": t.lr * factor, "crop": phase.crop,
-                                  "threads": torch.get_num_threads(), **parts}
+        record: dict[str, Any] = {
+            "step": step,
+            "lr": t.lr * factor,
+            "crop": phase.crop,
+            "threads": torch.get_num_threads(),
+            **parts,
+        }
         if val_images is not None and val_masks is not None and (step % t.val_every == 0 or step == t.steps):
             record.update(evaluate(models.generator, val_images, val_masks))
             bar.write(f"step {step}: val L1 {record['val_l1']:.4f}, PSNR {record['val_psnr']:.2f} dB")
@@ -336,15 +362,38 @@ def train(cfg: DictConfig) -> Path:
 
     models.generator.eval()
     stem = out_dir / "generator"
-    export_generator(models.generator, cfg.model, stem, fp16=bool(t.export_fp16),
-                     metadata={"steps": str(int(t.steps)), "seed": str(int(t.seed))})
+    export_generator(
+        models.generator,
+        cfg.model,
+        stem,
+        fp16=bool(t.export_fp16),
+        metadata={"steps": str(int(t.steps)), "seed": str(int(t.seed))},
+    )
     if t.export_to:
-        export_generator(models.generator, cfg.model, Path(t.export_to).expanduser(),
-                         fp16=bool(t.export_fp16), metadata={"steps": str(int(t.steps)), "seed": str(int(t.seed))})
+        export_generator(
+            models.generator,
+            cfg.model,
+            Path(t.export_to).expanduser(),
+            fp16=bool(t.export_fp16),
+            metadata={"steps": str(int(t.steps)), "seed": str(int(t.seed))},
+        )
     log.info("exported %s.safetensors / .yaml", stem)
     return stem
 
 
-__all__ = ["Models", "Phase", "build_models", "evaluate", "export_generator", "generator_losses",
-           "ThreadTuner", "load_checkpoint", "load_training_photos", "lr_factor", "network_input", "plan_phases",
-           "save_checkpoint", "train"]
+__all__ = [
+    "Models",
+    "Phase",
+    "build_models",
+    "evaluate",
+    "export_generator",
+    "generator_losses",
+    "ThreadTuner",
+    "load_checkpoint",
+    "load_training_photos",
+    "lr_factor",
+    "network_input",
+    "plan_phases",
+    "save_checkpoint",
+    "train",
+]

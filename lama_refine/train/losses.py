@@ -6,6 +6,7 @@ pretrained network can be downloaded here, so the perceptual term is replaced by
 on the hole plus a multi-scale image-gradient term (edges and texture contrast, which a plain
 L1 washes out); the adversarial part is a small PatchGAN with the same mask-aware labels.
 """
+
 from __future__ import annotations
 
 import torch
@@ -61,8 +62,9 @@ class PatchDiscriminator(nn.Module):
         channels = in_channels
         for i in range(n_layers):
             out = ndf * 2**i
-            layers.append(nn.Sequential(nn.Conv2d(channels, out, 4, stride=2, padding=1),
-                                        nn.LeakyReLU(0.2, inplace=True)))
+            layers.append(
+                nn.Sequential(nn.Conv2d(channels, out, 4, stride=2, padding=1), nn.LeakyReLU(0.2, inplace=True))
+            )
             channels = out
         self.features = nn.ModuleList(layers)
         self.head = nn.Conv2d(channels, 1, 3, padding=1)
@@ -113,5 +115,14 @@ def psnr(pred: Tensor, target: Tensor, weight: Tensor) -> Tensor:
     return 10 * torch.log10(1 / mse.clamp_min(1e-10))
 
 
-__all__ = ["PatchDiscriminator", "discriminator_loss", "feature_matching_loss", "generator_adversarial_loss",
-           "gradient_loss", "image_gradients", "masked_l1", "psnr", "resize_mask"]
+__all__ = [
+    "PatchDiscriminator",
+    "discriminator_loss",
+    "feature_matching_loss",
+    "generator_adversarial_loss",
+    "gradient_loss",
+    "image_gradients",
+    "masked_l1",
+    "psnr",
+    "resize_mask",
+]

@@ -6,6 +6,7 @@ definition. The published families are specified at 512 px; every length and wid
 by `min(h, w) / 512`, so a 256 px training crop gets half-size strokes and a 2 K px photo gets
 holes of the same *relative* size as LaMa's 512 px evaluation masks.
 """
+
 from __future__ import annotations
 
 import math
@@ -101,7 +102,7 @@ def draw_boxes(h: int, w: int, params: BoxParams, rng: np.random.Generator) -> n
         box_w = int(rng.integers(lo, max(lo + 1, min(hi, w - 2 * margin))))
         top = int(rng.integers(margin, max(margin + 1, h - margin - box_h + 1)))
         left = int(rng.integers(margin, max(margin + 1, w - margin - box_w + 1)))
-        mask[top:top + box_h, left:left + box_w] = 1
+        mask[top : top + box_h, left : left + box_w] = 1
     return mask
 
 
@@ -112,8 +113,9 @@ def draw_family(h: int, w: int, family: MaskFamily, rng: np.random.Generator) ->
     return draw_strokes(h, w, family.strokes, rng)
 
 
-def random_mask(h: int, w: int, family: str, rng: np.random.Generator,
-                max_coverage: float = MAX_COVERAGE) -> np.ndarray:
+def random_mask(
+    h: int, w: int, family: str, rng: np.random.Generator, max_coverage: float = MAX_COVERAGE
+) -> np.ndarray:
     """A (h, w) float32 {0, 1} hole mask of `family` ("thin", "medium", "thick").
 
     Empty masks and masks covering more than `max_coverage` are redrawn (LaMa's tamper-area
@@ -134,8 +136,7 @@ def seeded_mask(h: int, w: int, family: str, seed: int) -> np.ndarray:
     return random_mask(h, w, family, np.random.default_rng(seed))
 
 
-def mixed_mask(h: int, w: int, rng: np.random.Generator,
-               weights: dict[str, float] | None = None) -> np.ndarray:
+def mixed_mask(h: int, w: int, rng: np.random.Generator, weights: dict[str, float] | None = None) -> np.ndarray:
     """A mask of a family drawn with `weights` (default: equal): the training mixture."""
     weights = weights or {name: 1.0 for name in FAMILIES}
     names = sorted(weights)
@@ -144,5 +145,14 @@ def mixed_mask(h: int, w: int, rng: np.random.Generator,
     return random_mask(h, w, family, rng)
 
 
-__all__ = ["FAMILIES", "BoxParams", "MaskFamily", "StrokeParams", "draw_boxes", "draw_strokes",
-           "mixed_mask", "random_mask", "seeded_mask"]
+__all__ = [
+    "FAMILIES",
+    "BoxParams",
+    "MaskFamily",
+    "StrokeParams",
+    "draw_boxes",
+    "draw_strokes",
+    "mixed_mask",
+    "random_mask",
+    "seeded_mask",
+]

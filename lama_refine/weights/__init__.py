@@ -11,6 +11,7 @@
 Each `.safetensors` holds fp16 weights and eval-mode BatchNorm statistics; the `.yaml` of the
 same stem beside it holds the LaMa `generator:` section, which `load_generator` reads.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

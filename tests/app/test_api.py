@@ -1,16 +1,16 @@
 """`lama_refine.inpaint`: images in memory, PIL or numpy, in and out."""
+
 import re
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import GOLDEN
 from PIL import Image
 
 import lama_refine.app.api as api
-from lama_refine import inpaint, make_inpainter
+from lama_refine import inpaint
 from lama_refine.errors import UserError
-
-from conftest import GOLDEN
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL = GOLDEN / "three_scales" / "generator.safetensors"
@@ -60,7 +60,10 @@ def test_float_array_gives_float32_in_0_1_and_keeps_known_values_exactly():
     assert np.array_equal(out[~holes], floats.astype(np.float32)[~holes])
     assert out.min() >= 0 and out.max() <= 1
     # the same numbers the file path gives: the pipeline sees image / 255 either way
-    assert np.abs(np.clip(out * 255, 0, 255).astype(np.uint8).astype(int) - inpaint(image, holes, FAST).astype(int)).max() == 0
+    assert (
+        np.abs(np.clip(out * 255, 0, 255).astype(np.uint8).astype(int) - inpaint(image, holes, FAST).astype(int)).max()
+        == 0
+    )
 
 
 def test_an_empty_mask_returns_the_image_without_building_a_pipeline(monkeypatch):
@@ -90,12 +93,15 @@ def test_refined_by_default_overrides_as_on_the_command_line():
     assert refined.shape == plain.shape and np.array_equal(refined[~holes], image[~holes])
 
 
-@pytest.mark.parametrize("image, mask, says", [
-    (np.zeros((10, 12, 3), np.uint8), np.zeros((10, 11), bool), "mask is 10x11 but the image is 10x12"),
-    (np.zeros((10, 12), np.uint8), np.zeros((10, 12), bool), "HxWx3"),
-    (np.full((10, 12, 3), 2.0), np.ones((10, 12), bool), "[0, 1]"),
-    (np.zeros((10, 12, 3), np.uint8), np.zeros((2, 10, 12), bool), "HxW array"),
-])
+@pytest.mark.parametrize(
+    "image, mask, says",
+    [
+        (np.zeros((10, 12, 3), np.uint8), np.zeros((10, 11), bool), "mask is 10x11 but the image is 10x12"),
+        (np.zeros((10, 12), np.uint8), np.zeros((10, 12), bool), "HxWx3"),
+        (np.full((10, 12, 3), 2.0), np.ones((10, 12), bool), "[0, 1]"),
+        (np.zeros((10, 12, 3), np.uint8), np.zeros((2, 10, 12), bool), "HxW array"),
+    ],
+)
 def test_wrong_inputs_are_user_errors(image, mask, says):
     with pytest.raises(UserError, match=re.escape(says)):
         inpaint(image, mask, FAST)
@@ -132,6 +138,7 @@ def test_readme_python_snippet_runs(tmp_path, monkeypatch):
 # inpaint() as people call it (issue 24)
 # ---------------------------------------------------------------------------------------------
 
+
 def test_paths_are_read_as_the_command_line_reads_them(tmp_path):
     image, holes = picture()
     Image.fromarray(image).save(tmp_path / "p.png")
@@ -145,10 +152,15 @@ def test_paths_are_read_as_the_command_line_reads_them(tmp_path):
         inpaint(image, tmp_path / "nope_mask.png", FAST)
 
 
-@pytest.mark.parametrize("overrides", [
-    tuple(FAST), " ".join(FAST), {"model.path": MODEL, "refine": False, "progress": False},
-    {"model": {"path": str(MODEL)}, "refine": False, "progress": False},
-])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        tuple(FAST),
+        " ".join(FAST),
+        {"model.path": MODEL, "refine": False, "progress": False},
+        {"model": {"path": str(MODEL)}, "refine": False, "progress": False},
+    ],
+)
 def test_overrides_as_a_tuple_a_string_or_a_mapping(overrides):
     image, holes = picture()
     assert api.override_list(overrides) == [f"model.path={MODEL}", "refine=false", "progress=false"]
@@ -156,14 +168,15 @@ def test_overrides_as_a_tuple_a_string_or_a_mapping(overrides):
 
 
 def test_override_values_from_python_keep_their_meaning():
-    assert api.override_list({"devices": ["cpu"], "refiner.n_iters": 3, "refiner.lr": 0.01, "shard": None,
-                              "out": "my result.png"}) == [
-        "devices=[cpu]", "refiner.n_iters=3", "refiner.lr=0.01", "shard=null", "out='my result.png'"]
+    assert api.override_list(
+        {"devices": ["cpu"], "refiner.n_iters": 3, "refiner.lr": 0.01, "shard": None, "out": "my result.png"}
+    ) == ["devices=[cpu]", "refiner.n_iters=3", "refiner.lr=0.01", "shard=null", "out='my result.png'"]
     assert api.override_list("refine=false 'out=a b.png'") == ["refine=false", "out=a b.png"]
 
 
-@pytest.mark.parametrize("overrides, says", [(3, "got int"), (["refine=false", False], "got False (bool)"),
-                                             ({1: 2}, "keys must be strings")])
+@pytest.mark.parametrize(
+    "overrides, says", [(3, "got int"), (["refine=false", False], "got False (bool)"), ({1: 2}, "keys must be strings")]
+)
 def test_overrides_of_another_kind_are_a_type_error(overrides, says):
     image, holes = picture()
     with pytest.raises(TypeError, match=re.escape(says)):
@@ -198,8 +211,8 @@ def test_a_progress_bar_unless_progress_is_false(capsys, monkeypatch):
 
 @pytest.mark.parametrize("installed", [True, False])
 def test_one_line_says_what_the_command_line_would_run_on(installed, monkeypatch, capsys, tmp_path):
-    from lama_refine.perf import allocator as allocators
     from lama_refine.config import compose
+    from lama_refine.perf import allocator as allocators
 
     library = tmp_path / "libtcmalloc_minimal.so.4"
     library.write_bytes(b"")
@@ -209,8 +222,7 @@ def test_one_line_says_what_the_command_line_would_run_on(installed, monkeypatch
     monkeypatch.setattr(api.sys, "argv", ["make_strip.py"])
     cfg = compose([])
     line = api.say_allocator(cfg)
-    expected = (f"LD_PRELOAD={library} python make_strip.py" if installed else
-                "apt install libtcmalloc-minimal4")
+    expected = f"LD_PRELOAD={library} python make_strip.py" if installed else "apt install libtcmalloc-minimal4"
     assert expected in line and "\n" not in line
     assert capsys.readouterr().err.strip() == f"lama-refine: {line}"  # logging not set up: said on stderr
     assert api.say_allocator(cfg) is None  # once per process
@@ -223,7 +235,10 @@ def test_the_api_imports_neither_the_command_line_checks_nor_the_batch_loop():
     import subprocess
     import sys
 
-    code = ("import sys, lama_refine.app.api; "
-            "print(sorted(m for m in sys.modules if m in ('lama_refine.app.usage', 'lama_refine.batch.runner', 'lama_refine.app.cli')))")
+    code = (
+        "import sys, lama_refine.app.api; "
+        "print(sorted(m for m in sys.modules "
+        "if m in ('lama_refine.app.usage', 'lama_refine.batch.runner', 'lama_refine.app.cli')))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO).stdout
     assert out.strip() == "[]"

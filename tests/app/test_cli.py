@@ -1,4 +1,5 @@
 """The command line over folders, checked against the original's outputs."""
+
 import json
 import os
 import shutil
@@ -10,12 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import GOLDEN, Case, max_mean_diff
 from PIL import Image
 
 from lama_refine.app.cli import run
 from lama_refine.config import compose
-
-from conftest import GOLDEN, Case, max_mean_diff
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -30,8 +30,18 @@ def case_indir(case: Case, tmp_path: Path) -> Path:
 
 def run_case(case, tmp_path, *extra, model="checkpoint"):
     indir, outdir = case_indir(case, tmp_path), tmp_path / "out"
-    cfg = compose([f"model.path={case.path / model}", f"indir={indir}", f"outdir={outdir}", "out_ext=.npy",
-                   "output.match_input_size=false", "progress=false", *case.overrides(), *extra])
+    cfg = compose(
+        [
+            f"model.path={case.path / model}",
+            f"indir={indir}",
+            f"outdir={outdir}",
+            "out_ext=.npy",
+            "output.match_input_size=false",
+            "progress=false",
+            *case.overrides(),
+            *extra,
+        ]
+    )
     summary = run(cfg)
     assert not summary.failed
     return np.load(outdir / "sub" / "photo_mask001.npy")
@@ -65,8 +75,17 @@ def test_match_input_size_restores_the_input_size_and_known_pixels(tmp_path):
 def test_png_output_is_lamas_truncating_8bit_conversion(tmp_path):
     case = Case(GOLDEN / "three_scales")
     indir, outdir = case_indir(case, tmp_path), tmp_path / "out"
-    run(compose([f"model.path={case.path / 'generator.safetensors'}", f"indir={indir}", f"outdir={outdir}",
-                 "progress=false", *case.overrides()]))
+    run(
+        compose(
+            [
+                f"model.path={case.path / 'generator.safetensors'}",
+                f"indir={indir}",
+                f"outdir={outdir}",
+                "progress=false",
+                *case.overrides(),
+            ]
+        )
+    )
     ours = np.asarray(Image.open(outdir / "sub" / "photo_mask001.png"))
     theirs = np.asarray(Image.open(case.path / "refined.png"))
     assert ours.dtype == np.uint8 and ours.shape == theirs.shape
@@ -79,8 +98,15 @@ def test_existing_outputs_are_skipped_and_bad_files_do_not_stop_the_batch(tmp_pa
     (indir / "broken_mask.png").write_bytes(b"not a png")
     (indir / "broken.png").write_bytes(b"not a png either")
     (indir / "orphan_mask.png").write_bytes((case.path / "mask.png").read_bytes())
-    cfg = compose([f"model.path={case.path / 'checkpoint'}", f"indir={indir}", f"outdir={outdir}", "refine=false",
-                   "progress=false"])
+    cfg = compose(
+        [
+            f"model.path={case.path / 'checkpoint'}",
+            f"indir={indir}",
+            f"outdir={outdir}",
+            "refine=false",
+            "progress=false",
+        ]
+    )
     first = run(cfg)
     assert len(first.done) == 1 and len(first.failed) == 2
     reasons = " ".join(r for _, r in first.failed)
@@ -92,16 +118,27 @@ def test_existing_outputs_are_skipped_and_bad_files_do_not_stop_the_batch(tmp_pa
 
 def lama_refine(*args, cwd):
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    return subprocess.run([sys.executable, "-m", "lama_refine.app.cli", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "lama_refine.app.cli", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 @pytest.mark.slow  # a subprocess
 def test_command_line_with_lama_gpu_ids_spelling_fails_clearly_without_gpus(tmp_path):
     case = Case(GOLDEN / "three_scales")
     indir = case_indir(case, tmp_path)
-    proc = lama_refine(f"model.path={case.path / 'checkpoint'}", f"indir={indir}", f"outdir={tmp_path / 'o'}",
-                       "refiner.gpu_ids='0,1'", cwd=tmp_path)
+    proc = lama_refine(
+        f"model.path={case.path / 'checkpoint'}",
+        f"indir={indir}",
+        f"outdir={tmp_path / 'o'}",
+        "refiner.gpu_ids='0,1'",
+        cwd=tmp_path,
+    )
     if proc.returncode == 0:
         pytest.skip("machine has two GPUs")
     assert "cuda:0" in proc.stderr and "not available" in proc.stderr
@@ -111,9 +148,18 @@ def test_command_line_with_lama_gpu_ids_spelling_fails_clearly_without_gpus(tmp_
 def test_multirun_sweep_writes_each_setting_to_its_own_folder(tmp_path):
     case = Case(GOLDEN / "odd_nonsquare_2scales")
     indir, outdir = case_indir(case, tmp_path), tmp_path / "out"
-    proc = lama_refine("--multirun", f"model.path={case.path / 'generator.torchscript.pt'}", f"indir={indir}",
-                       f"outdir={outdir}", "out_ext=.npy", "progress=false", "output.match_input_size=false",
-                       *case.overrides(), "refine=true,false", cwd=tmp_path)
+    proc = lama_refine(
+        "--multirun",
+        f"model.path={case.path / 'generator.torchscript.pt'}",
+        f"indir={indir}",
+        f"outdir={outdir}",
+        "out_ext=.npy",
+        "progress=false",
+        "output.match_input_size=false",
+        *case.overrides(),
+        "refine=true,false",
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr
     refined = np.load(outdir / "refine=True" / "sub" / "photo_mask001.npy")
     plain = np.load(outdir / "refine=False" / "sub" / "photo_mask001.npy")
@@ -137,8 +183,14 @@ def start_and_kill_after_new_output(args, outdir: Path, sig: int, cwd: Path):
     """Start the CLI, wait until one more output appears, send `sig`; -> (outputs, stdout+stderr)."""
     before = set(outdir.glob("*.png")) if outdir.exists() else set()
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    proc = subprocess.Popen([sys.executable, "-m", "lama_refine.app.cli", *args], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lama_refine.app.cli", *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     deadline = time.monotonic() + 300
     while not (set(outdir.glob("*.png")) - before) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -154,8 +206,14 @@ def test_killed_batch_resumes_and_does_every_file_exactly_once(tmp_path):
     names = good_folder(indir, 6)
     (indir / "junk_mask.png").write_bytes(b"\x89PNG but not really")
     Image.new("RGB", (128, 96)).save(indir / "junk.png")
-    args = [f"model.path={case.path / 'generator.safetensors'}", f"indir={indir}", f"outdir={outdir}",
-            "pyramid.min_side=48", "refiner.n_iters=5", "progress=false"]
+    args = [
+        f"model.path={case.path / 'generator.safetensors'}",
+        f"indir={indir}",
+        f"outdir={outdir}",
+        "pyramid.min_side=48",
+        "refiner.n_iters=5",
+        "progress=false",
+    ]
 
     rc, first, log = start_and_kill_after_new_output(args, outdir, signal.SIGTERM, tmp_path)
     assert rc == 128 + signal.SIGTERM and "interrupted" in log, log  # SIGTERM: cleaned up, summary printed
@@ -184,14 +242,21 @@ def test_command_line_names_each_bad_file_and_exits_1(tmp_path):
     (indir / "ghost_mask.png").write_bytes((indir / "p0_mask.png").read_bytes())
     (indir / "empty.png").write_bytes(b"")
     shutil.copy(indir / "p0_mask.png", indir / "empty_mask.png")
-    proc = lama_refine(f"model.path={case.path / 'generator.safetensors'}", f"indir={indir}",
-                       f"outdir={tmp_path / 'o'}", "refine=false", "progress=false", cwd=tmp_path)
+    proc = lama_refine(
+        f"model.path={case.path / 'generator.safetensors'}",
+        f"indir={indir}",
+        f"outdir={tmp_path / 'o'}",
+        "refine=false",
+        "progress=false",
+        cwd=tmp_path,
+    )
     assert proc.returncode == 1
     assert "1 done, 0 skipped (output exists), 2 failed" in proc.stdout
     assert "ghost_mask.png: no image for this mask" in proc.stdout and "empty.png: empty file" in proc.stdout
 
 
 # --- one image, one command ---------------------------------------------------------------------------
+
 
 def one_image(tmp_path, size=(40, 56)):
     good_folder(tmp_path / "in", 1, size=size)
@@ -201,12 +266,24 @@ def one_image(tmp_path, size=(40, 56)):
 @pytest.mark.parametrize("name", ["result.png", "deep/er/result.webp", "result.jpg", "result.tif", "result.npy"])
 def test_one_image_one_command(name, tmp_path, monkeypatch):
     from lama_refine.app.cli import entry
+
     image, mask = one_image(tmp_path)
     out = tmp_path / "o" / name
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "argv", ["lama-refine", f"image={image}", f"mask={mask}", f"out={out}",
-                                      f"model.path={Case(GOLDEN / 'three_scales').path / 'generator.safetensors'}",
-                                      "refiner.n_iters=2", "pyramid=fixed", "progress=false"])
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        [
+            "lama-refine",
+            f"image={image}",
+            f"mask={mask}",
+            f"out={out}",
+            f"model.path={Case(GOLDEN / 'three_scales').path / 'generator.safetensors'}",
+            "refiner.n_iters=2",
+            "pyramid=fixed",
+            "progress=false",
+        ],
+    )
     with pytest.raises(SystemExit) as done:
         entry()
     assert done.value.code == 0
@@ -224,8 +301,14 @@ def test_one_image_one_command(name, tmp_path, monkeypatch):
 def test_one_image_with_a_bad_file_is_one_line_and_exit_1(tmp_path):
     image, mask = one_image(tmp_path)
     mask.write_bytes(b"not a png")
-    proc = lama_refine(f"image={image}", f"mask={mask}", f"out={tmp_path / 'r.png'}", "refine=false",
-                       f"model.path={Case(GOLDEN / 'three_scales').path / 'generator.safetensors'}", cwd=tmp_path)
+    proc = lama_refine(
+        f"image={image}",
+        f"mask={mask}",
+        f"out={tmp_path / 'r.png'}",
+        "refine=false",
+        f"model.path={Case(GOLDEN / 'three_scales').path / 'generator.safetensors'}",
+        cwd=tmp_path,
+    )
     assert proc.returncode == 1
     assert "p0_mask.png: not an image" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "r.png").exists()

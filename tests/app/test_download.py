@@ -2,6 +2,7 @@
 
 Nothing here reaches the network: the big-lama entry is pointed at the local server, and the
 cache folder ($LAMA_REFINE_HOME) is a temporary folder."""
+
 import hashlib
 import http.server
 import json
@@ -66,7 +67,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         if srv.cut > 0:
             srv.cut -= 1
-            body = body[:len(body) // 2]
+            body = body[: len(body) // 2]
         self.wfile.write(body)
 
     def log_message(self, *args):
@@ -91,7 +92,7 @@ def payload(tmp_path_factory):
 
 @pytest.fixture
 def server(payload):
-    srv = FileServer({"/files/demo.safetensors": payload, "/big-lama.pt": payload[: 300_000]})
+    srv = FileServer({"/files/demo.safetensors": payload, "/big-lama.pt": payload[:300_000]})
     thread = threading.Thread(target=srv.serve_forever, daemon=True)
     thread.start()
     yield srv
@@ -103,8 +104,14 @@ def server(payload):
 def local_big_lama(server, monkeypatch):
     """The big-lama entry, pointed at the test's server, with the digest of what it serves."""
     data = server.files["/big-lama.pt"]
-    known = zoo.KnownModel("big-lama", server.url("/big-lama.pt"), "md5", hashlib.md5(data).hexdigest(),
-                           source="test", description="served by the test")
+    known = zoo.KnownModel(
+        "big-lama",
+        server.url("/big-lama.pt"),
+        "md5",
+        hashlib.md5(data).hexdigest(),
+        source="test",
+        description="served by the test",
+    )
     monkeypatch.setitem(zoo.KNOWN_MODELS, "big-lama", known)
     return data
 
@@ -117,8 +124,14 @@ def run_main(*argv: str) -> int:
 
 
 def user_args(server, payload, digest: str | None = None) -> list[str]:
-    return ["mymodel", "--url", server.url("/files/demo.safetensors"),
-            "--sha256", digest or hashlib.sha256(payload).hexdigest(), "--quiet"]
+    return [
+        "mymodel",
+        "--url",
+        server.url("/files/demo.safetensors"),
+        "--sha256",
+        digest or hashlib.sha256(payload).hexdigest(),
+        "--quiet",
+    ]
 
 
 def leftovers(folder: Path) -> list[str]:
@@ -148,14 +161,21 @@ def test_a_file_under_the_users_name_keeps_its_suffix_and_loads(home, server, pa
     assert path == home / "mymodel.safetensors"
     assert json.loads((home / "mymodel.json").read_text())["digest"] == hashlib.sha256(payload).hexdigest()
     loaded, reference = load_model({"path": "mymodel"}), load_generator(DEFAULT_MODEL_PATH).generator
-    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), reference.state_dict().values(), strict=True))
+    assert all(
+        torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), reference.state_dict().values(), strict=True)
+    )
 
 
 def test_a_wrong_checksum_leaves_nothing_and_says_so(home, server, payload):
     # The console script, in its own process: the exit status and the whole of what it prints.
     env = {**os.environ, zoo.HOME_ENV: str(home)}
-    done = subprocess.run([sys.executable, "-m", "lama_refine.app.download", *user_args(server, payload, "0" * 64)],
-                          capture_output=True, text=True, env=env, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "lama_refine.app.download", *user_args(server, payload, "0" * 64)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert done.returncode == 1
     assert "Traceback" not in done.stderr
     assert "checksum mismatch" in done.stderr and "nothing was kept" in done.stderr
@@ -196,16 +216,19 @@ def test_a_server_without_range_support_starts_over(home, server, payload):
     assert (home / "mymodel.safetensors").read_bytes() == payload
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["nosuch"], "unknown model name 'nosuch'.*lama-refine-download nosuch --url URL --sha256 HEX"),
-    (["mymodel", "--url", "http://127.0.0.1:9/x.pt"], "refusing to download without a checksum"),
-    (["mymodel", "--url", "http://127.0.0.1:9/x.pt", "--sha256", "abc"], "not a sha256 digest"),
-    (["mymodel", "--url", "ftp://127.0.0.1/x.pt", "--md5", "0" * 32], "only http:// and https://"),
-    (["mymodel", "--url", "http://127.0.0.1:9/big-lama.zip", "--md5", "0" * 32], "is an archive"),
-    (["big-lama", "--url", "http://127.0.0.1:9/x.pt", "--md5", "0" * 32], "known model"),
-    (["my/model", "--url", "http://127.0.0.1:9/x.pt", "--md5", "0" * 32], "not valid"),
-    (["big-lama", "--md5", "0" * 32], "needs --url"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["nosuch"], "unknown model name 'nosuch'.*lama-refine-download nosuch --url URL --sha256 HEX"),
+        (["mymodel", "--url", "http://127.0.0.1:9/x.pt"], "refusing to download without a checksum"),
+        (["mymodel", "--url", "http://127.0.0.1:9/x.pt", "--sha256", "abc"], "not a sha256 digest"),
+        (["mymodel", "--url", "ftp://127.0.0.1/x.pt", "--md5", "0" * 32], "only http:// and https://"),
+        (["mymodel", "--url", "http://127.0.0.1:9/big-lama.zip", "--md5", "0" * 32], "is an archive"),
+        (["big-lama", "--url", "http://127.0.0.1:9/x.pt", "--md5", "0" * 32], "known model"),
+        (["my/model", "--url", "http://127.0.0.1:9/x.pt", "--md5", "0" * 32], "not valid"),
+        (["big-lama", "--md5", "0" * 32], "needs --url"),
+    ],
+)
 def test_usage_mistakes_are_one_message_and_exit_2(home, capsys, argv, message):
     assert run_main(*argv) == 2
     err = capsys.readouterr().err
@@ -273,8 +296,10 @@ def test_a_refused_connection_names_the_host_and_no_part_file(home, capsys):
     with socket.socket() as probe:  # a port that was free a moment ago: nothing listens there
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    assert run_main("mymodel", "--url", f"http://127.0.0.1:{port}/x.pt", "--md5", "0" * 32, "--quiet",
-                    "--retries", "1") == 1
+    assert (
+        run_main("mymodel", "--url", f"http://127.0.0.1:{port}/x.pt", "--md5", "0" * 32, "--quiet", "--retries", "1")
+        == 1
+    )
     err = capsys.readouterr().err
     assert f"cannot reach 127.0.0.1:{port} (connection refused); nothing was downloaded" in err
     assert ".part" not in err and "bytes are kept" not in err

@@ -1,24 +1,31 @@
 """The evaluation app: metrics, inputs, one run, a --multirun sweep with its comparison."""
+
 import csv
 import json
 import math
 import os
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import numpy as np
 import pytest
+import tomllib
 import torch
+from conftest import GOLDEN, Case
 from PIL import Image
 
-from lama_refine.config import compose
-from lama_refine.app.evaluate import (PeakMemory, comparison_figure, find_samples, image_metrics, load_sample,
-                                  markdown_table, write_comparison)
+from lama_refine.app.evaluate import (
+    PeakMemory,
+    comparison_figure,
+    find_samples,
+    image_metrics,
+    load_sample,
+    markdown_table,
+    write_comparison,
+)
 from lama_refine.app.evaluate import evaluate as run_evaluation
-
-from conftest import GOLDEN, Case
+from lama_refine.config import compose
 
 REPO = Path(__file__).resolve().parents[2]
 CASE = Case(GOLDEN / "odd_nonsquare_2scales")
@@ -55,7 +62,10 @@ def test_masks_come_from_a_folder_in_either_naming(tmp_path):
     write_png(masks / "sub/b.png", hole)
     samples = find_samples(gt, masks, seed=0)
     assert [(s.name, s.mask.relative_to(masks).as_posix()) for s in samples] == [
-        ("a_mask001", "a_mask001.png"), ("a_mask002", "a_mask002.png"), ("sub/b", "sub/b.png")]
+        ("a_mask001", "a_mask001.png"),
+        ("a_mask002", "a_mask002.png"),
+        ("sub/b", "sub/b.png"),
+    ]
     (masks / "sub/b.png").unlink()
     with pytest.raises(FileNotFoundError, match="no mask for"):
         find_samples(gt, masks, seed=0)
@@ -75,7 +85,10 @@ def test_masks_beside_the_photos_are_used_when_there_are_any(tmp_path, caplog):
     write_png(gt / "out/masks/crop_mask.png", hole)
     samples = find_samples(gt, None, seed=0, exclude=[gt / "out"])
     assert [(s.name, s.mask.relative_to(gt).as_posix()) for s in samples] == [
-        ("a", "a_mask.png"), ("sub/b_mask001", "sub/b_mask001.png"), ("sub/b_mask002", "sub/b_mask002.png")]
+        ("a", "a_mask.png"),
+        ("sub/b_mask001", "sub/b_mask001.png"),
+        ("sub/b_mask002", "sub/b_mask002.png"),
+    ]
     assert "1 image(s)" in caplog.text and "c.png" in caplog.text  # c has no mask: said, not evaluated
     image, mask = load_sample(samples[2], "thick")
     assert torch.equal(mask[0, 0], torch.from_numpy(255 - hole > 0).float())
@@ -87,8 +100,17 @@ def test_masks_beside_the_photos_are_used_when_there_are_any(tmp_path, caplog):
 
 def test_comparison_plot_axes_have_no_offset_notation():
     pytest.importorskip("matplotlib")
-    rows = [{"setting": f"s{i}", "psnr": 30.0001 + i * 1e-4, "ssim": 0.957412 + i * 3e-6, "hole_l1": 0.05,
-             "time_s": 1000.0 + i * 0.01, "peak_mem_mb": 512.0} for i in range(3)]
+    rows = [
+        {
+            "setting": f"s{i}",
+            "psnr": 30.0001 + i * 1e-4,
+            "ssim": 0.957412 + i * 3e-6,
+            "hole_l1": 0.05,
+            "time_s": 1000.0 + i * 0.01,
+            "peak_mem_mb": 512.0,
+        }
+        for i in range(3)
+    ]
     fig = comparison_figure(rows)
     fig.canvas.draw()
     for ax in fig.axes:
@@ -125,7 +147,7 @@ def gt_folder(tmp_path: Path, n: int = 2) -> Path:
     """`n` small crops of a fixture photo."""
     photo = np.asarray(Image.open(CASE.path / "image.png"))
     for i in range(n):
-        write_png(tmp_path / "gt" / f"crop{i}.png", photo[i * 20: i * 20 + 72, i * 30: i * 30 + 104])
+        write_png(tmp_path / "gt" / f"crop{i}.png", photo[i * 20 : i * 20 + 72, i * 30 : i * 30 + 104])
     return tmp_path / "gt"
 
 
@@ -138,9 +160,20 @@ def rows_of(path: Path) -> list[dict]:
 def test_one_evaluation_writes_tables_and_pictures_inside_outdir(tmp_path):
     gt = gt_folder(tmp_path, 3)
     out = tmp_path / "out"
-    cfg = compose([f"gt_dir={gt}", f"outdir={out}", f"model.path={MODEL}", "progress=false", "visuals=2",
-                   "warmup=false", "refiner.n_iters=2", "pyramid=fixed", "save_outputs=true"],
-                  config_name="evaluate")
+    cfg = compose(
+        [
+            f"gt_dir={gt}",
+            f"outdir={out}",
+            f"model.path={MODEL}",
+            "progress=false",
+            "visuals=2",
+            "warmup=false",
+            "refiner.n_iters=2",
+            "pyramid=fixed",
+            "save_outputs=true",
+        ],
+        config_name="evaluate",
+    )
     result = run_evaluation(cfg)
     rows = rows_of(out / "metrics.csv")
     assert [r["image"] for r in rows] == ["crop0", "crop1", "crop2", "mean"]
@@ -166,21 +199,28 @@ def test_comparison_table_and_plot_from_job_summaries(tmp_path):
     for job, (setting, psnr) in enumerate([("refine=True", 20.0), ("refine=False", 19.5)]):
         (tmp_path / setting).mkdir()
         mean = {"psnr": psnr, "ssim": 0.8, "hole_l1": 0.1, "time_s": 1.0, "peak_mem_mb": 10.0}
-        (tmp_path / setting / "summary.json").write_text(json.dumps(
-            {"setting": setting, "job": job, "n_images": 2, "mean": mean}))
+        (tmp_path / setting / "summary.json").write_text(
+            json.dumps({"setting": setting, "job": job, "n_images": 2, "mean": mean})
+        )
     rows = write_comparison(tmp_path)
     assert [r["setting"] for r in rows] == ["refine=True", "refine=False"]
     assert [float(r["psnr"]) for r in rows_of(tmp_path / "comparison.csv")] == [20.0, 19.5]
-    assert (tmp_path / "comparison.md").read_text() == markdown_table(rows, "setting", [
-        "n_images", "psnr", "ssim", "hole_l1", "time_s", "peak_mem_mb"])
+    assert (tmp_path / "comparison.md").read_text() == markdown_table(
+        rows, "setting", ["n_images", "psnr", "ssim", "hole_l1", "time_s", "peak_mem_mb"]
+    )
     assert Image.open(tmp_path / "comparison.png").size[0] > 400
 
 
 def app(module: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
     # one thread: these check behaviour, not speed, and two threads per process oversubscribe shared cores
-    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=900)
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+        "OMP_NUM_THREADS": "1",
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=900
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
 
@@ -189,12 +229,28 @@ def app(module: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
 def test_evaluation_sweep_writes_one_comparison_of_all_settings(tmp_path):
     gt = gt_folder(tmp_path, 1)
     out = tmp_path / "out"
-    app("lama_refine.app.evaluate", "--multirun", f"gt_dir={gt}", f"outdir={out}", f"model.path={MODEL}",
-        "progress=false", "visuals=1", "warmup=false", "refiner.n_iters=2", "refine=true,false",
-        "pyramid=original,fixed", "baseline=refine=False,pyramid=fixed", cwd=tmp_path)
+    app(
+        "lama_refine.app.evaluate",
+        "--multirun",
+        f"gt_dir={gt}",
+        f"outdir={out}",
+        f"model.path={MODEL}",
+        "progress=false",
+        "visuals=1",
+        "warmup=false",
+        "refiner.n_iters=2",
+        "refine=true,false",
+        "pyramid=original,fixed",
+        "baseline=refine=False,pyramid=fixed",
+        cwd=tmp_path,
+    )
     (sweep,) = (out / "sweeps").iterdir()
-    settings = ["refine=True,pyramid=original", "refine=True,pyramid=fixed", "refine=False,pyramid=original",
-                "refine=False,pyramid=fixed"]
+    settings = [
+        "refine=True,pyramid=original",
+        "refine=True,pyramid=fixed",
+        "refine=False,pyramid=original",
+        "refine=False,pyramid=fixed",
+    ]
     table = rows_of(sweep / "comparison.csv")
     assert [r["setting"] for r in table] == settings
     for setting, row in zip(settings, table, strict=True):
@@ -221,11 +277,26 @@ def test_main_app_sweeps_the_new_alternatives(tmp_path):
     mask[20:50, 30:70] = 255
     write_png(gt / "crop0_mask.png", mask)
     out = tmp_path / "out"
-    app("lama_refine.app.cli", "--multirun", f"model.path={MODEL}", f"indir={gt}", f"outdir={out}", "out_ext=.npy",
-        "progress=false", "refine=true,false", "refiner=l1,plain", "pyramid=fixed", cwd=tmp_path)
+    app(
+        "lama_refine.app.cli",
+        "--multirun",
+        f"model.path={MODEL}",
+        f"indir={gt}",
+        f"outdir={out}",
+        "out_ext=.npy",
+        "progress=false",
+        "refine=true,false",
+        "refiner=l1,plain",
+        "pyramid=fixed",
+        cwd=tmp_path,
+    )
     results = {d.name: np.load(d / "crop0_mask.npy") for d in out.iterdir() if not d.name.startswith(".")}
-    assert sorted(results) == ["refine=False,refiner=l1", "refine=False,refiner=plain", "refine=True,refiner=l1",
-                               "refine=True,refiner=plain"]
+    assert sorted(results) == [
+        "refine=False,refiner=l1",
+        "refine=False,refiner=plain",
+        "refine=True,refiner=l1",
+        "refine=True,refiner=plain",
+    ]
     known = mask == 0
     for result in results.values():
         assert np.isfinite(result).all() and np.array_equal(result[known], photo[known] / np.float32(255))
@@ -238,4 +309,5 @@ def test_console_script_is_declared():
     module, _, name = scripts["lama-refine-eval"].partition(":")
     assert (module, name) == ("lama_refine.app.evaluate", "entry")
     from lama_refine.app import evaluate
+
     assert callable(evaluate.entry)

@@ -1,19 +1,19 @@
 """lama-refine-eval keeps per-image results by digests: a killed evaluation resumes, a changed model,
 photo or setting measures again (issue 21 item 3, issue 23 item 6)."""
+
 import json
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import GOLDEN
 from PIL import Image
+from test_evaluate import gt_folder, rows_of
 
 import lama_refine.app.evaluate as evaluate
-from lama_refine.config import compose
 from lama_refine.batch.eval_records import PER_IMAGE
-
-from conftest import GOLDEN
-from test_evaluate import gt_folder, rows_of
+from lama_refine.config import compose
 
 
 @pytest.fixture(autouse=True)
@@ -53,8 +53,18 @@ def measured(monkeypatch, fail_after: int | None = None) -> list[str]:
 def test_a_killed_evaluation_resumes_and_a_changed_model_or_photo_measures_again(tmp_path, monkeypatch):
     gt = gt_folder(tmp_path, 3)
     model = model_at(tmp_path / "m", "three_scales")
-    cfg = compose([f"gt_dir={gt}", f"outdir={tmp_path / 'out'}", f"model.path={model}", "progress=false",
-                   "visuals=0", "warmup=false", "refine=false"], config_name="evaluate")
+    cfg = compose(
+        [
+            f"gt_dir={gt}",
+            f"outdir={tmp_path / 'out'}",
+            f"model.path={model}",
+            "progress=false",
+            "visuals=0",
+            "warmup=false",
+            "refine=false",
+        ],
+        config_name="evaluate",
+    )
     out = tmp_path / "out"
     with pytest.raises(Killed):
         measured(monkeypatch, fail_after=2)
@@ -75,7 +85,18 @@ def test_a_killed_evaluation_resumes_and_a_changed_model_or_photo_measures_again
     again = evaluate.evaluate(cfg)
     assert len(names) == 5 and again.rows != first.rows
 
-    other = compose([f"gt_dir={gt}", f"outdir={out}", f"model.path={model}", "progress=false", "visuals=0",
-                     "warmup=false", "refine=false", "mask.dilate=2"], config_name="evaluate")
+    other = compose(
+        [
+            f"gt_dir={gt}",
+            f"outdir={out}",
+            f"model.path={model}",
+            "progress=false",
+            "visuals=0",
+            "warmup=false",
+            "refine=false",
+            "mask.dilate=2",
+        ],
+        config_name="evaluate",
+    )
     evaluate.evaluate(other)
     assert len(names) == 8  # another setting: measured again

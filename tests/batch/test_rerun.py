@@ -1,5 +1,6 @@
 """Reruns (issue 21): an output is kept only if its photo, mask, model weights, settings and results
 version are unchanged; a job is done once however many runs share the outdir (claims)."""
+
 import json
 import multiprocessing
 import os
@@ -12,18 +13,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from omegaconf import open_dict
+from conftest import GOLDEN
+from test_runner import box, config, good_pairs, photo, save, tmp_files
 
 import lama_refine.batch.provenance as provenance
-from lama_refine.batch.runner import MANIFEST, config_hash, legacy_config_hash, read_manifest
-from lama_refine.batch.claims import CLAIMS, Claims, claim_name
 from lama_refine.app.cli import run
-from lama_refine.config import compose
+from lama_refine.batch.claims import CLAIMS, Claims, claim_name
 from lama_refine.batch.provenance import RESULTS_VERSION, DigestCache, Stamp, model_digest
+from lama_refine.batch.runner import MANIFEST, config_hash, legacy_config_hash, read_manifest
 from lama_refine.batch.sweep import RESULT_NEUTRAL_KEYS
-
-from conftest import GOLDEN
-from test_runner import box, config, good_pairs, lama_refine, photo, save, tmp_files
+from lama_refine.config import compose
 
 OTHER_MODEL = GOLDEN / "odd_nonsquare_2scales"  # same architecture as test_batch.MODEL, other weights
 
@@ -50,6 +49,7 @@ def claims_left(outdir: Path) -> list[Path]:
 
 # --- what a rerun compares --------------------------------------------------------------------------
 
+
 @pytest.mark.slow  # three or more batch runs: seconds
 def test_a_replaced_photo_or_mask_is_redone_and_the_summary_says_why(tmp_path):
     indir, outdir = tmp_path / "in", tmp_path / "out"
@@ -58,7 +58,7 @@ def test_a_replaced_photo_or_mask_is_redone_and_the_summary_says_why(tmp_path):
     cfg = cfg_with(indir, outdir, model)
     assert len(run(cfg).done) == 3
     before = {n: (outdir / n).read_bytes() for n in names}
-    save(indir / "g0.png", photo())                       # another photo under the same name
+    save(indir / "g0.png", photo())  # another photo under the same name
     save(indir / "g1_mask.png", box(fill=0) | np.pad(np.full((4, 4), 255, np.uint8), ((2, 18), (2, 26))))
     summary = run(cfg)
     assert sorted(p.name for p in summary.redone) == names[:2] and [p.name for p in summary.skipped] == names[2:]
@@ -180,11 +180,19 @@ def test_the_legacy_hash_is_the_one_main_recorded():
 
 # --- keys that do not change an output, and the devices ---------------------------------------------
 
+
 def test_one_list_of_result_neutral_keys_for_the_hash_and_the_sweep_folders(tmp_path):
     assert RESULT_NEUTRAL_KEYS is provenance.RESULT_NEUTRAL_KEYS
     base = config(tmp_path / "a", tmp_path / "b")
-    changed = {"outdir": "outdir=elsewhere", "out": "out=x.png", "overwrite": "overwrite=true",
-               "progress": "progress=true", "shard": "shard=1/2", "manifest": "manifest=false", "debug": "debug=true"}
+    changed = {
+        "outdir": "outdir=elsewhere",
+        "out": "out=x.png",
+        "overwrite": "overwrite=true",
+        "progress": "progress=true",
+        "shard": "shard=1/2",
+        "manifest": "manifest=false",
+        "debug": "debug=true",
+    }
     assert set(changed) == set(RESULT_NEUTRAL_KEYS)
     for override in changed.values():
         assert config_hash(config(tmp_path / "a", tmp_path / "b", override)) == config_hash(base), override
@@ -203,12 +211,14 @@ def test_devices_count_by_their_kind_only(tmp_path):
 
 # --- the model digest and its cache -----------------------------------------------------------------
 
+
 def test_model_digest_counts_weights_and_architecture_not_the_path(tmp_path):
     a, b = model_copy(tmp_path / "a"), model_copy(tmp_path / "b")
     cache = DigestCache(tmp_path / "cache.json")
     assert model_digest(a, cache=cache) == model_digest(b, cache=cache)
-    (tmp_path / "b" / "model.yaml").write_text((tmp_path / "b" / "model.yaml").read_text().replace("n_blocks: 3",
-                                                                                                   "n_blocks: 2"))
+    (tmp_path / "b" / "model.yaml").write_text(
+        (tmp_path / "b" / "model.yaml").read_text().replace("n_blocks: 3", "n_blocks: 2")
+    )
     assert model_digest(a, cache=cache) != model_digest(b, cache=cache)
 
 
@@ -239,8 +249,12 @@ def test_digest_cache_with_concurrent_writers_stays_readable_and_right(tmp_path)
         f.write_bytes(os.urandom(200_000))
         files.append(str(f))
     ctx = multiprocessing.get_context("fork")
-    procs = [ctx.Process(target=_digest_many, args=(str(tmp_path / "c.json"), files[k:] + files[:k],
-                                                    str(tmp_path / f"r{k}.json"))) for k in range(4)]
+    procs = [
+        ctx.Process(
+            target=_digest_many, args=(str(tmp_path / "c.json"), files[k:] + files[:k], str(tmp_path / f"r{k}.json"))
+        )
+        for k in range(4)
+    ]
     for p in procs:
         p.start()
     for p in procs:
@@ -269,6 +283,7 @@ def test_stamp_trusts_size_and_mtime(tmp_path, monkeypatch):
 
 
 # --- claims -------------------------------------------------------------------------------------------
+
 
 def dead_pid() -> int:
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -350,14 +365,27 @@ def test_two_runs_started_at_once_do_each_job_once(tmp_path):
     model = model_copy(tmp_path / "m")
     args = [f"indir={indir}", f"outdir={outdir}", f"model.path={model}", "refine=false", "progress=false"]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    procs = [subprocess.Popen([sys.executable, "-m", "lama_refine.app.cli", *args], cwd=tmp_path, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "lama_refine.app.cli", *args],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for _ in range(2)
+    ]
     logs = [p.communicate(timeout=600)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], logs
     records = read_manifest(outdir / MANIFEST)  # every line parses
     assert sorted(r["output"] for r in records) == names and {r["status"] for r in records} == {"done"}
     assert sorted(p.name for p in outdir.glob("*.png")) == names
     assert not tmp_files(outdir) and not claims_left(outdir)
-    done = [int(line.split(" done,")[0].rsplit(" ", 1)[-1]) for log in logs for line in log.splitlines()
-            if " done, " in line and "failed" in line]
+    done = [
+        int(line.split(" done,")[0].rsplit(" ", 1)[-1])
+        for log in logs
+        for line in log.splitlines()
+        if " done, " in line and "failed" in line
+    ]
     assert sum(done) == 8, logs

@@ -1,9 +1,10 @@
 """Batch mode: a corpus of bad inputs, resuming, the manifest, shards, out-of-memory retries."""
+
 import json
-import re
 import logging
 import multiprocessing
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -14,18 +15,25 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import GOLDEN
 from omegaconf import open_dict
 from PIL import Image
 
 import lama_refine.batch.runner as batch
-from lama_refine.batch.runner import (MANIFEST, Manifest, Shard, config_hash, deferred_interrupts, inpaint_with_retries,
-                               is_out_of_memory, read_manifest)
 from lama_refine.app.cli import run
+from lama_refine.batch.runner import (
+    MANIFEST,
+    Manifest,
+    Shard,
+    config_hash,
+    deferred_interrupts,
+    inpaint_with_retries,
+    is_out_of_memory,
+    read_manifest,
+)
 from lama_refine.config import build_inpainter, compose
 from lama_refine.io import InputError, Inputs, write_atomic
 from lama_refine.pipeline import Inpainter
-
-from conftest import GOLDEN
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL = GOLDEN / "three_scales" / "generator.safetensors"
@@ -70,6 +78,7 @@ def tmp_files(outdir: Path) -> list[Path]:
 
 
 # --- a corpus with every kind of bad input, as one batch --------------------------------------------
+
 
 def bad_corpus(indir: Path) -> tuple[set[str], dict[str, str]]:
     """Good outputs expected, and bad files -> the problem their report must mention."""
@@ -131,7 +140,9 @@ def test_bad_input_corpus_in_one_batch(tmp_path, monkeypatch, caplog):
     for name, problem in bad.items():  # one clear line per bad file: its name and its problem
         lines = [r for _, r in summary.failed if f"/{name}:" in r]
         assert len(lines) == 1 and problem in lines[0], (name, lines)
-        errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR and f"/{name}:" in r.getMessage()]
+        errors = [
+            r.getMessage() for r in caplog.records if r.levelno == logging.ERROR and f"/{name}:" in r.getMessage()
+        ]
         assert len(errors) == 1
     notes = dict((p.name, n) for p, n in summary.notes)
     assert "empty mask" in notes["empty_mask.png"] and "whole image" in notes["full_mask.png"]
@@ -143,7 +154,9 @@ def test_bad_input_corpus_in_one_batch(tmp_path, monkeypatch, caplog):
     assert sorted(r["output"] for r in records if r["status"] == "done") == sorted(good)
     assert len([r for r in records if r["status"] == "failed"]) == len(bad)
     # the empty mask's output is the image itself
-    assert np.array_equal(np.asarray(Image.open(outdir / "empty_mask.png")), np.asarray(Image.open(indir / "empty.png")))
+    assert np.array_equal(
+        np.asarray(Image.open(outdir / "empty_mask.png")), np.asarray(Image.open(indir / "empty.png"))
+    )
 
 
 def test_split_layout_with_one_mask_and_jpeg_output(tmp_path):
@@ -182,6 +195,7 @@ def test_outdir_inside_indir_is_not_searched(tmp_path):
 
 # --- resuming ----------------------------------------------------------------------------------------
 
+
 def test_interrupted_batch_resumes_without_recomputing(tmp_path, monkeypatch):
     indir, outdir = tmp_path / "in", tmp_path / "out"
     names = good_pairs(indir, 3)
@@ -192,9 +206,11 @@ def test_interrupted_batch_resumes_without_recomputing(tmp_path, monkeypatch):
     def interrupted_on_second(path, image, **kw):
         calls.append(path)
         if len(calls) == 2:  # Ctrl-C in the middle of writing the second output
+
             def half(tmp):
                 tmp.write_bytes(b"half a png")
                 raise KeyboardInterrupt
+
             write_atomic(path, half)
         real_write(path, image, **kw)
 
@@ -257,6 +273,7 @@ def test_overwrite_recomputes(tmp_path):
 
 # --- the manifest -----------------------------------------------------------------------------------
 
+
 @pytest.mark.slow  # seconds: full suite only
 def test_manifest_records_hash_timings_scales_and_final_loss(tmp_path):
     indir, outdir = tmp_path / "in", tmp_path / "out"
@@ -273,8 +290,9 @@ def test_manifest_records_hash_timings_scales_and_final_loss(tmp_path):
 
 def test_config_hash_ignores_where_and_how_but_not_what(tmp_path):
     base = config(tmp_path / "a", tmp_path / "b")
-    assert config_hash(base) == config_hash(compose([f"model.path={MODEL}", "indir=x", "outdir=y", "shard=1/2",
-                                                     "progress=false", "devices=[cpu]"]))
+    assert config_hash(base) == config_hash(
+        compose([f"model.path={MODEL}", "indir=x", "outdir=y", "shard=1/2", "progress=false", "devices=[cpu]"])
+    )
     assert config_hash(base) != config_hash(config(tmp_path / "a", tmp_path / "b", "refine=false"))
 
 
@@ -297,6 +315,7 @@ def test_manifest_appends_from_several_processes_never_interleave(tmp_path):
 
 
 # --- shards --------------------------------------------------------------------------------------------
+
 
 def test_shards_split_the_sorted_list_round_robin():
     jobs = list(range(10))
@@ -327,8 +346,14 @@ def test_sharded_runs_together_do_every_file_once(tmp_path):
 
 def lama_refine(*args, cwd):
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    return subprocess.run([sys.executable, "-m", "lama_refine.app.cli", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "lama_refine.app.cli", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def sharded_sweep(tmp_path, n_good: int, *launcher_args: str):
@@ -339,8 +364,16 @@ def sharded_sweep(tmp_path, n_good: int, *launcher_args: str):
     names = good_pairs(indir, n_good)
     (indir / "broken_mask.png").write_bytes(b"garbage")
     save(indir / "broken.png", photo())
-    proc = lama_refine("--multirun", *launcher_args, f"model.path={MODEL}", f"indir={indir}", f"outdir={outdir}",
-                       "progress=false", "shard=0/2,1/2", cwd=tmp_path)
+    proc = lama_refine(
+        "--multirun",
+        *launcher_args,
+        f"model.path={MODEL}",
+        f"indir={indir}",
+        f"outdir={outdir}",
+        "progress=false",
+        "shard=0/2,1/2",
+        cwd=tmp_path,
+    )
     assert proc.returncode != 0, proc.stderr  # one shard had a bad file: the sweep says so, after both ran
     assert "broken_mask.png" in proc.stdout + proc.stderr or "failed" in proc.stdout + proc.stderr
     assert sorted(p.name for p in outdir.glob("*.png")) == names  # one folder for all shards
@@ -362,16 +395,25 @@ def test_joblib_launcher_with_two_shards_does_every_file_exactly_once(tmp_path):
 def test_submitit_local_launcher_with_two_shards_does_every_file_exactly_once(tmp_path):
     """The SLURM path's engine (submitit) in its local mode: the same sweep as on a cluster."""
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
-    records = sharded_sweep(tmp_path, 4, "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10",
-                            "refiner.n_iters=2", "pyramid.min_side=12")
+    records = sharded_sweep(
+        tmp_path,
+        4,
+        "hydra/launcher=submitit_local",
+        "hydra.launcher.timeout_min=10",
+        "refiner.n_iters=2",
+        "pyramid.min_side=12",
+    )
     assert all(r["iterations"][1:] == [2] for r in records if r["status"] == "done")  # refined, 2 scales
 
 
 # --- out of memory ---------------------------------------------------------------------------------------
 
+
 def test_out_of_memory_is_recognised():
     assert is_out_of_memory(torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"))
-    assert is_out_of_memory(RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory"))
+    assert is_out_of_memory(
+        RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory")
+    )
     assert is_out_of_memory(MemoryError())
     assert not is_out_of_memory(RuntimeError("shape mismatch"))
     assert not is_out_of_memory(ValueError("out of memory"))  # not a RuntimeError: a different problem
@@ -464,27 +506,39 @@ def test_batch_goes_on_after_oom_and_records_the_retry(tmp_path, monkeypatch, ca
     assert sorted(p.name for p in summary.done) == ["a_mask.png", "c_mask.png"]
     assert summary.failed[0][0].name == "b_mask.png" and "out of memory" in summary.failed[0][1]
     assert tried == [(32, 1_800_000), (32, 900_000), (40, 1_800_000), (40, 900_000), (32, 1_800_000)]
-    assert any("a_mask.png: out of memory; retrying with px_budget 1800000 -> 900000" in r.getMessage()
-               for r in caplog.records)
+    assert any(
+        "a_mask.png: out of memory; retrying with px_budget 1800000 -> 900000" in r.getMessage() for r in caplog.records
+    )
     records = {Path(r["mask"]).name: r for r in read_manifest(outdir / MANIFEST)}
-    assert records["a_mask.png"]["retries"] == ["px_budget 1800000 -> 900000"] and records["a_mask.png"]["attempts"] == 2
+    assert (
+        records["a_mask.png"]["retries"] == ["px_budget 1800000 -> 900000"] and records["a_mask.png"]["attempts"] == 2
+    )
     assert records["b_mask.png"]["status"] == "failed" and records["c_mask.png"]["attempts"] == 1
 
 
-@pytest.mark.parametrize("preset, plugin, expected", [
-    ("local_shards", "hydra_plugins.hydra_joblib_launcher", ["JoblibLauncher", "prefer: processes"]),
-    ("slurm_shards", "hydra_plugins.hydra_submitit_launcher", ["SlurmLauncher", "gpus_per_node: 1", "max_num_timeout: 3"]),
-])
+@pytest.mark.parametrize(
+    "preset, plugin, expected",
+    [
+        ("local_shards", "hydra_plugins.hydra_joblib_launcher", ["JoblibLauncher", "prefer: processes"]),
+        (
+            "slurm_shards",
+            "hydra_plugins.hydra_submitit_launcher",
+            ["SlurmLauncher", "gpus_per_node: 1", "max_num_timeout: 3"],
+        ),
+    ],
+)
 @pytest.mark.slow  # a subprocess
 def test_launcher_presets_compose(tmp_path, preset, plugin, expected):
     pytest.importorskip(plugin)
-    proc = lama_refine(f"hydra/launcher={preset}", "indir=x", "outdir=y", "--cfg", "hydra", "--package",
-                       "hydra.launcher", cwd=tmp_path)
+    proc = lama_refine(
+        f"hydra/launcher={preset}", "indir=x", "outdir=y", "--cfg", "hydra", "--package", "hydra.launcher", cwd=tmp_path
+    )
     assert proc.returncode == 0, proc.stderr
     assert all(line in proc.stdout for line in expected), proc.stdout
 
 
 # --- reruns under another config ------------------------------------------------------------------
+
 
 def test_a_rerun_redoes_only_outputs_made_under_another_config(tmp_path):
     indir, outdir = tmp_path / "in", tmp_path / "out"
@@ -556,15 +610,18 @@ def test_config_hash_is_unchanged_by_switches_added_later_while_they_are_off(tmp
     with open_dict(cfg):
         del cfg.refiner["stop"], cfg.refiner["warm_start"], cfg["debug"], cfg["image"], cfg["out"], cfg.mask["file"]
     assert config_hash(cfg) == config_hash(config(tmp_path / "a", tmp_path / "b", "refine=false"))
-    assert config_hash(config(tmp_path / "a", tmp_path / "b", "refiner.warm_start=true")) != \
-        config_hash(config(tmp_path / "a", tmp_path / "b"))
-    assert config_hash(config(tmp_path / "a", tmp_path / "b", "refiner.stop.patience=2")) != \
-        config_hash(config(tmp_path / "a", tmp_path / "b"))
+    assert config_hash(config(tmp_path / "a", tmp_path / "b", "refiner.warm_start=true")) != config_hash(
+        config(tmp_path / "a", tmp_path / "b")
+    )
+    assert config_hash(config(tmp_path / "a", tmp_path / "b", "refiner.stop.patience=2")) != config_hash(
+        config(tmp_path / "a", tmp_path / "b")
+    )
 
 
 def test_config_hash_ignores_the_allocator_and_malloc_trim(tmp_path):
     """perf.allocator and perf.malloc_trim only decide where memory lives (outputs bit-identical):
     the default becoming auto, or another allocator, keeps outputs made under the old default."""
+
     def hashed(*overrides):
         return config_hash(config(tmp_path / "a", tmp_path / "b", *overrides))
 
@@ -572,8 +629,14 @@ def test_config_hash_ignores_the_allocator_and_malloc_trim(tmp_path):
     with open_dict(old_default):
         old_default.perf.allocator = None
         del old_default.perf["malloc_trim"]
-    assert hashed() == hashed("perf.allocator=auto") == hashed("perf.allocator=glibc") == \
-        hashed("perf.allocator=tcmalloc") == hashed("perf.malloc_trim=true") == config_hash(old_default)
+    assert (
+        hashed()
+        == hashed("perf.allocator=auto")
+        == hashed("perf.allocator=glibc")
+        == hashed("perf.allocator=tcmalloc")
+        == hashed("perf.malloc_trim=true")
+        == config_hash(old_default)
+    )
     assert hashed("perf.tile_rows=null") != hashed()  # other perf keys still count
 
 
@@ -581,14 +644,17 @@ def test_config_hash_ignores_the_allocator_and_malloc_trim(tmp_path):
 # What a newcomer sees (issue 24)
 # ---------------------------------------------------------------------------------------------
 
+
 def test_the_last_line_says_where_the_results_are_and_what_names_them(tmp_path, caplog):
     indir, outdir = tmp_path / "in", tmp_path / "out"
     names = good_pairs(indir, 2)
     with caplog.at_level(logging.INFO, logger="lama_refine"):
         run(config(indir, outdir, "refine=false"))
     last = [r.getMessage() for r in caplog.records if r.name == "lama_refine"][-1]
-    assert last == (f"results: 2 in {outdir}, e.g. {outdir / names[0]} (named after their masks, as LaMa names "
-                    "them; indir=photos maskdir=masks names them after the photos)")
+    assert last == (
+        f"results: 2 in {outdir}, e.g. {outdir / names[0]} (named after their masks, as LaMa names "
+        "them; indir=photos maskdir=masks names them after the photos)"
+    )
     masks = tmp_path / "masks"  # the same photos, their masks in a folder of their own: named after the photos
     masks.mkdir()
     for name in names:
@@ -601,10 +667,13 @@ def test_the_last_line_says_where_the_results_are_and_what_names_them(tmp_path, 
     assert last.endswith("(named after the photos)")
 
 
-@pytest.mark.parametrize("files, says", [
-    (["p.jpg", "p_mask.jpg"], "no *mask*.png masks under indir="),
-    (["p.jpg", "q.png"], "no masks under indir="),
-])
+@pytest.mark.parametrize(
+    "files, says",
+    [
+        (["p.jpg", "p_mask.jpg"], "no *mask*.png masks under indir="),
+        (["p.jpg", "q.png"], "no masks under indir="),
+    ],
+)
 def test_a_folder_with_no_png_masks_but_images_is_one_error_not_0_jobs(tmp_path, files, says):
     from lama_refine.errors import UserError
 

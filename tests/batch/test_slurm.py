@@ -7,6 +7,7 @@ Without root or the packages these tests skip, except under CI=true, where they 
 them (.ci/run installs the packages). Set LAMA_REFINE_SLURM_TRANSCRIPT=FILE to keep the `sinfo`,
 `squeue` and `sacct` they saw.
 """
+
 import importlib.util
 import os
 import re
@@ -32,8 +33,10 @@ _spec.loader.exec_module(slurm_local)
 
 # README's command, verbatim but for the partition, the model (the built-in demo) and the number
 # of shards; the resource numbers this 2-core, GPU-less node can give follow it.
-README_SWEEP = ("lama-refine --multirun hydra/launcher=slurm_shards hydra.launcher.partition={partition} "
-                "indir={indir} outdir={outdir} shard=$(seq -s, -f '%g/{n}' 0 {last})")
+README_SWEEP = (
+    "lama-refine --multirun hydra/launcher=slurm_shards hydra.launcher.partition={partition} "
+    "indir={indir} outdir={outdir} shard=$(seq -s, -f '%g/{n}' 0 {last})"
+)
 RESOURCES = ("hydra.launcher.gpus_per_node=0", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1")
 # Two scales of 15 iterations on 96x96 photos: a shard takes seconds, long enough to be caught mid-run.
 SLOWER = ("pyramid.min_side=48", "refiner.n_iters=15")
@@ -41,6 +44,7 @@ SIZE = 96
 
 
 # --- the cluster ------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
@@ -82,23 +86,30 @@ def photos(indir: Path, n: int, size: int = SIZE) -> list[str]:
         image = np.stack([x * 2 + i, y * 2, x + y], -1) + rng.integers(0, 40, (size, size, 3))
         Image.fromarray(image.clip(0, 255).astype(np.uint8)).save(indir / f"p{i:03d}.png")
         mask = np.zeros((size, size), np.uint8)
-        mask[size // 3: size // 3 * 2, size // 4 + i % 8: size // 2 + i % 8] = 255
+        mask[size // 3 : size // 3 * 2, size // 4 + i % 8 : size // 2 + i % 8] = 255
         Image.fromarray(mask).save(indir / f"p{i:03d}_mask.png")
         names.append(f"p{i:03d}_mask.png")
     return names
 
 
-def sweep(cluster, tmp_path: Path, n: int, *extra: str, partition: str = slurm_local.PARTITION,
-          resources=RESOURCES, env: dict | None = None) -> subprocess.Popen:
+def sweep(
+    cluster,
+    tmp_path: Path,
+    n: int,
+    *extra: str,
+    partition: str = slurm_local.PARTITION,
+    resources=RESOURCES,
+    env: dict | None = None,
+) -> subprocess.Popen:
     """README's sweep over tmp_path/photos into tmp_path/out, as a user types it (bash, `$(seq ...)`)."""
-    line = README_SWEEP.format(partition=partition, indir=tmp_path / "photos", outdir=tmp_path / "out", n=n,
-                               last=n - 1)
+    line = README_SWEEP.format(partition=partition, indir=tmp_path / "photos", outdir=tmp_path / "out", n=n, last=n - 1)
     script = f'lama-refine() {{ "{sys.executable}" -m lama_refine.app.cli "$@"; }}\n' + " ".join(
-        [line, *resources, "progress=false", *extra])
-    env = {**cluster.env(), "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "",
-           **(env or {})}
-    return subprocess.Popen(["bash", "-c", script], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+        [line, *resources, "progress=false", *extra]
+    )
+    env = {**cluster.env(), "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", **(env or {})}
+    return subprocess.Popen(
+        ["bash", "-c", script], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 def finish(proc: subprocess.Popen, timeout: float = 300) -> str:
@@ -135,9 +146,14 @@ def first_done(outdir: Path, shard: str):
 
 def running_task(cluster, index: int) -> str:
     """The id of the sweep's job `index` once it runs (`12_1`; a sweep of one job is no array: `12`)."""
-    return wait_for(lambda: next((i for i, (s, _) in jobs(cluster).items()
-                                  if (i.endswith(f"_{index}") or "_" not in i) and s == "RUNNING"), None),
-                    120, f"the sweep's job {index} to run")
+    return wait_for(
+        lambda: next(
+            (i for i, (s, _) in jobs(cluster).items() if (i.endswith(f"_{index}") or "_" not in i) and s == "RUNNING"),
+            None,
+        ),
+        120,
+        f"the sweep's job {index} to run",
+    )
 
 
 def release(cluster, job: str, *changes: str) -> None:
@@ -149,10 +165,13 @@ def release(cluster, job: str, *changes: str) -> None:
 def sacct(cluster, job: str) -> str:
     """sacct of `job`, every attempt, once SLURM has recorded its end (submitit sees the result
     file before the accounting has the job's final state)."""
+
     def settled():
-        out = cluster.run("sacct", "-j", job, "-X", "--duplicates", "-o",
-                          "JobID,JobName,Partition,State,ExitCode,Elapsed,NodeList").stdout
+        out = cluster.run(
+            "sacct", "-j", job, "-X", "--duplicates", "-o", "JobID,JobName,Partition,State,ExitCode,Elapsed,NodeList"
+        ).stdout
         return None if re.search(r"\b(RUNNING|PENDING|COMPLETING)\b", out) else out
+
     return wait_for(settled, 60, f"the accounting of job {job} to record its end")
 
 
@@ -169,6 +188,7 @@ def array_of(output: str) -> str:
 
 
 # --- README's sweep -------------------------------------------------------------------------
+
 
 @pytest.mark.slow
 def test_readmes_slurm_sweep_runs_on_a_real_cluster(cluster, tmp_path):
@@ -204,20 +224,31 @@ def test_the_sbatch_script_asks_for_what_readme_says(cluster, tmp_path):
     assert proc.returncode == 1 and "sbatch refused the sweep's job array" in output, output
     assert "Traceback" not in output and not jobs(cluster)
     script = next((tmp_path / "out").glob(".lama-refine/multirun/*/.submitit/.submission_file_*.sh")).read_text()
-    for line in ("--gpus-per-node=1", "--cpus-per-task=8", "--mem=32GB", "--time=1440", "--partition=gpu",
-                 "--array=0-15%16", "--signal=USR2@120"):
+    for line in (
+        "--gpus-per-node=1",
+        "--cpus-per-task=8",
+        "--mem=32GB",
+        "--time=1440",
+        "--partition=gpu",
+        "--array=0-15%16",
+        "--signal=USR2@120",
+    ):
         assert f"#SBATCH {line}\n" in script, script
 
 
-@pytest.mark.parametrize("executor, visible, expected", [
-    ("slurm", 1, ["cuda:0"]),            # slurm_shards' gpus_per_node=1: the job's one GPU
-    ("slurm", 2, ["cuda:0", "cuda:1"]),  # gpus_per_node=2: both, not shard 5's share of a machine
-    (None, 2, ["cuda:1"]),               # shards sharing one 2-GPU machine: 5 % 2
-    ("local", 32, ["cuda:10", "cuda:11"]),  # submitit_local: 16 shards on one 32-GPU machine
-])
+@pytest.mark.parametrize(
+    "executor, visible, expected",
+    [
+        ("slurm", 1, ["cuda:0"]),  # slurm_shards' gpus_per_node=1: the job's one GPU
+        ("slurm", 2, ["cuda:0", "cuda:1"]),  # gpus_per_node=2: both, not shard 5's share of a machine
+        (None, 2, ["cuda:1"]),  # shards sharing one 2-GPU machine: 5 % 2
+        ("local", 32, ["cuda:10", "cuda:11"]),  # submitit_local: 16 shards on one 32-GPU machine
+    ],
+)
 def test_the_gpus_each_shard_picks(monkeypatch, executor, visible, expected):
     from lama_refine.app.cli import shard_config
     from lama_refine.config import compose
+
     if executor is None:
         monkeypatch.delenv("SUBMITIT_EXECUTOR", raising=False)
     else:
@@ -230,6 +261,7 @@ def test_the_gpus_each_shard_picks(monkeypatch, executor, visible, expected):
 
 
 # --- faults ---------------------------------------------------------------------------------
+
 
 @pytest.mark.slow
 def test_a_preempted_shard_resumes_and_redoes_no_finished_output(cluster, tmp_path):
@@ -253,9 +285,22 @@ def seconds_per_photo(cluster, tmp_path: Path) -> float:
     """This machine's time for one photo of the SLOWER kind, one thread (as in a job)."""
     photos(tmp_path / "photos", 3)
     env = {**cluster.env(), "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    subprocess.run([sys.executable, "-m", "lama_refine.app.cli", f"indir={tmp_path / 'photos'}",
-                    f"outdir={tmp_path / 'out'}", "progress=false", *SLOWER], env=env, check=True,
-                   capture_output=True, cwd=tmp_path, timeout=300)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lama_refine.app.cli",
+            f"indir={tmp_path / 'photos'}",
+            f"outdir={tmp_path / 'out'}",
+            "progress=false",
+            *SLOWER,
+        ],
+        env=env,
+        check=True,
+        capture_output=True,
+        cwd=tmp_path,
+        timeout=300,
+    )
     return float(np.median([r["seconds"]["total"] for r in read_manifest(tmp_path / "out" / MANIFEST)]))
 
 
@@ -294,8 +339,9 @@ def test_a_cancelled_shard_ends_the_sweep_non_zero_naming_it_without_hanging(clu
     output = finish(proc, 240)
     assert time.monotonic() - cancelled < 240
     assert proc.returncode == 1, output
-    assert re.search(rf"1 of 2 SLURM jobs ended without a result:\n  shard=1/2 \(SLURM job {task}\): CANCELLED",
-                     output), output
+    assert re.search(
+        rf"1 of 2 SLURM jobs ended without a result:\n  shard=1/2 \(SLURM job {task}\): CANCELLED", output
+    ), output
     assert "Traceback" not in output
     records = read_manifest(outdir / MANIFEST)
     # the other shard was waited for and finished; the cancelled one kept what it had done
@@ -317,9 +363,10 @@ def test_a_bad_photo_fails_that_file_only(cluster, tmp_path):
     failed = [r for r in records if r["status"] == "failed"]
     assert len(failed) == 1 and "broken_mask.png" in failed[0]["error"]
     summaries = [p.read_text() for p in (outdir / ".lama-refine" / "multirun").glob("*/[0-9]*/lama-refine.log")]
-    assert sorted(re.search(r"(\d+ done, 0 skipped \(output exists\), \d failed)", s).group(1)
-                  for s in summaries) == ["2 done, 0 skipped (output exists), 0 failed",  # p000, p002
-                                          "2 done, 0 skipped (output exists), 1 failed"]  # broken, p001, p003
+    assert sorted(re.search(r"(\d+ done, 0 skipped \(output exists\), \d failed)", s).group(1) for s in summaries) == [
+        "2 done, 0 skipped (output exists), 0 failed",  # p000, p002
+        "2 done, 0 skipped (output exists), 1 failed",
+    ]  # broken, p001, p003
 
 
 @pytest.mark.slow
@@ -355,6 +402,7 @@ def test_a_requeued_shard_racing_its_first_attempt_does_each_job_once(cluster, t
 
 # --- the launcher's words, without a cluster ---------------------------------------------------
 
+
 class LostJob:
     job_id, state = "7_1", "CANCELLED by 0"
 
@@ -363,6 +411,7 @@ class LostJob:
 
     def results(self):
         from submitit.core.utils import UncompletedJobError
+
         raise UncompletedJobError("Job 7_1 (task: 0) has not produced any output (state: CANCELLED by 0)")
 
 
@@ -380,5 +429,6 @@ def test_collect_waits_for_every_job_then_names_each_shard_without_a_result():
         collect([LostJob(), FinishedJob()], [["indir=x", "shard=1/2"], ["shard=0/2"]])
     assert str(e.value).splitlines()[:2] == [
         "1 of 2 SLURM jobs ended without a result:",
-        "  shard=1/2 (SLURM job 7_1): CANCELLED by 0, no result; its log: /out/.submitit/7_1/7_1_0_log.err"]
+        "  shard=1/2 (SLURM job 7_1): CANCELLED by 0, no result; its log: /out/.submitit/7_1/7_1_0_log.err",
+    ]
     assert shard_name(["refine=false"]) == "refine=false"

@@ -1,4 +1,5 @@
 """A sweep job's output folder (lama_refine.batch.sweep), shared by lama-refine and lama-refine-eval."""
+
 from pathlib import Path
 
 import pytest
@@ -18,9 +19,15 @@ def sweep_job(tmp_path):
         sweep_dir = tmp_path / "sweep"
         sweep_dir.mkdir(exist_ok=True)
         OmegaConf.save({"hydra": {"overrides": {"task": swept}}}, sweep_dir / "multirun.yaml")
-        hydra = OmegaConf.merge(OmegaConf.structured(HydraConf), {
-            "mode": RunMode.MULTIRUN, "sweep": {"dir": str(sweep_dir)}, "overrides": {"task": overrides},
-            "job": {"num": num}})
+        hydra = OmegaConf.merge(
+            OmegaConf.structured(HydraConf),
+            {
+                "mode": RunMode.MULTIRUN,
+                "sweep": {"dir": str(sweep_dir)},
+                "overrides": {"task": overrides},
+                "job": {"num": num},
+            },
+        )
         HydraConfig.instance().set_config(OmegaConf.create({"hydra": hydra}))
         return sweep_dir
 

@@ -1,4 +1,5 @@
 """Folder layouts, image and mask reading rules, bad files, and the writers."""
+
 import os
 from pathlib import Path
 
@@ -7,9 +8,25 @@ import pytest
 import torch
 from PIL import Image
 
-from lama_refine.io import (IMAGE_SUFFIXES, InputError, Job, MaskRule, find_jobs, load_inputs, orient,
-                            png16_bytes, read_image, read_mask, read_picture, stale_temporaries,
-                            safe_output, tiff16_bytes, to_uint8, write_atomic, write_result)
+from lama_refine.io import (
+    IMAGE_SUFFIXES,
+    InputError,
+    Job,
+    MaskRule,
+    find_jobs,
+    load_inputs,
+    orient,
+    png16_bytes,
+    read_image,
+    read_mask,
+    read_picture,
+    safe_output,
+    stale_temporaries,
+    tiff16_bytes,
+    to_uint8,
+    write_atomic,
+    write_result,
+)
 
 RNG = np.random.default_rng(5)
 
@@ -31,6 +48,7 @@ def box_mask(h=12, w=16) -> np.ndarray:
 
 
 # --- layouts -----------------------------------------------------------------------------------
+
 
 def test_lama_layout_is_recursive_and_finds_images_of_any_suffix(tmp_path):
     save(tmp_path / "a.png", photo())
@@ -90,6 +108,7 @@ def test_from_alpha_jobs_need_no_masks_and_exclude_maskdir(tmp_path):
 
 
 # --- reading -------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("suffix", [".png", ".jpg", ".webp", ".tif", ".bmp"])
 def test_every_format_reads_as_lamas_convert_rgb(tmp_path, suffix):
@@ -161,6 +180,7 @@ def test_exif_orientation_is_applied_to_image_and_mask(tmp_path):
 
 # --- mask rules ----------------------------------------------------------------------------------
 
+
 def grey_mask_job(tmp_path, levels: np.ndarray, image=None) -> Job:
     image = save(tmp_path / "p.png", photo(*levels.shape) if image is None else image)
     return Job(image, save(tmp_path / "p_mask.png", levels), Path("p_mask.png"))
@@ -211,6 +231,7 @@ def test_from_alpha_takes_transparent_pixels_as_holes(tmp_path):
 
 # --- bad files -----------------------------------------------------------------------------------
 
+
 def test_bad_files_raise_one_clear_error_naming_the_file(tmp_path, monkeypatch):
     good = save(tmp_path / "good.png", photo())
     truncated = tmp_path / "truncated.png"
@@ -222,9 +243,15 @@ def test_bad_files_raise_one_clear_error_naming_the_file(tmp_path, monkeypatch):
     locked = save(tmp_path / "locked.png", photo())
     real_access = os.access
     monkeypatch.setattr(os, "access", lambda p, mode: False if Path(p) == locked else real_access(p, mode))
-    cases = {"truncated.png": "truncated or corrupt", "notimage.png": "not an image", "empty.png": "empty file",
-             "folder.png": "is a folder", "missing.png": "no such file", "locked.png": "permission denied",
-             "dangling.png": "broken symbolic link"}
+    cases = {
+        "truncated.png": "truncated or corrupt",
+        "notimage.png": "not an image",
+        "empty.png": "empty file",
+        "folder.png": "is a folder",
+        "missing.png": "no such file",
+        "locked.png": "permission denied",
+        "dangling.png": "broken symbolic link",
+    }
     for name, problem in cases.items():
         with pytest.raises(InputError) as e:
             read_image(tmp_path / name)
@@ -232,6 +259,7 @@ def test_bad_files_raise_one_clear_error_naming_the_file(tmp_path, monkeypatch):
 
 
 # --- writing -------------------------------------------------------------------------------------
+
 
 def test_default_png_is_lamas_truncation(tmp_path):
     image = torch.rand(1, 3, 5, 6)
@@ -278,8 +306,12 @@ def test_outputs_outside_outdir_are_refused(tmp_path):
     outdir.mkdir()
     (outdir / "link").symlink_to(tmp_path, target_is_directory=True)
     assert safe_output(outdir, Path("a/b_mask.png"), ".png") == outdir / "a" / "b_mask.png"
-    for relative in (Path("../evil_mask.png"), Path("a/../../evil_mask.png"), Path("/etc/evil_mask.png"),
-                     Path("link/evil_mask.png")):
+    for relative in (
+        Path("../evil_mask.png"),
+        Path("a/../../evil_mask.png"),
+        Path("/etc/evil_mask.png"),
+        Path("link/evil_mask.png"),
+    ):
         with pytest.raises(InputError, match="refused"):
             safe_output(outdir, relative, ".png")
 
@@ -296,8 +328,10 @@ def test_write_atomic_leaves_nothing_on_failure_and_stale_temporaries_are_remove
     (tmp_path / ".o.png.abc123.tmp").write_bytes(b"left by a killed run")
     (tmp_path / "sub" / ".o[1].v2.png.x_9y.tmp").write_bytes(b"another")
     (tmp_path / ".hidden.tmp").write_bytes(b"not ours")
-    assert stale_temporaries(tmp_path) == {tmp_path / "o.png": [tmp_path / ".o.png.abc123.tmp"],
-                                           tmp_path / "sub" / "o[1].v2.png": [tmp_path / "sub" / ".o[1].v2.png.x_9y.tmp"]}
+    assert stale_temporaries(tmp_path) == {
+        tmp_path / "o.png": [tmp_path / ".o.png.abc123.tmp"],
+        tmp_path / "sub" / "o[1].v2.png": [tmp_path / "sub" / ".o[1].v2.png.x_9y.tmp"],
+    }
 
 
 def test_outputs_get_the_usual_file_mode(tmp_path):
@@ -321,6 +355,7 @@ def test_tiff16_and_png16_are_valid_files(tmp_path):
 # Masks that are probably wrong (issue 24)
 # ---------------------------------------------------------------------------------------------
 
+
 def lossy_mask_job(tmp_path, suffix: str, **kw) -> tuple[Job, np.ndarray]:
     """A photo and its box mask saved lossily: compression noise rings the box's edges."""
     mask = np.zeros((64, 80), np.uint8)
@@ -330,8 +365,15 @@ def lossy_mask_job(tmp_path, suffix: str, **kw) -> tuple[Job, np.ndarray]:
     return Job(image, save(tmp_path / f"p_mask{suffix}", mask, **kw), Path("p_mask")), mask > 0
 
 
-@pytest.mark.parametrize("suffix, kw, lossy", [(".jpg", {"quality": 75}, True), (".webp", {"quality": 80}, True),
-                                               (".webp", {"lossless": True}, False), (".png", {}, False)])
+@pytest.mark.parametrize(
+    "suffix, kw, lossy",
+    [
+        (".jpg", {"quality": 75}, True),
+        (".webp", {"quality": 80}, True),
+        (".webp", {"lossless": True}, False),
+        (".png", {}, False),
+    ],
+)
 def test_lossy_masks_are_told_by_their_bytes(tmp_path, suffix, kw, lossy):
     from lama_refine.io import is_lossy
 

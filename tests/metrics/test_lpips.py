@@ -1,5 +1,6 @@
 """LPIPS without torchvision: the formula on a hand-computed case, the feature stacks against
 torchvision's layout, and the weights through lama-refine-download from a server on 127.0.0.1."""
+
 import hashlib
 import io
 import logging
@@ -7,13 +8,12 @@ import threading
 
 import pytest
 import torch
+from test_download import FileServer
 from torch import nn
 
 from lama_refine.app import download as dl
 from lama_refine.metrics import lpips
 from lama_refine.models import zoo
-
-from test_download import FileServer
 
 
 def test_formula_on_a_hand_computed_case():
@@ -39,31 +39,54 @@ def test_layers_sum_over_the_taps_and_distance_maps_zero_one_to_minus_one_one():
     for p in metric.parameters():
         p.data.normal_()
     a, b = torch.rand(1, 3, 64, 64), torch.rand(1, 3, 64, 64)
-    by_hand = sum((lin(((lpips.unit(fa) - lpips.unit(fb)) ** 2)).mean()).item() for lin, fa, fb in
-                  zip(metric.lins, metric.layer_outputs(a * 2 - 1), metric.layer_outputs(b * 2 - 1)))
+    by_hand = sum(
+        (lin(((lpips.unit(fa) - lpips.unit(fb)) ** 2)).mean()).item()
+        for lin, fa, fb in zip(
+            metric.lins, metric.layer_outputs(a * 2 - 1), metric.layer_outputs(b * 2 - 1), strict=False
+        )
+    )
     assert metric.distance(a, b) == pytest.approx(by_hand, rel=1e-5)
     assert metric.distance(a, a) == 0
 
 
 # torchvision's alexnet().features / vgg16().features: (index, weight shape) of each conv
 TORCHVISION = {
-    "alex": [(0, (64, 3, 11, 11)), (3, (192, 64, 5, 5)), (6, (384, 192, 3, 3)), (8, (256, 384, 3, 3)),
-             (10, (256, 256, 3, 3))],
-    "vgg": [(0, (64, 3, 3, 3)), (2, (64, 64, 3, 3)), (5, (128, 64, 3, 3)), (7, (128, 128, 3, 3)),
-            (10, (256, 128, 3, 3)), (12, (256, 256, 3, 3)), (14, (256, 256, 3, 3)), (17, (512, 256, 3, 3)),
-            (19, (512, 512, 3, 3)), (21, (512, 512, 3, 3)), (24, (512, 512, 3, 3)), (26, (512, 512, 3, 3)),
-            (28, (512, 512, 3, 3))],
+    "alex": [
+        (0, (64, 3, 11, 11)),
+        (3, (192, 64, 5, 5)),
+        (6, (384, 192, 3, 3)),
+        (8, (256, 384, 3, 3)),
+        (10, (256, 256, 3, 3)),
+    ],
+    "vgg": [
+        (0, (64, 3, 3, 3)),
+        (2, (64, 64, 3, 3)),
+        (5, (128, 64, 3, 3)),
+        (7, (128, 128, 3, 3)),
+        (10, (256, 128, 3, 3)),
+        (12, (256, 256, 3, 3)),
+        (14, (256, 256, 3, 3)),
+        (17, (512, 256, 3, 3)),
+        (19, (512, 512, 3, 3)),
+        (21, (512, 512, 3, 3)),
+        (24, (512, 512, 3, 3)),
+        (26, (512, 512, 3, 3)),
+        (28, (512, 512, 3, 3)),
+    ],
 }
 # lpips' slice outputs for a 224x224 input: AlexNet relu1..5, VGG16 relu1_2 .. relu5_3
-TAP_SIZES = {"alex": [(64, 55), (192, 27), (384, 13), (256, 13), (256, 13)],
-             "vgg": [(64, 224), (128, 112), (256, 56), (512, 28), (512, 14)]}
+TAP_SIZES = {
+    "alex": [(64, 55), (192, 27), (384, 13), (256, 13), (256, 13)],
+    "vgg": [(64, 224), (128, 112), (256, 56), (512, 28), (512, 14)],
+}
 
 
 @pytest.mark.parametrize("net", lpips.NETS)
 def test_feature_stacks_have_torchvisions_keys_and_lpips_taps(net):
     state = lpips.features(net).state_dict()
     assert {k: tuple(v.shape) for k, v in state.items() if k.endswith("weight")} == {
-        f"{i}.weight": shape for i, shape in TORCHVISION[net]}
+        f"{i}.weight": shape for i, shape in TORCHVISION[net]
+    }
     with torch.no_grad():
         outs = lpips.LPIPS(net).layer_outputs(torch.zeros(1, 3, 224, 224))
     assert [(o.shape[1], o.shape[2]) for o in outs] == TAP_SIZES[net]
@@ -89,9 +112,17 @@ def served_weights(tmp_path, monkeypatch):
     srv = FileServer(files)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     prefix = hashlib.sha256(files["/alexnet-owt.pth"]).hexdigest()[:8]
-    bundle = (zoo.KnownModel("lpips-alex-backbone", srv.url("/alexnet-owt.pth"), "sha256", prefix, "test", "test"),
-              zoo.KnownModel("lpips-alex-lin", srv.url("/alex.pth"), "sha256",
-                             hashlib.sha256(files["/alex.pth"]).hexdigest(), "test", "test"))
+    bundle = (
+        zoo.KnownModel("lpips-alex-backbone", srv.url("/alexnet-owt.pth"), "sha256", prefix, "test", "test"),
+        zoo.KnownModel(
+            "lpips-alex-lin",
+            srv.url("/alex.pth"),
+            "sha256",
+            hashlib.sha256(files["/alex.pth"]).hexdigest(),
+            "test",
+            "test",
+        ),
+    )
     monkeypatch.setitem(lpips.WEIGHTS, "alex", bundle)
     monkeypatch.setitem(lpips.BUNDLES, "lpips-alex", bundle)
     for known in bundle:
@@ -149,21 +180,30 @@ def test_evaluation_measures_lpips_once_its_weights_are_downloaded(served_weight
     import csv
 
     import numpy as np
+    from conftest import GOLDEN
     from PIL import Image
 
-    from lama_refine.config import compose
     from lama_refine.app.evaluate import evaluate
-
-    from conftest import GOLDEN
+    from lama_refine.config import compose
 
     assert dl.main(["lpips-alex", "--quiet"]) == 0
     photo = np.asarray(Image.open(GOLDEN / "three_scales" / "image.png"))
     for i in range(2):
         (tmp_path / "gt").mkdir(exist_ok=True)
-        Image.fromarray(photo[i * 10: i * 10 + 72, :104]).save(tmp_path / "gt" / f"c{i}.png")
-    cfg = compose([f"gt_dir={tmp_path / 'gt'}", f"outdir={tmp_path / 'out'}", "progress=false", "visuals=0",
-                   "warmup=false", "refiner.n_iters=2", "pyramid=fixed",
-                   f"model.path={GOLDEN / 'three_scales' / 'generator.safetensors'}"], config_name="evaluate")
+        Image.fromarray(photo[i * 10 : i * 10 + 72, :104]).save(tmp_path / "gt" / f"c{i}.png")
+    cfg = compose(
+        [
+            f"gt_dir={tmp_path / 'gt'}",
+            f"outdir={tmp_path / 'out'}",
+            "progress=false",
+            "visuals=0",
+            "warmup=false",
+            "refiner.n_iters=2",
+            "pyramid=fixed",
+            f"model.path={GOLDEN / 'three_scales' / 'generator.safetensors'}",
+        ],
+        config_name="evaluate",
+    )
     result = evaluate(cfg)
     with open(tmp_path / "out" / "metrics.csv") as f:
         rows = list(csv.DictReader(f))

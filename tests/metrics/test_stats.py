@@ -1,5 +1,6 @@
 """LaMa's mask-area bins and the paired comparison of a sweep's settings (lama_refine.metrics.stats and
 evaluate.write_comparison), on constructed cases whose answers are known."""
+
 import csv
 import json
 import math
@@ -7,14 +8,24 @@ import math
 import numpy as np
 import pytest
 
-from lama_refine.errors import UserError
 from lama_refine.app.evaluate import bin_table, comparison_figure, paired_rows, pick_baseline, write_comparison
+from lama_refine.errors import UserError
 from lama_refine.metrics.stats import area_bin, bin_names, bootstrap_interval, paired
 
 
 def test_bins_are_lamas_names_and_edges():
-    assert bin_names() == ["0-10%", "10-20%", "20-30%", "30-40%", "40-50%", "50-60%", "60-70%", "70-80%",
-                           "80-90%", "90-100%"]
+    assert bin_names() == [
+        "0-10%",
+        "10-20%",
+        "20-30%",
+        "30-40%",
+        "40-50%",
+        "50-60%",
+        "60-70%",
+        "70-80%",
+        "80-90%",
+        "90-100%",
+    ]
     # left edge inclusive (searchsorted side='right'), an area of 1 in the last bin
     assert [area_bin(a) for a in (0.0, 0.0999, 0.1, 0.15, 0.5, 0.9, 0.95, 1.0)] == [0, 0, 1, 1, 5, 9, 9, 9]
     assert bin_names(4) == ["0-25%", "25-50%", "50-75%", "75-100%"]
@@ -22,8 +33,11 @@ def test_bins_are_lamas_names_and_edges():
 
 
 def test_bin_table_counts_images_and_averages_per_bin():
-    rows = [{"bin": "0-10%", "psnr": 30.0, "ssim": 0.9}, {"bin": "0-10%", "psnr": 20.0, "ssim": 0.7},
-            {"bin": "40-50%", "psnr": 10.0, "ssim": 0.5}]
+    rows = [
+        {"bin": "0-10%", "psnr": 30.0, "ssim": 0.9},
+        {"bin": "0-10%", "psnr": 20.0, "ssim": 0.7},
+        {"bin": "40-50%", "psnr": 10.0, "ssim": 0.5},
+    ]
     table = bin_table(rows)
     assert [(r["bin"], r["n_images"]) for r in table] == [("0-10%", 2), ("40-50%", 1), ("overall", 3)]
     assert table[0]["psnr"] == 25.0 and table[2]["psnr"] == 20.0
@@ -64,20 +78,34 @@ def sweep(tmp_path, settings: dict[str, list[float]]):
         images = [{"image": f"im{i}", "bin": "0-10%", "psnr": p, "hole_l1": 1.0 / p} for i, p in enumerate(psnrs)]
         mean = {"psnr": float(np.mean(psnrs)), "hole_l1": float(np.mean([r["hole_l1"] for r in images]))}
         (tmp_path / setting).mkdir()
-        (tmp_path / setting / "summary.json").write_text(json.dumps(
-            {"setting": setting, "job": job, "n_images": len(images), "mean": mean, "images": images,
-             "bins": bin_table(images)}))
+        (tmp_path / setting / "summary.json").write_text(
+            json.dumps(
+                {
+                    "setting": setting,
+                    "job": job,
+                    "n_images": len(images),
+                    "mean": mean,
+                    "images": images,
+                    "bins": bin_table(images),
+                }
+            )
+        )
 
 
 def test_comparison_reports_each_setting_against_the_baseline(tmp_path):
-    sweep(tmp_path, {"refine=False": [20.0, 30.0, 25.0], "refine=True": [21.0, 31.0, 25.0],
-                     "refine=True,n=2": [19.0, 30.0, 24.0]})
+    sweep(
+        tmp_path,
+        {"refine=False": [20.0, 30.0, 25.0], "refine=True": [21.0, 31.0, 25.0], "refine=True,n=2": [19.0, 30.0, 24.0]},
+    )
     rows = write_comparison(tmp_path)  # baseline: the first setting
     with open(tmp_path / "comparison.csv") as f:
         table = {r["setting"]: r for r in csv.DictReader(f)}
     assert table["refine=True"]["psnr_diff"] == str(2 / 3)
-    assert (table["refine=True"]["psnr_wins"], table["refine=True"]["psnr_ties"],
-            table["refine=True"]["psnr_losses"]) == ("2", "1", "0")
+    assert (
+        table["refine=True"]["psnr_wins"],
+        table["refine=True"]["psnr_ties"],
+        table["refine=True"]["psnr_losses"],
+    ) == ("2", "1", "0")
     assert (table["refine=True,n=2"]["psnr_wins"], table["refine=True,n=2"]["psnr_losses"]) == ("0", "2")
     assert table["refine=False"]["psnr_diff"] == ""  # the baseline is not compared with itself
     text = (tmp_path / "comparison.md").read_text()

@@ -2,6 +2,7 @@
 
 Fixtures: tests/fixtures/default-model/ (made by tools/make_default_model_fixture.py).
 """
+
 from __future__ import annotations
 
 import json
@@ -39,8 +40,11 @@ def generator() -> torch.nn.Module:
 def case() -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
     image = np.asarray(Image.open(FIXTURE / "image.png").convert("RGB"), dtype=np.float32) / 255
     mask = (np.asarray(Image.open(FIXTURE / "mask.png")) > 0).astype(np.float32)
-    return (torch.from_numpy(image).permute(2, 0, 1)[None], torch.from_numpy(mask)[None, None],
-            np.load(FIXTURE / "plain.npy"))
+    return (
+        torch.from_numpy(image).permute(2, 0, 1)[None],
+        torch.from_numpy(mask)[None, None],
+        np.load(FIXTURE / "plain.npy"),
+    )
 
 
 def test_shipped_files_are_small_and_describe_an_ffc_generator() -> None:

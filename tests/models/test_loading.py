@@ -1,4 +1,5 @@
 """Checkpoint loading (all formats, safely) and conversion to safetensors."""
+
 from __future__ import annotations
 
 import builtins
@@ -215,10 +216,17 @@ def test_hostile_objects_inside_a_valid_checkpoint_stay_inert(tmp_path: Path) ->
     path = tmp_path / "exp" / "models" / "best.ckpt"
     path.parent.mkdir(parents=True)
     shutil.copy(FFC_CASE / "checkpoint" / "config.yaml", path.parent.parent / "config.yaml")
-    torch.save(lightning_dict(golden_state(FFC_CASE),
-                              callbacks={"a": RunsCode(builtins.exec, f"open({str(marker)!r}, 'w').close()"),
-                                         "b": WritesOnSetstate(marker),
-                                         "c": RunsCode(subprocess.call, ["touch", str(marker)])}), path)
+    torch.save(
+        lightning_dict(
+            golden_state(FFC_CASE),
+            callbacks={
+                "a": RunsCode(builtins.exec, f"open({str(marker)!r}, 'w').close()"),
+                "b": WritesOnSetstate(marker),
+                "c": RunsCode(subprocess.call, ["touch", str(marker)]),
+            },
+        ),
+        path,
+    )
     torch.load(path, weights_only=False)  # the payload is real: plain unpickling runs it
     assert marker.exists()
     marker.unlink()
@@ -310,18 +318,31 @@ def test_big_lama_in_three_formats(tmp_path: Path) -> None:
 
     save_file({k: v.contiguous() for k, v in state.items()}, str(tmp_path / "big-lama.safetensors"))
     hparams = OmegaConf.create({"generator": dict(BIG_LAMA), "location": {"weights": "${env:TORCH_HOME}"}})
-    torch.save(lightning_dict(state, hyper_parameters=hparams,
-                              optimizer_states=[{"state": {}, "param_groups": [{"lr": 1e-3}]}],
-                              **{"pytorch-lightning_version": "1.2.9"}) | {
-        "state_dict": {**{f"generator.{k}": v for k, v in state.items()},
-                       "discriminator.conv.weight": torch.rand(2, 2)}}, tmp_path / "best.ckpt")
+    torch.save(
+        lightning_dict(
+            state,
+            hyper_parameters=hparams,
+            optimizer_states=[{"state": {}, "param_groups": [{"lr": 1e-3}]}],
+            **{"pytorch-lightning_version": "1.2.9"},
+        )
+        | {
+            "state_dict": {
+                **{f"generator.{k}": v for k, v in state.items()},
+                "discriminator.conv.weight": torch.rand(2, 2),
+            }
+        },
+        tmp_path / "best.ckpt",
+    )
     with torch.no_grad():
         traced = torch.jit.trace(_Wrapper(generator), torch.rand(1, 4, 64, 64), check_trace=False)
     traced.save(str(tmp_path / "big-lama.pt"))
     del traced
 
-    for name, fmt in [("big-lama.safetensors", "safetensors"), ("best.ckpt", "lightning"),
-                      ("big-lama.pt", "torchscript")]:
+    for name, fmt in [
+        ("big-lama.safetensors", "safetensors"),
+        ("best.ckpt", "lightning"),
+        ("big-lama.pt", "torchscript"),
+    ]:
         loaded = load_generator(tmp_path / name)
         assert loaded.format == fmt
         assert loaded.config == generator_config(BIG_LAMA)
@@ -381,8 +402,7 @@ def test_wrongly_shaped_tensor(tmp_path: Path) -> None:
     assert "model.2.bn_l.running_mean (checkpoint [17] vs model [16])" in message
 
 
-@pytest.mark.parametrize("source", ["checkpoint/models/best.ckpt", "generator.safetensors",
-                                    "generator.torchscript.pt"])
+@pytest.mark.parametrize("source", ["checkpoint/models/best.ckpt", "generator.safetensors", "generator.torchscript.pt"])
 def test_truncated_file(tmp_path: Path, source: str) -> None:
     data = (FFC_CASE / source).read_bytes()
     path = tmp_path / Path(source).name
@@ -392,8 +412,10 @@ def test_truncated_file(tmp_path: Path, source: str) -> None:
     assert not isinstance(info.value, CheckpointMismatchError)
 
 
-@pytest.mark.parametrize("name, content", [("notes.ckpt", b"just some text\n"), ("empty.pt", b""),
-                                           ("random.safetensors", bytes(range(256)) * 4)])
+@pytest.mark.parametrize(
+    "name, content",
+    [("notes.ckpt", b"just some text\n"), ("empty.pt", b""), ("random.safetensors", bytes(range(256)) * 4)],
+)
 def test_not_a_checkpoint(tmp_path: Path, name: str, content: bytes) -> None:
     path = tmp_path / name
     path.write_bytes(content)
@@ -423,8 +445,9 @@ def test_convert_round_trip(tmp_path: Path, fmt: str) -> None:
     assert_same_state(load_file(dst), original.generator)  # original key names, no prefix
 
     from_yaml = build_generator(OmegaConf.load(dst.with_suffix(".yaml")))
-    assert [(k, v.shape) for k, v in from_yaml.state_dict().items()] == \
-        [(k, v.shape) for k, v in original.generator.state_dict().items()]
+    assert [(k, v.shape) for k, v in from_yaml.state_dict().items()] == [
+        (k, v.shape) for k, v in original.generator.state_dict().items()
+    ]
     with safe_open(str(dst), framework="pt") as file:
         assert json.loads(file.metadata()["lama_refine.generator"]) == original.config
 
@@ -434,8 +457,9 @@ def test_convert_writes_files_with_the_usual_mode_not_0600(tmp_path: Path) -> No
     created file (its own writer used to leave mkstemp's 0o600)."""
     previous = os.umask(0o022)
     try:
-        dst = convert(FIXTURES / "golden-pix2pixhd" / "odd_nonsquare_refine_fails" / "checkpoint",
-                      tmp_path / "p.safetensors")
+        dst = convert(
+            FIXTURES / "golden-pix2pixhd" / "odd_nonsquare_refine_fails" / "checkpoint", tmp_path / "p.safetensors"
+        )
     finally:
         os.umask(previous)
     assert oct(dst.stat().st_mode & 0o777) == oct(0o644)

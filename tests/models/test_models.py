@@ -1,4 +1,5 @@
 """Generators: module tree, parameter names and outputs against the LaMa reference fixtures."""
+
 from __future__ import annotations
 
 import json
@@ -12,7 +13,6 @@ from PIL import Image
 from safetensors.torch import load_file
 from torch import nn
 
-from lama_refine.models.protocol import BLOCK_TYPES
 from lama_refine.models import (
     BIG_LAMA,
     GENERATOR_KINDS,
@@ -22,14 +22,23 @@ from lama_refine.models import (
     generator_config,
     is_block,
 )
+from lama_refine.models.protocol import BLOCK_TYPES
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 ARCHITECTURES = ["big-lama", "lama-regular", "big-lama-regular"]
 GOLDEN_CASES = sorted(p for p in (FIXTURES / "golden").iterdir() if p.is_dir()) + sorted(
     p for p in (FIXTURES / "golden-pix2pixhd").iterdir() if p.is_dir()
 )
-SMALL_PIX2PIXHD = {"kind": "pix2pixhd_global", "input_nc": 4, "output_nc": 3, "ngf": 8,
-                   "n_downsampling": 3, "n_blocks": 3, "conv_kind": "default", "add_out_act": "sigmoid"}
+SMALL_PIX2PIXHD = {
+    "kind": "pix2pixhd_global",
+    "input_nc": 4,
+    "output_nc": 3,
+    "ngf": 8,
+    "n_downsampling": 3,
+    "n_blocks": 3,
+    "conv_kind": "default",
+    "add_out_act": "sigmoid",
+}
 
 
 def build_on_meta(name: str) -> nn.Module:
@@ -124,13 +133,16 @@ def test_pix2pixhd_index_rules(n_downsampling: int, n_blocks: int) -> None:
     assert generator.eval()(x).shape == (1, 3, *x.shape[-2:])
 
 
-@pytest.mark.parametrize("override, message", [
-    ({"conv_kind": "depthwise"}, "conv_kind"),
-    ({"some_new_knob": 1}, "some_new_knob"),
-    ({"dilated_blocks_n": 2}, "dilated_blocks_n"),
-    ({"ffc_positions": [1]}, "ffc_positions"),
-    ({"padding_type": "circular"}, "padding_type"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ({"conv_kind": "depthwise"}, "conv_kind"),
+        ({"some_new_knob": 1}, "some_new_knob"),
+        ({"dilated_blocks_n": 2}, "dilated_blocks_n"),
+        ({"ffc_positions": [1]}, "ffc_positions"),
+        ({"padding_type": "circular"}, "padding_type"),
+    ],
+)
 def test_pix2pixhd_rejects_unsupported_config(override: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         build_generator({**SMALL_PIX2PIXHD, **override})

@@ -2,24 +2,32 @@
 memory estimate on its protocol answers alone: its own input convention (mask first, the hole
 filled grey), a one-tensor front with its own feature name, its own trunk blocks with a lean
 version, and its tail, each declared with the public register calls."""
+
 import logging
 
 import pytest
 import torch
 from torch import nn
 
-from lama_refine.parts.downsample import AllPixelsMaskDownsampler, BlurMaskDownsampler, GaussianDownsampler
-from lama_refine.perf.lean import LeanConvNormAct, lean_module
-from lama_refine.perf.memory import estimate_peak, trace_rear
 from lama_refine.models import register_generator, register_handler
-from lama_refine.models.protocol import (as_tuple, feature_names, feature_tensors, generator_input, map_tensors,
-                                         spec_of, with_tensors)
+from lama_refine.models.protocol import (
+    as_tuple,
+    feature_names,
+    feature_tensors,
+    generator_input,
+    map_tensors,
+    spec_of,
+    with_tensors,
+)
+from lama_refine.parts.downsample import AllPixelsMaskDownsampler, BlurMaskDownsampler, GaussianDownsampler
 from lama_refine.parts.partition import BalancedPartitioner, EvenPartitioner, saved_activation_bytes
-from lama_refine.perf.switches import PerfConfig
-from lama_refine.pipeline import Inpainter, plain_inpaint
 from lama_refine.parts.pyramid import OriginalPyramid
 from lama_refine.parts.refine import L1Refiner, encode_level
+from lama_refine.perf.lean import LeanConvNormAct, lean_module
+from lama_refine.perf.memory import estimate_peak, trace_rear
+from lama_refine.perf.switches import PerfConfig
 from lama_refine.perf.tiling import BandedFront, TiledTail, find_tail
+from lama_refine.pipeline import Inpainter, plain_inpaint
 
 
 def mask_first_grey_hole(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -32,8 +40,12 @@ class Mix(nn.Module):
 
     def __init__(self, width: int):
         super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(width, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
-                                  nn.Conv2d(width, width, 3, padding=1))
+        self.body = nn.Sequential(
+            nn.Conv2d(width, width, 3, padding=1),
+            nn.BatchNorm2d(width),
+            nn.ReLU(),
+            nn.Conv2d(width, width, 3, padding=1),
+        )
 
     def forward(self, x):
         return x + self.body(x)
@@ -55,11 +67,18 @@ class GreyNet(nn.Sequential):
 
     def __init__(self, width: int = 8, n_blocks: int = 4):
         super().__init__(
-            nn.Conv2d(4, width, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(width, width, 3, stride=2, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
+            nn.Conv2d(4, width, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(width, width, 3, stride=2, padding=1),
+            nn.BatchNorm2d(width),
+            nn.ReLU(),
             *[Mix(width) for _ in range(n_blocks)],
-            nn.ConvTranspose2d(width, width, 3, stride=2, padding=1, output_padding=1), nn.BatchNorm2d(width),
-            nn.ReLU(), nn.ReflectionPad2d(1), nn.Conv2d(width, 3, 3), nn.Sigmoid(),
+            nn.ConvTranspose2d(width, width, 3, stride=2, padding=1, output_padding=1),
+            nn.BatchNorm2d(width),
+            nn.ReLU(),
+            nn.ReflectionPad2d(1),
+            nn.Conv2d(width, 3, 3),
+            nn.Sigmoid(),
         )
 
 
@@ -67,10 +86,12 @@ class UntailedGreyNet(GreyNet):
     """The same network registered without a tail: it keeps its tail whole."""
 
 
-register_generator(GreyNet, layers=None, blocks=(Mix,), front_emits=("coarse",), make_input=mask_first_grey_hole,
-                   tail=find_tail)
-register_generator(UntailedGreyNet, layers=None, blocks=(Mix,), front_emits=("coarse",),
-                   make_input=mask_first_grey_hole)
+register_generator(
+    GreyNet, layers=None, blocks=(Mix,), front_emits=("coarse",), make_input=mask_first_grey_hole, tail=find_tail
+)
+register_generator(
+    UntailedGreyNet, layers=None, blocks=(Mix,), front_emits=("coarse",), make_input=mask_first_grey_hole
+)
 register_handler("lean", Mix, LeanMix)
 
 
@@ -88,15 +109,19 @@ def photo(h: int = 64, w: int = 96) -> tuple[torch.Tensor, torch.Tensor]:
     torch.manual_seed(1)
     image = torch.rand(1, 3, h, w)
     mask = torch.zeros(1, 1, h, w)
-    mask[..., h // 4: h // 2 + 4, w // 3: w // 2 + 6] = 1
+    mask[..., h // 4 : h // 2 + 4, w // 3 : w // 2 + 6] = 1
     return image, mask
 
 
 def inpainter(generator: nn.Module, **perf) -> Inpainter:
     ds = GaussianDownsampler()
-    return Inpainter(generator=generator, pyramid=OriginalPyramid(ds, BlurMaskDownsampler(), min_side=32),
-                     refiner=L1Refiner(ds, AllPixelsMaskDownsampler(), n_iters=5, lr=0.01),
-                     partitioner=EvenPartitioner(), perf=PerfConfig(**perf))
+    return Inpainter(
+        generator=generator,
+        pyramid=OriginalPyramid(ds, BlurMaskDownsampler(), min_side=32),
+        refiner=L1Refiner(ds, AllPixelsMaskDownsampler(), n_iters=5, lr=0.01),
+        partitioner=EvenPartitioner(),
+        perf=PerfConfig(**perf),
+    )
 
 
 def test_the_generator_gets_its_own_input_convention():

@@ -2,13 +2,20 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from PIL import Image
 
-from lama_refine.parts.downsample import (AllPixelsMaskDownsampler, AntialiasedBilinearDownsampler, AreaDownsampler,
-                                    AreaMaskDownsampler, BlurMaskDownsampler, GaussianDownsampler,
-                                    NearestMaskDownsampler, TolerantAllPixelsMaskDownsampler)
+from lama_refine.parts.downsample import (
+    AllPixelsMaskDownsampler,
+    AntialiasedBilinearDownsampler,
+    AreaDownsampler,
+    AreaMaskDownsampler,
+    BlurMaskDownsampler,
+    GaussianDownsampler,
+    NearestMaskDownsampler,
+    TolerantAllPixelsMaskDownsampler,
+)
 
 sizes = st.integers(4, 40)
 
@@ -22,10 +29,17 @@ def random_mask(h, w, density, seed):
 @given(h=sizes, w=sizes, density=st.floats(0, 1), seed=st.integers(0, 10_000))
 def test_mask_downsamplers_halve_and_stay_binary_and_nested(h, w, density, seed):
     mask = random_mask(h, w, density, seed)
-    out = {name: ds(mask) for name, ds in [("all", AllPixelsMaskDownsampler()), ("nearest", NearestMaskDownsampler()),
-                                           ("blur", BlurMaskDownsampler()), ("area", AreaMaskDownsampler()),
-                                           ("all_tolerant", TolerantAllPixelsMaskDownsampler()),
-                                           ("area_all", AreaMaskDownsampler(1.0))]}
+    out = {
+        name: ds(mask)
+        for name, ds in [
+            ("all", AllPixelsMaskDownsampler()),
+            ("nearest", NearestMaskDownsampler()),
+            ("blur", BlurMaskDownsampler()),
+            ("area", AreaMaskDownsampler()),
+            ("all_tolerant", TolerantAllPixelsMaskDownsampler()),
+            ("area_all", AreaMaskDownsampler(1.0)),
+        ]
+    }
     for m in out.values():
         assert m.shape == (1, 1, h // 2, w // 2)
         assert set(m.unique().tolist()) <= {0.0, 1.0}

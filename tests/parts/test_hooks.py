@@ -1,20 +1,20 @@
 """The refiner's callbacks arrive as one `RefineHooks` object per `refine()` call, and building a
 pipeline changes neither the refiner it is given nor the process."""
+
 import dataclasses
 import warnings
 
 import pytest
 import torch
+from conftest import GOLDEN, Case
 
-from lama_refine.perf import allocator
 from lama_refine.parts.downsample import AllPixelsMaskDownsampler, BlurMaskDownsampler, GaussianDownsampler
 from lama_refine.parts.partition import EvenPartitioner
-from lama_refine.perf.switches import PerfConfig
-from lama_refine.pipeline import Inpainter
 from lama_refine.parts.pyramid import FixedPyramid
 from lama_refine.parts.refine import L1Refiner, PlainRefiner, RefineHooks, Refiner, run_refiner
-
-from conftest import GOLDEN, Case
+from lama_refine.perf import allocator
+from lama_refine.perf.switches import PerfConfig
+from lama_refine.pipeline import Inpainter
 
 CASE = Case(GOLDEN / "odd_nonsquare_2scales")
 
@@ -25,8 +25,15 @@ def l1(n_iters: int = 3) -> L1Refiner:
 
 def pipeline(refiner: Refiner, hooks: RefineHooks = RefineHooks(), **perf) -> Inpainter:
     pyramid = FixedPyramid(GaussianDownsampler(), BlurMaskDownsampler(), n_scales=2)
-    return Inpainter(CASE.generator(), pyramid, refiner, EvenPartitioner(), hooks=hooks,
-                     perf=PerfConfig(malloc_trim=False, **perf), match_input_size=False)
+    return Inpainter(
+        CASE.generator(),
+        pyramid,
+        refiner,
+        EvenPartitioner(),
+        hooks=hooks,
+        perf=PerfConfig(malloc_trim=False, **perf),
+        match_input_size=False,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -73,8 +80,11 @@ def test_building_a_pipeline_leaves_the_process_settings_alone():
 def test_perfs_step_hook_runs_after_the_callers_own(monkeypatch):
     calls = []
     monkeypatch.setattr(allocator, "malloc_trim", lambda: calls.append("trim"))
-    inpainter = dataclasses.replace(pipeline(l1(n_iters=3)), perf=PerfConfig(malloc_trim=True),
-                                    hooks=RefineHooks(after_step=lambda: calls.append("mine")))
+    inpainter = dataclasses.replace(
+        pipeline(l1(n_iters=3)),
+        perf=PerfConfig(malloc_trim=True),
+        hooks=RefineHooks(after_step=lambda: calls.append("mine")),
+    )
     inpainter.run(CASE.image(), CASE.mask())
     assert calls == ["mine", "trim"] * 2
 

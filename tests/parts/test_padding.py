@@ -11,8 +11,11 @@ from lama_refine.parts.padding import ceil_to_multiple, pad_reflect, pad_symmetr
 @given(h=st.integers(1, 20), w=st.integers(1, 20), modulo=st.sampled_from([1, 2, 4, 8, 16]))
 def test_symmetric_padding_equals_numpy(h, w, modulo):
     x = torch.rand(1, 2, h, w)
-    expected = np.pad(x.numpy(), ((0, 0), (0, 0), (0, ceil_to_multiple(h, modulo) - h),
-                                  (0, ceil_to_multiple(w, modulo) - w)), mode="symmetric")
+    expected = np.pad(
+        x.numpy(),
+        ((0, 0), (0, 0), (0, ceil_to_multiple(h, modulo) - h), (0, ceil_to_multiple(w, modulo) - w)),
+        mode="symmetric",
+    )
     assert np.array_equal(pad_symmetric(x, modulo).numpy(), expected)
 
 

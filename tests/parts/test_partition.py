@@ -6,8 +6,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lama_refine.models import BIG_LAMA, build_generator
-from lama_refine.parts.partition import (BalancedPartitioner, EvenPartitioner, ExplicitPartitioner, SinglePartitioner,
-                                   balanced_block_counts, saved_activation_bytes, trunk_bounds)
+from lama_refine.parts.partition import (
+    BalancedPartitioner,
+    EvenPartitioner,
+    ExplicitPartitioner,
+    SinglePartitioner,
+    balanced_block_counts,
+    saved_activation_bytes,
+    trunk_bounds,
+)
 
 META = torch.device("meta")
 
@@ -87,7 +94,7 @@ def test_balanced_puts_fewer_blocks_on_the_device_holding_the_tail(big_lama, n_d
     def worst_load(counts):
         loads, start = [], 0
         for c in counts:
-            loads.append(sum(costs[start:start + c]))
+            loads.append(sum(costs[start : start + c]))
             start += c
         return max(loads[:-1] + [loads[-1] + sum(costs[18:])])
 
@@ -108,7 +115,7 @@ def test_balanced_counts_are_an_optimal_contiguous_split(costs, tail, n_devices)
     def worst(counts):
         loads, start = [], 0
         for c in counts:
-            loads.append(sum(costs[start:start + c]))
+            loads.append(sum(costs[start : start + c]))
             start += c
         loads[-1] += tail
         return max(loads)

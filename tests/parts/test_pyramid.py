@@ -7,13 +7,21 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lama_refine.parts.downsample import BlurMaskDownsampler, GaussianDownsampler
-from lama_refine.parts.pyramid import (FixedPyramid, FullResolutionPyramid, OriginalPyramid, TrainResolutionPyramid,
-                                 count_scales, fit_pixel_budget, halvings_to_target)
+from lama_refine.parts.pyramid import (
+    FixedPyramid,
+    FullResolutionPyramid,
+    OriginalPyramid,
+    TrainResolutionPyramid,
+    count_scales,
+    fit_pixel_budget,
+    halvings_to_target,
+)
 
 
 def original_pyramid(params):
-    return OriginalPyramid(GaussianDownsampler(), BlurMaskDownsampler(), params["min_side"], params["max_scales"],
-                           params["px_budget"])
+    return OriginalPyramid(
+        GaussianDownsampler(), BlurMaskDownsampler(), params["min_side"], params["max_scales"], params["px_budget"]
+    )
 
 
 def test_pyramid_levels_match_the_original(case):
@@ -25,10 +33,20 @@ def test_pyramid_levels_match_the_original(case):
         assert np.abs(level.mask.numpy() - case.pyramid[f"mask_{k}"]).max() <= 1e-6
 
 
-@pytest.mark.parametrize("h,w,min_side,expected", [
-    (195, 247, 64, 3), (171, 243, 96, 2), (1000, 1000, 512, 2), (725, 2000, 512, 2), (724, 2000, 512, 1),
-    (1449, 1449, 512, 3), (1448, 1449, 512, 2), (4000, 4000, 512, 3), (100, 100, 512, 1),
-])
+@pytest.mark.parametrize(
+    "h,w,min_side,expected",
+    [
+        (195, 247, 64, 3),
+        (171, 243, 96, 2),
+        (1000, 1000, 512, 2),
+        (725, 2000, 512, 2),
+        (724, 2000, 512, 1),
+        (1449, 1449, 512, 3),
+        (1448, 1449, 512, 2),
+        (4000, 4000, 512, 3),
+        (100, 100, 512, 1),
+    ],
+)
 def test_scale_count_thresholds_are_sqrt2_multiples_of_min_side(h, w, min_side, expected):
     assert count_scales(h, w, min_side, 3) == expected
 
@@ -88,15 +106,20 @@ def test_fixed_gives_exactly_n_scales_whatever_the_size(n, h, w):
 
 
 def test_fixed_applies_its_pixel_budget_and_refuses_too_many_scales():
-    levels = FixedPyramid(*parts(), n_scales=2, px_budget=2000).build(torch.rand(1, 3, 100, 80),
-                                                                      torch.zeros(1, 1, 100, 80))
-    assert levels[-1].size == fit_pixel_budget(torch.rand(1, 3, 100, 80), torch.zeros(1, 1, 100, 80), 2000)[0].shape[-2:]
+    levels = FixedPyramid(*parts(), n_scales=2, px_budget=2000).build(
+        torch.rand(1, 3, 100, 80), torch.zeros(1, 1, 100, 80)
+    )
+    assert (
+        levels[-1].size == fit_pixel_budget(torch.rand(1, 3, 100, 80), torch.zeros(1, 1, 100, 80), 2000)[0].shape[-2:]
+    )
     with pytest.raises(ValueError, match="short side"):
         FixedPyramid(*parts(), n_scales=4).build(torch.rand(1, 3, 7, 50), torch.zeros(1, 1, 7, 50))
 
 
-@pytest.mark.parametrize("short,target,halvings", [(1024, 256, 2), (256, 256, 0), (700, 256, 1), (200, 256, 0),
-                                                   (2000, 256, 3), (1449, 256, 2), (1500, 256, 3)])
+@pytest.mark.parametrize(
+    "short,target,halvings",
+    [(1024, 256, 2), (256, 256, 0), (700, 256, 1), (200, 256, 0), (2000, 256, 3), (1449, 256, 2), (1500, 256, 3)],
+)
 def test_halvings_bring_the_short_side_nearest_to_the_target(short, target, halvings):
     assert halvings_to_target(short, target) == halvings
 
@@ -115,4 +138,6 @@ def test_train_resolution_puts_the_coarsest_level_near_the_training_size():
     levels = TrainResolutionPyramid(*parts()).build(torch.rand(1, 3, h, w), torch.zeros(1, 1, h, w))
     assert [lv.size for lv in levels] == [(275, 375), (550, 750), (1100, 1500)]
     capped = TrainResolutionPyramid(*parts(), train_resolution=128, max_scales=2)
-    assert capped.scale_count(h, w) == 2 and TrainResolutionPyramid(*parts(), train_resolution=128).scale_count(h, w) == 4
+    assert (
+        capped.scale_count(h, w) == 2 and TrainResolutionPyramid(*parts(), train_resolution=128).scale_count(h, w) == 4
+    )

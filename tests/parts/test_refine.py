@@ -1,20 +1,18 @@
 import functools
 import json
 import logging
+from functools import partial
 
 import numpy as np
 import pytest
 import torch
-
-from functools import partial
+from conftest import FIXTURES, GOLDEN, Case
 
 from lama_refine.parts.downsample import AllPixelsMaskDownsampler, BlurMaskDownsampler, GaussianDownsampler
 from lama_refine.parts.partition import EvenPartitioner
-from lama_refine.pipeline import Inpainter, plain_inpaint
 from lama_refine.parts.pyramid import FixedPyramid, OriginalPyramid
 from lama_refine.parts.refine import L1Refiner, PlainRefiner, ellipse_kernel
-
-from conftest import FIXTURES, GOLDEN, Case
+from lama_refine.pipeline import Inpainter, plain_inpaint
 
 
 def test_ellipse_kernel_equals_opencv():
@@ -22,7 +20,7 @@ def test_ellipse_kernel_equals_opencv():
     assert torch.equal(ellipse_kernel(15), expected)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _refine_case(name):
     return refine_case_uncached(Case(GOLDEN / name))
 
@@ -36,7 +34,8 @@ def refine_case_uncached(case):
     p = case.params
     ds = GaussianDownsampler()
     levels = OriginalPyramid(ds, BlurMaskDownsampler(), p["min_side"], p["max_scales"], p["px_budget"]).build(
-        case.image(), case.mask())
+        case.image(), case.mask()
+    )
     refiner = L1Refiner(ds, AllPixelsMaskDownsampler(), p["n_iters"], p["lr"], p["modulo"])
     partition = EvenPartitioner().split(case.generator(), [torch.device("cpu")] * case.n_devices)
     return refiner, levels, refiner.refine(partition, levels)
@@ -62,6 +61,7 @@ def test_losses_match_the_original_per_iteration(case):
 def test_loss_masks_match_the_original_including_float32_pinholes(case):
     refiner, levels, _ = refine_case(case)
     from lama_refine.parts.padding import pad_reflect
+
     for k in range(1, len(levels)):
         mask = (pad_reflect(levels[k].mask, 8) >= 1e-8).float()
         ours = refiner.coarse_loss_mask(mask, levels[k].size)
@@ -103,7 +103,8 @@ def test_refinement_changes_the_hole_only_a_little_from_one_iteration(case):
     p = case.params
     ds = GaussianDownsampler()
     levels = OriginalPyramid(ds, BlurMaskDownsampler(), p["min_side"], p["max_scales"], p["px_budget"]).build(
-        case.image(), case.mask())
+        case.image(), case.mask()
+    )
     partition = EvenPartitioner().split(case.generator(), [torch.device("cpu")])
     one = L1Refiner(ds, AllPixelsMaskDownsampler(), n_iters=1).refine(partition, levels).image
     many = L1Refiner(ds, AllPixelsMaskDownsampler(), n_iters=p["n_iters"]).refine(partition, levels).image
@@ -113,6 +114,7 @@ def test_refinement_changes_the_hole_only_a_little_from_one_iteration(case):
 
 
 # --- alternatives and knobs (one small case: 2 scales, 3 blocks) ---
+
 
 @pytest.fixture(scope="module")
 def small():
@@ -137,8 +139,9 @@ def test_plain_refiner_equals_plain_inference_where_no_padding_is_needed():
     ours = PlainRefiner().refine(EvenPartitioner().split(g, [torch.device("cpu")] * 2), levels)
     assert ours.losses == [[]] and ours.image.shape == expected.shape
     assert (ours.image - expected).abs().max() <= 1e-6
-    pipeline = Inpainter(g, FixedPyramid(GaussianDownsampler(), BlurMaskDownsampler(), n_scales=1), PlainRefiner(),
-                         EvenPartitioner())
+    pipeline = Inpainter(
+        g, FixedPyramid(GaussianDownsampler(), BlurMaskDownsampler(), n_scales=1), PlainRefiner(), EvenPartitioner()
+    )
     assert (pipeline(image, mask) - expected).abs().max() <= 1e-6
 
 
@@ -150,8 +153,10 @@ def test_plain_refiner_is_the_l1_refiner_on_one_scale(small):
 @pytest.mark.slow  # seconds: full suite only
 def test_loss_weights_scale_the_two_terms(small):
     _, levels, partition = small
-    first = {w: l1(known_weight=w[0], coarse_weight=w[1]).refine(partition, levels).losses[1][0]
-             for w in [(1.0, 0.0), (0.0, 1.0), (2.0, 0.5)]}
+    first = {
+        w: l1(known_weight=w[0], coarse_weight=w[1]).refine(partition, levels).losses[1][0]
+        for w in [(1.0, 0.0), (0.0, 1.0), (2.0, 0.5)]
+    }
     known, coarse = first[(1.0, 0.0)], first[(0.0, 1.0)]
     assert known > 0 and coarse > 0
     assert first[(2.0, 0.5)] == pytest.approx(2 * known + 0.5 * coarse, rel=1e-6)
@@ -180,8 +185,10 @@ def test_optimize_selects_the_ffc_branch(small, which, channels):
 def test_optimizing_one_branch_moves_the_result_differently_from_both(small):
     _, levels, partition = small
     start = l1(n_iters=1).refine(partition, levels).image
-    change = {w: (l1(optimize=w).refine(partition, levels).image - start).abs().sum().item()
-              for w in ("both", "local", "global")}
+    change = {
+        w: (l1(optimize=w).refine(partition, levels).image - start).abs().sum().item()
+        for w in ("both", "local", "global")
+    }
     assert 0 < change["local"] and 0 < change["global"]
     assert change["both"] != change["local"] and change["both"] != change["global"]
 
@@ -189,8 +196,13 @@ def test_optimizing_one_branch_moves_the_result_differently_from_both(small):
 @pytest.mark.slow  # seconds: full suite only
 def test_optimizer_is_pluggable_and_gets_the_refiners_lr(small):
     _, levels, partition = small
-    sgd = Recording(GaussianDownsampler(), AllPixelsMaskDownsampler(), n_iters=4, lr=0.0,
-                    optimizer=partial(torch.optim.SGD, momentum=0.9))
+    sgd = Recording(
+        GaussianDownsampler(),
+        AllPixelsMaskDownsampler(),
+        n_iters=4,
+        lr=0.0,
+        optimizer=partial(torch.optim.SGD, momentum=0.9),
+    )
     frozen = sgd.refine(partition, levels).image
     assert isinstance(sgd.last_optimizer, torch.optim.SGD) and sgd.last_optimizer.defaults["lr"] == 0.0
     # lr 0: the features never move, so the result is the first forward's
@@ -235,6 +247,7 @@ def test_empty_loss_mask_policies(small, caplog):
 
 def pad_reflect_8(x):
     from lama_refine.parts.padding import pad_reflect
+
     return pad_reflect(x, 8)
 
 

@@ -1,4 +1,5 @@
 """perf.allocator: parsing, library search, LD_PRELOAD re-exec, and the warning when not in effect."""
+
 from __future__ import annotations
 
 import logging
@@ -13,10 +14,20 @@ from lama_refine.perf import allocator
 from lama_refine.perf.switches import PerfConfig, apply_process_settings
 
 
-@pytest.mark.parametrize("value, expected", [
-    (None, None), ("glibc", None), ("null", None), ("", None), ("JeMalloc", "jemalloc"), ("tcmalloc", "tcmalloc"),
-    ("/opt/lib/libjemalloc.so.2", "/opt/lib/libjemalloc.so.2"), ("auto", "auto"), (" Auto ", "auto"),
-])
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        (None, None),
+        ("glibc", None),
+        ("null", None),
+        ("", None),
+        ("JeMalloc", "jemalloc"),
+        ("tcmalloc", "tcmalloc"),
+        ("/opt/lib/libjemalloc.so.2", "/opt/lib/libjemalloc.so.2"),
+        ("auto", "auto"),
+        (" Auto ", "auto"),
+    ],
+)
 def test_normalise(value, expected):
     assert allocator.normalise(value) == expected
 
@@ -26,14 +37,18 @@ def test_unknown_allocator_is_a_clear_config_error():
         PerfConfig(allocator="mimalloc")
 
 
-@pytest.mark.parametrize("argv, expected", [
-    ([], "auto"),
-    (["indir=x", "perf.allocator=jemalloc"], "jemalloc"),
-    (["perf.allocator=glibc"], None),
-])
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        ([], "auto"),
+        (["indir=x", "perf.allocator=jemalloc"], "jemalloc"),
+        (["perf.allocator=glibc"], None),
+    ],
+)
 def test_the_reexec_reads_the_allocator_of_the_checked_config(argv, expected, monkeypatch, tmp_path):
     """The CLI re-executes with what the composed config's PerfConfig says, not what argv spells."""
     from lama_refine.app import cli
+
     seen = []
     monkeypatch.setattr(cli, "reexec_with_preload", lambda value: seen.append(allocator.normalise(value)))
     monkeypatch.setattr(cli, "check_command_line", lambda overrides, suffixes: cli_config(overrides))
@@ -47,6 +62,7 @@ def test_the_reexec_reads_the_allocator_of_the_checked_config(argv, expected, mo
 
 def test_a_sweep_over_allocators_does_not_reexec(monkeypatch):
     from lama_refine.app import cli
+
     monkeypatch.setattr(cli, "reexec_with_preload", lambda value: pytest.fail("no re-exec for a sweep"))
     monkeypatch.setattr(cli, "check_command_line", lambda overrides, suffixes: cli_config([]))
     monkeypatch.setattr(cli, "is_single_image", lambda cfg: False)
@@ -57,11 +73,14 @@ def test_a_sweep_over_allocators_does_not_reexec(monkeypatch):
 
 def cli_config(overrides):
     from lama_refine.config import compose
+
     return compose([o for o in overrides if o.startswith("perf.")])
 
 
 def test_is_loaded_reads_the_memory_map():
-    maps = "7f00-7f10 r-xp 0 08:01 1 /usr/lib/x86_64-linux-gnu/libjemalloc.so.2\n7f20-7f30 r-xp 0 0 0 /usr/bin/python3\n"
+    maps = (
+        "7f00-7f10 r-xp 0 08:01 1 /usr/lib/x86_64-linux-gnu/libjemalloc.so.2\n7f20-7f30 r-xp 0 0 0 /usr/bin/python3\n"
+    )
     assert allocator.is_loaded("jemalloc", maps)
     assert not allocator.is_loaded("tcmalloc", maps)
     assert allocator.is_loaded("/somewhere/else/libjemalloc.so.2", maps)
@@ -78,6 +97,7 @@ def test_preload_env_puts_the_library_first_and_keeps_the_rest(tmp_path):
 def test_the_default_is_auto():
     assert PerfConfig().allocator == "auto"
     from lama_refine.config import compose, perf_config
+
     assert perf_config(compose([])).allocator == "auto"
 
 
@@ -85,8 +105,7 @@ def fake_tcmalloc(monkeypatch, tmp_path, installed: bool, loaded: bool = False) 
     """find_library finds a tcmalloc at a temp path (or none); is_loaded says `loaded` for it."""
     lib = tmp_path / "libtcmalloc_minimal.so.4"
     lib.write_bytes(b"")
-    monkeypatch.setattr(allocator, "find_library",
-                        lambda name: lib if installed and name == "tcmalloc" else None)
+    monkeypatch.setattr(allocator, "find_library", lambda name: lib if installed and name == "tcmalloc" else None)
     monkeypatch.setattr(allocator, "is_loaded", lambda name, maps=None: loaded and name == "tcmalloc")
     return lib
 
@@ -206,9 +225,11 @@ def test_reexec_preloads_the_library_once():
     lib = _a_real_shared_library()
     if lib is None:
         pytest.skip("no libm.so.6 in the search folders")
-    code = ("import os, sys; from lama_refine.perf.allocator import reexec_with_preload, REEXEC_MARK; "
-            "reexec_with_preload(sys.argv[1].split('=', 1)[1]); "
-            "print(os.environ.get('LD_PRELOAD'), os.environ.get(REEXEC_MARK), sys.argv[1:])")
+    code = (
+        "import os, sys; from lama_refine.perf.allocator import reexec_with_preload, REEXEC_MARK; "
+        "reexec_with_preload(sys.argv[1].split('=', 1)[1]); "
+        "print(os.environ.get('LD_PRELOAD'), os.environ.get(REEXEC_MARK), sys.argv[1:])"
+    )
     env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", allocator.REEXEC_MARK)}
     # libm is mapped into every Python already, so is_loaded() would skip the re-exec: name it by a
     # symlink whose stem is not mapped yet
@@ -216,8 +237,13 @@ def test_reexec_preloads_the_library_once():
     link.unlink(missing_ok=True)
     link.symlink_to(lib)
     try:
-        out = subprocess.run([sys.executable, "-c", code, f"perf.allocator={link}", "indir=x"], env=env,
-                             capture_output=True, text=True, check=True).stdout.split()
+        out = subprocess.run(
+            [sys.executable, "-c", code, f"perf.allocator={link}", "indir=x"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
     finally:
         link.unlink()
     assert out[0] == str(link) and out[1] == "1" and "'indir=x']" in out[-1]
@@ -226,9 +252,12 @@ def test_reexec_preloads_the_library_once():
 @pytest.mark.slow  # a subprocess
 @pytest.mark.skipif(allocator.find_library("jemalloc") is None, reason="jemalloc is not installed here")
 def test_jemalloc_is_in_effect_under_the_cli_reexec():
-    code = ("import sys; from lama_refine.perf.allocator import reexec_with_preload, is_loaded; "
-            "reexec_with_preload('jemalloc'); print(is_loaded('jemalloc'))")
+    code = (
+        "import sys; from lama_refine.perf.allocator import reexec_with_preload, is_loaded; "
+        "reexec_with_preload('jemalloc'); print(is_loaded('jemalloc'))"
+    )
     env = {k: v for k, v in os.environ.items() if k != allocator.REEXEC_MARK}
-    out = subprocess.run([sys.executable, "-c", code, "perf.allocator=jemalloc"], capture_output=True, text=True,
-                         env=env, check=True).stdout.strip()
+    out = subprocess.run(
+        [sys.executable, "-c", code, "perf.allocator=jemalloc"], capture_output=True, text=True, env=env, check=True
+    ).stdout.strip()
     assert out == "True"

@@ -1,8 +1,12 @@
 """The lean frozen-weight backward: autograd's numbers, a fraction of what autograd keeps."""
+
 import pytest
 import torch
 from torch import nn
 
+from lama_refine.models import BIG_LAMA, build_generator
+from lama_refine.models.lama.lean_blocks import LeanFFCResnetBlock, LeanResidual
+from lama_refine.parts.partition import EvenPartitioner
 from lama_refine.perf import lean
 from lama_refine.perf.lean import (
     ConvSpec,
@@ -17,9 +21,6 @@ from lama_refine.perf.lean import (
     pack_positive,
     unpack_mask,
 )
-from lama_refine.models import BIG_LAMA, build_generator
-from lama_refine.models.lama.lean_blocks import LeanFFCResnetBlock, LeanResidual
-from lama_refine.parts.partition import EvenPartitioner
 
 
 def randomise_norms(generator: nn.Module, seed: int = 0) -> nn.Module:
@@ -42,8 +43,19 @@ def small_ffc(**overrides) -> nn.Module:
 
 def small_pix2pixhd() -> nn.Module:
     torch.manual_seed(0)
-    return randomise_norms(build_generator({"kind": "pix2pixhd_global", "input_nc": 4, "output_nc": 3, "ngf": 8,
-                                            "n_downsampling": 2, "n_blocks": 2, "add_out_act": "sigmoid"}))
+    return randomise_norms(
+        build_generator(
+            {
+                "kind": "pix2pixhd_global",
+                "input_nc": 4,
+                "output_nc": 3,
+                "ngf": 8,
+                "n_downsampling": 2,
+                "n_blocks": 2,
+                "add_out_act": "sigmoid",
+            }
+        )
+    )
 
 
 def rear_and_features(generator: nn.Module, size=(32, 48), dtype=torch.float64):
@@ -68,8 +80,10 @@ def as_features(template, leaves):
 # LaMa's local Fourier unit splits both sides by h // 2: square inputs only.
 GENERATORS = {
     "big-lama-shaped": (lambda: small_ffc(), (32, 48)),
-    "ffc-with-lfu": (lambda: small_ffc(resnet_conv_kwargs={"ratio_gin": 0.75, "ratio_gout": 0.75,
-                                                           "enable_lfu": True}), (48, 48)),
+    "ffc-with-lfu": (
+        lambda: small_ffc(resnet_conv_kwargs={"ratio_gin": 0.75, "ratio_gout": 0.75, "enable_lfu": True}),
+        (48, 48),
+    ),
     "pix2pixhd": (small_pix2pixhd, (20, 28)),
 }
 
@@ -160,12 +174,15 @@ def test_mask_packing_round_trips(shape, channels_last):
     assert unpacked.dtype == torch.bool and torch.equal(unpacked, mask)
 
 
-@pytest.mark.parametrize("conv,pad", [
-    (nn.Conv2d(3, 4, 3, padding=1, padding_mode="reflect"), None),
-    (nn.Conv2d(3, 4, 3, stride=2, padding=1), None),
-    (nn.Conv2d(3, 4, 7), nn.ReflectionPad2d(3)),
-    (nn.ConvTranspose2d(3, 4, 3, stride=2, padding=1, output_padding=1), None),
-])
+@pytest.mark.parametrize(
+    "conv,pad",
+    [
+        (nn.Conv2d(3, 4, 3, padding=1, padding_mode="reflect"), None),
+        (nn.Conv2d(3, 4, 3, stride=2, padding=1), None),
+        (nn.Conv2d(3, 4, 7), nn.ReflectionPad2d(3)),
+        (nn.ConvTranspose2d(3, 4, 3, stride=2, padding=1, output_padding=1), None),
+    ],
+)
 @pytest.mark.slow  # seconds: full suite only
 def test_frozen_conv_passes_gradcheck(conv, pad):
     conv = conv.double().requires_grad_(False)

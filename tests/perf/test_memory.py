@@ -1,8 +1,11 @@
 """The memory model (meta-device traces) and pyramid.px_budget=auto."""
+
 import pytest
 import torch
+from conftest import GOLDEN, Case
 
 from lama_refine.config import build_inpainter, compose
+from lama_refine.models import BIG_LAMA, build_generator
 from lama_refine.perf.memory import (
     FREE_FRACTION,
     auto_px_budget,
@@ -10,10 +13,7 @@ from lama_refine.perf.memory import (
     meta_copy,
     trace_rear,
 )
-from lama_refine.models import BIG_LAMA, build_generator
 from lama_refine.perf.switches import PerfConfig
-
-from conftest import GOLDEN, Case
 
 
 @pytest.fixture(scope="module")
@@ -57,13 +57,14 @@ def test_auto_budget_fits_the_free_memory(big_lama):
     assert fits <= FREE_FRACTION * free_with_process * 1.01
     assert budget > auto_px_budget(big_lama, PerfConfig(lean_backward=False), "cpu", free_bytes=free)
     with pytest.raises(MemoryError):
-        auto_px_budget(big_lama, PerfConfig(lean_backward=False), "cpu", free_bytes=-2**30)
+        auto_px_budget(big_lama, PerfConfig(lean_backward=False), "cpu", free_bytes=-(2**30))
 
 
 def test_px_budget_auto_becomes_a_number_before_the_pyramid_is_built():
     case = Case(GOLDEN / "three_scales")
-    cfg = compose([f"model.path={case.path / 'generator.safetensors'}", "indir=x", "outdir=y",
-                   "pyramid.px_budget=auto"])
+    cfg = compose(
+        [f"model.path={case.path / 'generator.safetensors'}", "indir=x", "outdir=y", "pyramid.px_budget=auto"]
+    )
     inpainter = build_inpainter(cfg)
     assert isinstance(inpainter.pyramid.px_budget, int) and inpainter.pyramid.px_budget >= 256 * 256
 

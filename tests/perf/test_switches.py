@@ -1,20 +1,27 @@
 """Each `perf.*` switch runs; the numerically neutral ones keep outputs within 1e-5."""
+
 import pytest
 import torch
+from conftest import GOLDEN, Case
 
-from lama_refine.perf import allocator
 from lama_refine.config import build_inpainter, compose
+from lama_refine.perf import allocator
 from lama_refine.perf.lean import ConvSpec
 from lama_refine.perf.switches import Checkpointed, PerfConfig, RearStage, step_hook
-
-from conftest import GOLDEN, Case
 
 CASE = Case(GOLDEN / "odd_nonsquare_2scales")
 
 
 def built_overrides(*overrides, case=CASE) -> list[str]:
-    return [f"model.path={case.path / 'generator.safetensors'}", "indir=x", "outdir=y", "progress=false",
-            "output.match_input_size=false", *case.overrides(), *overrides]
+    return [
+        f"model.path={case.path / 'generator.safetensors'}",
+        "indir=x",
+        "outdir=y",
+        "progress=false",
+        "output.match_input_size=false",
+        *case.overrides(),
+        *overrides,
+    ]
 
 
 def inpaint(*overrides, case=CASE):
@@ -36,15 +43,18 @@ def test_faithful_baseline_is_the_originals_output(faithful):
     assert (faithful.image - expected).abs().max() <= 1e-5
 
 
-@pytest.mark.parametrize("overrides", [
-    [],  # the default: lean backward
-    ["perf.channels_last=true"],
-    ["perf.checkpointing=true"],
-    ["perf.checkpointing=true", "perf.lean_backward=false"],
-    ["perf.channels_last=true", "perf.checkpointing=true"],
-    ["perf.tile_rows=8"],
-    ["perf.tile_rows=8", "perf.lean_backward=false"],
-])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        [],  # the default: lean backward
+        ["perf.channels_last=true"],
+        ["perf.checkpointing=true"],
+        ["perf.checkpointing=true", "perf.lean_backward=false"],
+        ["perf.channels_last=true", "perf.checkpointing=true"],
+        ["perf.tile_rows=8"],
+        ["perf.tile_rows=8", "perf.lean_backward=false"],
+    ],
+)
 @pytest.mark.slow  # seconds: full suite only
 def test_neutral_switches_keep_outputs_and_losses_within_1e5(faithful, overrides):
     _, result = inpaint(*overrides)
@@ -115,11 +125,21 @@ def test_the_perf_object_is_built_once_and_applied_in_one_pass(monkeypatch):
 
     built, tuned = [], []
     real_from_config, real_tune = PerfConfig.from_config.__func__, pipeline.tune_partition
-    monkeypatch.setattr(PerfConfig, "from_config", classmethod(lambda cls, c: built.append(1) or real_from_config(cls, c)))
+    monkeypatch.setattr(
+        PerfConfig, "from_config", classmethod(lambda cls, c: built.append(1) or real_from_config(cls, c))
+    )
     monkeypatch.setattr(pipeline, "tune_partition", lambda split, perf: tuned.append(perf) or real_tune(split, perf))
     case = Case(GOLDEN / "three_scales")
-    inpainter = build_inpainter(compose([f"model.path={case.path / 'generator.safetensors'}", "pyramid.px_budget=auto",
-                                         "perf.tile_rows=16", *case.overrides()]))
+    inpainter = build_inpainter(
+        compose(
+            [
+                f"model.path={case.path / 'generator.safetensors'}",
+                "pyramid.px_budget=auto",
+                "perf.tile_rows=16",
+                *case.overrides(),
+            ]
+        )
+    )
     assert len(built) == 1
     inpainter(case.image(), case.mask())
     inpainter(case.image(), case.mask())
@@ -148,8 +168,12 @@ def test_malloc_trim_is_a_no_op_off_glibcs_malloc(monkeypatch):
 
 
 def _upsampling_band_rows(inpainter) -> set:
-    return {m.spec.band_rows for stage in inpainter.partition.rear for m in stage.module.modules()
-            if isinstance(getattr(m, "spec", None), ConvSpec) and m.spec.transposed}
+    return {
+        m.spec.band_rows
+        for stage in inpainter.partition.rear
+        for m in stage.module.modules()
+        if isinstance(getattr(m, "spec", None), ConvSpec) and m.spec.transposed
+    }
 
 
 def test_tile_rows_bands_the_upsampling_convs_and_keeps_the_goldens(faithful):

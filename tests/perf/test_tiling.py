@@ -1,9 +1,11 @@
 """perf.tile_rows: the full-resolution tail run in bands equals the whole-image tail."""
+
 from __future__ import annotations
 
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from omegaconf import OmegaConf
 from torch import nn
 
@@ -24,9 +26,14 @@ def tail(channels: int = 6, act: nn.Module | None = None, pad: int = 3) -> nn.Se
     norm.running_mean.uniform_(-0.5, 0.5)
     norm.running_var.uniform_(0.5, 2.0)
     norm.weight.data.uniform_(0.5, 1.5)
-    mods = [nn.ConvTranspose2d(2 * channels, channels, 3, stride=2, padding=1, output_padding=1), norm,
-            nn.ReLU(True), nn.ReflectionPad2d(pad), nn.Conv2d(channels, 3, 2 * pad + 1),
-            act if act is not None else nn.Sigmoid()]
+    mods = [
+        nn.ConvTranspose2d(2 * channels, channels, 3, stride=2, padding=1, output_padding=1),
+        norm,
+        nn.ReLU(True),
+        nn.ReflectionPad2d(pad),
+        nn.Conv2d(channels, 3, 2 * pad + 1),
+        act if act is not None else nn.Sigmoid(),
+    ]
     return nn.Sequential(*mods).eval().requires_grad_(False).double()
 
 
@@ -124,14 +131,21 @@ def test_float32_tail_bands_match_the_whole_tail_on_an_even_height():
 
 def _up(c_in: int, c_out: int, kernel: int, padding: int, output_padding: int) -> nn.ConvTranspose2d:
     torch.manual_seed(0)
-    return nn.ConvTranspose2d(c_in, c_out, kernel, stride=2, padding=padding,
-                              output_padding=output_padding).double().requires_grad_(False)
+    return (
+        nn.ConvTranspose2d(c_in, c_out, kernel, stride=2, padding=padding, output_padding=output_padding)
+        .double()
+        .requires_grad_(False)
+    )
 
 
 @pytest.mark.slow  # seconds: full suite only
 @settings(max_examples=30, deadline=None)
-@given(h=st.integers(1, 40), w=st.integers(1, 6), rows=st.integers(1, 12),
-       geometry=st.sampled_from([(3, 1, 1), (3, 1, 0), (4, 1, 0), (2, 0, 0), (5, 2, 1)]))
+@given(
+    h=st.integers(1, 40),
+    w=st.integers(1, 6),
+    rows=st.integers(1, 12),
+    geometry=st.sampled_from([(3, 1, 1), (3, 1, 0), (4, 1, 0), (2, 0, 0), (5, 2, 1)]),
+)
 def test_banded_transposed_conv_equals_the_whole_in_value_and_input_gradient(h, w, rows, geometry):
     kernel, padding, output_padding = geometry
     up = _up(3, 2, kernel, padding, output_padding)

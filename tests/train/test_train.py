@@ -1,4 +1,5 @@
 """The demo model's training recipe: masks, data, losses, and a smoke run of the documented command."""
+
 from __future__ import annotations
 
 import json
@@ -13,15 +14,22 @@ import torch
 from PIL import Image
 
 from lama_refine.train import data as datamod
-from lama_refine.train.losses import (PatchDiscriminator, discriminator_loss, feature_matching_loss,
-                                      gradient_loss, masked_l1, psnr)
 from lama_refine.train.loop import ThreadTuner, lr_factor, plan_phases
+from lama_refine.train.losses import (
+    PatchDiscriminator,
+    discriminator_loss,
+    feature_matching_loss,
+    gradient_loss,
+    masked_l1,
+    psnr,
+)
 from lama_refine.train.mask_families import FAMILIES, draw_boxes, mixed_mask, random_mask, seeded_mask
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 # --- masks ---------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_seeded_mask_is_deterministic(family: str) -> None:
@@ -83,13 +91,16 @@ def test_mixed_mask_uses_the_weights() -> None:
 
 # --- data and losses -------------------------------------------------------------------------
 
+
 def write_images(folder: Path, n: int = 3, size: tuple[int, int] = (80, 96)) -> Path:
     """Tiny smooth synthetic photos: gradients plus a few blobs (no download needed)."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[:size[0], :size[1]] / max(size)
+    yy, xx = np.mgrid[: size[0], : size[1]] / max(size)
     for i in range(n):
-        channels = [np.sin(xx * rng.uniform(2, 9) + rng.uniform(0, 6)) * np.cos(yy * rng.uniform(2, 9)) for _ in range(3)]
+        channels = [
+            np.sin(xx * rng.uniform(2, 9) + rng.uniform(0, 6)) * np.cos(yy * rng.uniform(2, 9)) for _ in range(3)
+        ]
         image = ((np.stack(channels, -1) + 1) * 127.5).astype(np.uint8)
         Image.fromarray(image).save(folder / f"img{i}.png")
     return folder
@@ -131,8 +142,13 @@ def test_losses_behave() -> None:
 
 
 def test_schedule_and_phases() -> None:
-    phases = plan_phases(10, [{"fraction": 0.75, "crop": 128, "batch_size": 16},
-                              {"fraction": 0.25, "crop": 256, "batch_size": 8, "adversarial": True}])
+    phases = plan_phases(
+        10,
+        [
+            {"fraction": 0.75, "crop": 128, "batch_size": 16},
+            {"fraction": 0.25, "crop": 256, "batch_size": 8, "adversarial": True},
+        ],
+    )
     assert [(p.start, p.end, p.crop, p.adversarial) for p in phases] == [(0, 8, 128, False), (8, 10, 256, True)]
     assert lr_factor(0, 100, 10, 0.1) == pytest.approx(0.1)
     assert lr_factor(10, 100, 10, 0.1) == pytest.approx(1.0)
@@ -157,14 +173,26 @@ def test_thread_tuner_prefers_the_faster_setting() -> None:
 
 # --- the documented command ----------------------------------------------------------------
 
+
 def run_training(out_dir: Path, images: Path, *overrides: str) -> subprocess.CompletedProcess:
     command = [
-        sys.executable, "-m", "lama_refine.train",
-        f"train.out_dir={out_dir}", f"data.image_dir={images}", f"data.val_dir={images}",
-        "model.ngf=8", "model.n_blocks=1",
+        sys.executable,
+        "-m",
+        "lama_refine.train",
+        f"train.out_dir={out_dir}",
+        f"data.image_dir={images}",
+        f"data.val_dir={images}",
+        "model.ngf=8",
+        "model.n_blocks=1",
         "train.phases=[{fraction:0.5,crop:32,batch_size:2},{fraction:0.5,crop:48,batch_size:2,adversarial:true}]",
-        "train.val_every=2", "train.val_size=32", "train.val_per_photo=2", "train.val_view_short_side=48",
-        "train.checkpoint_every=1", "train.warmup_steps=1", "train.threads=1", *overrides,
+        "train.val_every=2",
+        "train.val_size=32",
+        "train.val_per_photo=2",
+        "train.val_view_short_side=48",
+        "train.checkpoint_every=1",
+        "train.warmup_steps=1",
+        "train.threads=1",
+        *overrides,
     ]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
@@ -206,16 +234,14 @@ def test_resume_continues_bit_for_bit(tmp_path: Path) -> None:
     """Two steps + resume for two more = four steps straight (weights and RNG restored)."""
     images = write_images(tmp_path / "imgs")
     run_training(tmp_path / "straight", images, "train.steps=4")
-    run_training(tmp_path / "resumed", images, "train.steps=4", "train.checkpoint_every=2",
-                 "train.stop_after=2")
+    run_training(tmp_path / "resumed", images, "train.steps=4", "train.checkpoint_every=2", "train.stop_after=2")
     run_training(tmp_path / "resumed", images, "train.steps=4", "train.resume=true")
     straight = [r["l1_hole"] for r in read_log(tmp_path / "straight")]
     resumed = [r["l1_hole"] for r in read_log(tmp_path / "resumed")]
     assert resumed == pytest.approx(straight, rel=1e-5)
 
 
-@pytest.mark.parametrize("options", [{"input_fill": None}, {"input_fill": "diffusion"}],
-                         ids=["lama", "input-fill"])
+@pytest.mark.parametrize("options", [{"input_fill": None}, {"input_fill": "diffusion"}], ids=["lama", "input-fill"])
 @pytest.mark.slow  # seconds: full suite only
 def test_export_writes_a_lama_section_unless_our_options_are_used(tmp_path: Path, options: dict) -> None:
     from omegaconf import OmegaConf
@@ -244,9 +270,11 @@ def test_export_writes_a_lama_section_unless_our_options_are_used(tmp_path: Path
 def test_family_summary_averages_each_family_and_counts_the_wins():
     from lama_refine.train.holdout import HighResRow, family_markdown
 
-    rows = [HighResRow("a", "8x8", "thin", 1.0, 2, 0.10, 20.0, 0.08, 21.0, 1, 2),
-            HighResRow("b", "8x8", "thin", 1.0, 2, 0.20, 15.0, 0.22, 14.0, 1, 2),
-            HighResRow("a", "8x8", "thick", 1.0, 2, 0.30, 12.0, 0.27, 13.0, 1, 2)]
+    rows = [
+        HighResRow("a", "8x8", "thin", 1.0, 2, 0.10, 20.0, 0.08, 21.0, 1, 2),
+        HighResRow("b", "8x8", "thin", 1.0, 2, 0.20, 15.0, 0.22, 14.0, 1, 2),
+        HighResRow("a", "8x8", "thick", 1.0, 2, 0.30, 12.0, 0.27, 13.0, 1, 2),
+    ]
     lines = {line.split(" | ")[0].strip("| "): line for line in family_markdown(rows).splitlines()[2:]}
     assert list(lines) == ["thin", "thick", "all"]
     assert "| thin | 2 | 0.1500 / 17.50 | 0.1500 / 17.50 |" in lines["thin"] and lines["thin"].endswith("1 of 2 |")

@@ -12,6 +12,7 @@
 A generator with options LaMa's constructors do not have (`input_fill: diffusion`) is refused:
 LaMa would build a different network from the same section, or none at all.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

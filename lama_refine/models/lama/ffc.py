@@ -6,9 +6,11 @@ Module names, nesting and parameter names follow LaMa's `FFCResNetGenerator`, so
 Features travel between the trunk's blocks as a pair `(x_local, x_global)`; a branch
 without channels is the integer 0, as in LaMa, so that `conv(0)` style sums stay cheap.
 """
+
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -59,8 +61,15 @@ def stack_quadrants(x: Tensor) -> Tensor:
 class SpectralTransform(nn.Module):
     """The global->global path: 1x1 conv to half the channels, Fourier unit, 1x1 conv back."""
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int = 1, groups: int = 1,
-                 enable_lfu: bool = True, **fu_kwargs: Any):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        stride: int = 1,
+        groups: int = 1,
+        enable_lfu: bool = True,
+        **fu_kwargs: Any,
+    ):
         super().__init__()
         self.enable_lfu = enable_lfu
         self.downsample = nn.AvgPool2d(kernel_size=(2, 2), stride=2) if stride == 2 else nn.Identity()
@@ -89,10 +98,23 @@ def _conv_or_identity(active: bool, *args: Any, **kwargs: Any) -> nn.Module:
 class FFC(nn.Module):
     """Fast Fourier convolution: local->local, local->global, global->local, global->global."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, ratio_gin: float,
-                 ratio_gout: float, stride: int = 1, padding: int = 0, dilation: int = 1,
-                 groups: int = 1, bias: bool = False, enable_lfu: bool = True,
-                 padding_type: str = "reflect", gated: bool = False, **spectral_kwargs: Any):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        ratio_gin: float,
+        ratio_gout: float,
+        stride: int = 1,
+        padding: int = 0,
+        dilation: int = 1,
+        groups: int = 1,
+        bias: bool = False,
+        enable_lfu: bool = True,
+        padding_type: str = "reflect",
+        gated: bool = False,
+        **spectral_kwargs: Any,
+    ):
         super().__init__()
         if stride not in (1, 2):
             raise ValueError(f"FFC stride must be 1 or 2, got {stride}")
@@ -105,14 +127,16 @@ class FFC(nn.Module):
         self.ratio_gout = ratio_gout
         self.global_in_num = in_cg
 
-        conv = dict(stride=stride, padding=padding, dilation=dilation, groups=groups, bias=bias,
-                    padding_mode=padding_type)
+        conv = dict(
+            stride=stride, padding=padding, dilation=dilation, groups=groups, bias=bias, padding_mode=padding_type
+        )
         self.convl2l = _conv_or_identity(in_cl > 0 and out_cl > 0, in_cl, out_cl, kernel_size, **conv)
         self.convl2g = _conv_or_identity(in_cl > 0 and out_cg > 0, in_cl, out_cg, kernel_size, **conv)
         self.convg2l = _conv_or_identity(in_cg > 0 and out_cl > 0, in_cg, out_cl, kernel_size, **conv)
         if in_cg > 0 and out_cg > 0:
-            self.convg2g = SpectralTransform(in_cg, out_cg, stride, 1 if groups == 1 else groups // 2,
-                                             enable_lfu, **spectral_kwargs)
+            self.convg2g = SpectralTransform(
+                in_cg, out_cg, stride, 1 if groups == 1 else groups // 2, enable_lfu, **spectral_kwargs
+            )
         else:
             self.convg2g = nn.Identity()
         self.gated = gated
@@ -138,14 +162,40 @@ class FFC(nn.Module):
 class FFC_BN_ACT(nn.Module):  # LaMa's class name, kept for checkpoint/layout parity
     """FFC followed by BatchNorm + activation on each branch (Identity where a branch is empty)."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, ratio_gin: float,
-                 ratio_gout: float, stride: int = 1, padding: int = 0, dilation: int = 1,
-                 groups: int = 1, bias: bool = False, norm_layer: type[nn.Module] = nn.BatchNorm2d,
-                 activation_layer: type[nn.Module] = nn.Identity, padding_type: str = "reflect",
-                 enable_lfu: bool = True, **kwargs: Any):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        ratio_gin: float,
+        ratio_gout: float,
+        stride: int = 1,
+        padding: int = 0,
+        dilation: int = 1,
+        groups: int = 1,
+        bias: bool = False,
+        norm_layer: type[nn.Module] = nn.BatchNorm2d,
+        activation_layer: type[nn.Module] = nn.Identity,
+        padding_type: str = "reflect",
+        enable_lfu: bool = True,
+        **kwargs: Any,
+    ):
         super().__init__()
-        self.ffc = FFC(in_channels, out_channels, kernel_size, ratio_gin, ratio_gout, stride, padding,
-                       dilation, groups, bias, enable_lfu, padding_type=padding_type, **kwargs)
+        self.ffc = FFC(
+            in_channels,
+            out_channels,
+            kernel_size,
+            ratio_gin,
+            ratio_gout,
+            stride,
+            padding,
+            dilation,
+            groups,
+            bias,
+            enable_lfu,
+            padding_type=padding_type,
+            **kwargs,
+        )
         global_channels = int(out_channels * ratio_gout)
         self.bn_l = nn.Identity() if ratio_gout == 1 else norm_layer(out_channels - global_channels)
         self.bn_g = nn.Identity() if ratio_gout == 0 else norm_layer(global_channels)
@@ -160,12 +210,26 @@ class FFC_BN_ACT(nn.Module):  # LaMa's class name, kept for checkpoint/layout pa
 class FFCResnetBlock(nn.Module):
     """Two FFC_BN_ACT blocks with an identity skip on both branches."""
 
-    def __init__(self, dim: int, padding_type: str, norm_layer: type[nn.Module],
-                 activation_layer: type[nn.Module] = nn.ReLU, dilation: int = 1, inline: bool = False,
-                 **conv_kwargs: Any):
+    def __init__(
+        self,
+        dim: int,
+        padding_type: str,
+        norm_layer: type[nn.Module],
+        activation_layer: type[nn.Module] = nn.ReLU,
+        dilation: int = 1,
+        inline: bool = False,
+        **conv_kwargs: Any,
+    ):
         super().__init__()
-        block = dict(kernel_size=3, padding=dilation, dilation=dilation, norm_layer=norm_layer,
-                     activation_layer=activation_layer, padding_type=padding_type, **conv_kwargs)
+        block = dict(
+            kernel_size=3,
+            padding=dilation,
+            dilation=dilation,
+            norm_layer=norm_layer,
+            activation_layer=activation_layer,
+            padding_type=padding_type,
+            **conv_kwargs,
+        )
         self.conv1 = FFC_BN_ACT(dim, dim, **block)
         self.conv2 = FFC_BN_ACT(dim, dim, **block)
         self.inline = inline
@@ -203,8 +267,9 @@ def output_activation(kind: bool | str | None) -> nn.Module | None:
     return activations[kind]()
 
 
-def decoder_layers(ngf: int, n_downsampling: int, output_nc: int, add_out_act: bool | str,
-                   max_features: int = 1024) -> list[nn.Module]:
+def decoder_layers(
+    ngf: int, n_downsampling: int, output_nc: int, add_out_act: bool | str, max_features: int = 1024
+) -> list[nn.Module]:
     """The tail both LaMa generators share: `n_downsampling` x (ConvTranspose2d stride 2, BN, ReLU),
     ReflectionPad2d(3), 7x7 conv to `output_nc`, the output activation.
 
@@ -232,11 +297,21 @@ class FFCResNetGenerator(nn.Module):
     `input_fill` (not in LaMa; default None = LaMa): "diffusion" fills the input's hole with a
     classical fill first (`models/fill.py`), inside slot 0 of `model`."""
 
-    def __init__(self, input_nc: int = 4, output_nc: int = 3, ngf: int = 64, n_downsampling: int = 3,
-                 n_blocks: int = 9, padding_type: str = "reflect", add_out_act: bool | str = True,
-                 max_features: int = 1024, init_conv_kwargs: Mapping[str, Any] | None = None,
-                 downsample_conv_kwargs: Mapping[str, Any] | None = None,
-                 resnet_conv_kwargs: Mapping[str, Any] | None = None, input_fill: str | None = None):
+    def __init__(
+        self,
+        input_nc: int = 4,
+        output_nc: int = 3,
+        ngf: int = 64,
+        n_downsampling: int = 3,
+        n_blocks: int = 9,
+        padding_type: str = "reflect",
+        add_out_act: bool | str = True,
+        max_features: int = 1024,
+        init_conv_kwargs: Mapping[str, Any] | None = None,
+        downsample_conv_kwargs: Mapping[str, Any] | None = None,
+        resnet_conv_kwargs: Mapping[str, Any] | None = None,
+        input_fill: str | None = None,
+    ):
         super().__init__()
         init_conv_kwargs = dict(init_conv_kwargs or {})
         downsample_conv_kwargs = dict(downsample_conv_kwargs or {})
@@ -247,8 +322,9 @@ class FFCResNetGenerator(nn.Module):
         # The fill shares slot 0 with the padding so parameter names and indices stay LaMa's.
         model: list[nn.Module] = [
             nn.ReflectionPad2d(3) if fill is None else nn.Sequential(fill, nn.ReflectionPad2d(3)),
-            FFC_BN_ACT(input_nc, ngf, kernel_size=7, padding=0, norm_layer=norm, activation_layer=act,
-                       **init_conv_kwargs),
+            FFC_BN_ACT(
+                input_nc, ngf, kernel_size=7, padding=0, norm_layer=norm, activation_layer=act, **init_conv_kwargs
+            ),
         ]
         for i in range(n_downsampling):
             kwargs = dict(downsample_conv_kwargs)
@@ -256,14 +332,26 @@ class FFCResNetGenerator(nn.Module):
                 # The last downsampling block already emits the split the trunk expects.
                 kwargs["ratio_gout"] = resnet_conv_kwargs.get("ratio_gin", 0)
             mult = 2**i
-            model.append(FFC_BN_ACT(min(max_features, ngf * mult), min(max_features, ngf * mult * 2),
-                                    kernel_size=3, stride=2, padding=1, norm_layer=norm,
-                                    activation_layer=act, **kwargs))
+            model.append(
+                FFC_BN_ACT(
+                    min(max_features, ngf * mult),
+                    min(max_features, ngf * mult * 2),
+                    kernel_size=3,
+                    stride=2,
+                    padding=1,
+                    norm_layer=norm,
+                    activation_layer=act,
+                    **kwargs,
+                )
+            )
 
         bottleneck = min(max_features, ngf * 2**n_downsampling)
         for _ in range(n_blocks):
-            model.append(FFCResnetBlock(bottleneck, padding_type=padding_type, activation_layer=act,
-                                        norm_layer=norm, **resnet_conv_kwargs))
+            model.append(
+                FFCResnetBlock(
+                    bottleneck, padding_type=padding_type, activation_layer=act, norm_layer=norm, **resnet_conv_kwargs
+                )
+            )
         model.append(ConcatTupleLayer())
 
         model += decoder_layers(ngf, n_downsampling, output_nc, add_out_act, max_features)

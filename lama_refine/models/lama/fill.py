@@ -9,6 +9,7 @@ generator's front, so loading, the pyramid, the device split and refinement see 
 4-channel input and the usual parameter names; big-lama (`input_fill` absent) is unchanged.
 The fill is image-wide: `perf.tile_rows` runs it on the whole image and bands what follows.
 """
+
 from __future__ import annotations
 
 import torch

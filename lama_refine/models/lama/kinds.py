@@ -1,25 +1,28 @@
 """LaMa's two generator kinds, registered with the generator protocol (how they are cut, the names
 of their front's features, their bandable tail, the lean versions of their blocks), and building
 one from a LaMa `generator:` config section."""
+
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from lama_refine.perf.tiling import find_tail
-from lama_refine.models.lama.ffc import FFC_BN_ACT, ConcatTupleLayer, FFCResNetGenerator, FFCResnetBlock
+from lama_refine.models.lama.ffc import FFC_BN_ACT, ConcatTupleLayer, FFCResnetBlock, FFCResNetGenerator
 from lama_refine.models.lama.fill import INPUT_FILLS
 from lama_refine.models.lama.lean_blocks import LeanFFCResnetBlock, LeanResidual, lean_ffc_bn_act
 from lama_refine.models.lama.pix2pixhd import GlobalGenerator, ResnetBlock
 from lama_refine.models.protocol import GENERATOR_KINDS, register_block, register_generator, register_handler
+from lama_refine.perf.tiling import find_tail
 
 # Both take LaMa's input (the protocol's default, `hole_zeroed_and_mask`) and end with the decoder
 # tail `tiling.TiledTail` bands; an FFC front emits a (local, global) pair, a branch without channels
 # being the int 0 (the protocol's empty branch).
-register_generator(FFCResNetGenerator, kind="ffc_resnet", blocks=(FFCResnetBlock,), front_emits=("local", "global"),
-                   tail=find_tail)
+register_generator(
+    FFCResNetGenerator, kind="ffc_resnet", blocks=(FFCResnetBlock,), front_emits=("local", "global"), tail=find_tail
+)
 register_generator(GlobalGenerator, kind="pix2pixhd_global", blocks=(ResnetBlock,), tail=find_tail)
 register_block(FFCResnetBlock, ResnetBlock)
 

@@ -4,6 +4,7 @@
 registers them with the generator protocol (`register_handler("lean", ...)`), so `lean.py` itself
 knows no LaMa class. The lean modules share the original modules' parameters.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -11,9 +12,17 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lama_refine.perf.lean import ConvSpec, LeanConvNormAct, lean_conv, lean_module, lean_norm_act, lean_sequence, linear_map
 from lama_refine.models.lama.ffc import FFC, FFC_BN_ACT, FFCResnetBlock, FourierUnit, SpectralTransform, stack_quadrants
 from lama_refine.models.lama.pix2pixhd import ResnetBlock
+from lama_refine.perf.lean import (
+    ConvSpec,
+    LeanConvNormAct,
+    lean_conv,
+    lean_module,
+    lean_norm_act,
+    lean_sequence,
+    linear_map,
+)
 
 
 def _fft_precision(x: Tensor) -> Tensor:
@@ -68,10 +77,13 @@ def _lean_path(module: nn.Module) -> nn.Module:
 
 def ffc_supported(block: FFC_BN_ACT) -> bool:
     ffc = block.ffc
-    convs_ok = all(isinstance(m, (nn.Identity, SpectralTransform)) or ConvSpec.supported(m)
-                   for m in (ffc.convl2l, ffc.convl2g, ffc.convg2l))
+    convs_ok = all(
+        isinstance(m, (nn.Identity, SpectralTransform)) or ConvSpec.supported(m)
+        for m in (ffc.convl2l, ffc.convl2g, ffc.convg2l)
+    )
     spectral_ok = not isinstance(ffc.convg2g, SpectralTransform) or all(
-        ConvSpec.supported(c) for c in (ffc.convg2g.conv1[0], ffc.convg2g.fu.conv_layer, ffc.convg2g.conv2))
+        ConvSpec.supported(c) for c in (ffc.convg2g.conv1[0], ffc.convg2g.fu.conv_layer, ffc.convg2g.conv2)
+    )
     return isinstance(ffc, FFC) and not ffc.gated and convs_ok and spectral_ok
 
 

@@ -8,6 +8,7 @@ Only what the released configs use is supported (`conv_kind: default`, BatchNorm
 other LaMa knobs are accepted only at their default value, anything else is a ValueError,
 so a config we cannot reproduce fails loudly instead of building a different network.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -83,9 +84,19 @@ class GlobalGenerator(nn.Module):
     front/trunk one and the decoder one); they are created per generator, never module-global.
     """
 
-    def __init__(self, input_nc: int = 4, output_nc: int = 3, ngf: int = 64, n_downsampling: int = 3,
-                 n_blocks: int = 9, padding_type: str = "reflect", conv_kind: str = "default",
-                 add_out_act: bool | str = True, max_features: int = 1024, **options: Any):
+    def __init__(
+        self,
+        input_nc: int = 4,
+        output_nc: int = 3,
+        ngf: int = 64,
+        n_downsampling: int = 3,
+        n_blocks: int = 9,
+        padding_type: str = "reflect",
+        conv_kind: str = "default",
+        add_out_act: bool | str = True,
+        max_features: int = 1024,
+        **options: Any,
+    ):
         super().__init__()
         _check_options(conv_kind, options)
         activation = nn.ReLU(True)

@@ -1,8 +1,10 @@
 """Export to a LaMa experiment folder: what LaMa's code reads, and back into our loader unchanged."""
+
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import FIXTURES
 from omegaconf import OmegaConf
 
 from lama_refine.errors import UserError
@@ -10,8 +12,6 @@ from lama_refine.models import build_generator, load_generator
 from lama_refine.models.convert import main
 from lama_refine.models.lama.export import export_lama_experiment
 from lama_refine.train.loop import export_generator
-
-from conftest import FIXTURES
 
 PLAIN_LAMA = {
     "ffc_resnet": FIXTURES / "golden" / "three_scales" / "generator.safetensors",
@@ -54,11 +54,19 @@ def test_export_writes_a_lightning_checkpoint_of_plain_data_and_lamas_config_sec
 
 @pytest.fixture
 def input_fill_model(tmp_path) -> Path:
-    cfg = {"kind": "ffc_resnet", "input_nc": 4, "output_nc": 3, "ngf": 8, "n_downsampling": 2,
-           "n_blocks": 1, "add_out_act": "sigmoid", "input_fill": "diffusion",
-           "init_conv_kwargs": {"ratio_gin": 0, "ratio_gout": 0, "enable_lfu": False},
-           "downsample_conv_kwargs": {"ratio_gin": 0, "ratio_gout": 0, "enable_lfu": False},
-           "resnet_conv_kwargs": {"ratio_gin": 0.75, "ratio_gout": 0.75, "enable_lfu": False}}
+    cfg = {
+        "kind": "ffc_resnet",
+        "input_nc": 4,
+        "output_nc": 3,
+        "ngf": 8,
+        "n_downsampling": 2,
+        "n_blocks": 1,
+        "add_out_act": "sigmoid",
+        "input_fill": "diffusion",
+        "init_conv_kwargs": {"ratio_gin": 0, "ratio_gout": 0, "enable_lfu": False},
+        "downsample_conv_kwargs": {"ratio_gin": 0, "ratio_gout": 0, "enable_lfu": False},
+        "resnet_conv_kwargs": {"ratio_gin": 0.75, "ratio_gout": 0.75, "enable_lfu": False},
+    }
     weights, _ = export_generator(build_generator(cfg).eval(), cfg, tmp_path / "fill")
     return weights
 

@@ -1,4 +1,5 @@
 """models/fill.py: the classical diffusion fill and the generator's optional input-fill layer."""
+
 from __future__ import annotations
 
 import pytest
@@ -98,8 +99,9 @@ def test_banded_front_fills_the_whole_image_then_bands(size) -> None:
             assert e.shape == g.shape and torch.allclose(e, g, atol=1e-12, rtol=0)
 
 
-@pytest.mark.parametrize("overrides", [[], ["perf.tile_rows=16", "perf.lean_backward=false"]],
-                         ids=["default", "tiled-faithful"])
+@pytest.mark.parametrize(
+    "overrides", [[], ["perf.tile_rows=16", "perf.lean_backward=false"]], ids=["default", "tiled-faithful"]
+)
 @pytest.mark.slow  # seconds: full suite only
 def test_refinement_runs_on_an_input_fill_generator(overrides: list[str]) -> None:
     """The fill is recomputed by the front at every scale; refinement and tiling run unchanged."""
@@ -107,8 +109,9 @@ def test_refinement_runs_on_an_input_fill_generator(overrides: list[str]) -> Non
 
     torch.manual_seed(0)
     generator = build_generator({**SMALL, "input_fill": "diffusion"}).eval()
-    inpainter = make_inpainter(["refine=true", "refiner.n_iters=2", "pyramid.min_side=24", *overrides],
-                               generator=generator)
+    inpainter = make_inpainter(
+        ["refine=true", "refiner.n_iters=2", "pyramid.min_side=24", *overrides], generator=generator
+    )
     image = torch.rand(1, 3, 96, 120)
     mask = torch.zeros(1, 1, 96, 120)
     mask[..., 30:70, 40:90] = 1

@@ -5,6 +5,7 @@ bin/predict.py's plain branch, refine_predict) on the model file its meta.json n
 photo crop and a seeded LaMa mask. Random-weight goldens (tests/fixtures/golden/) cannot show
 what a trained network's larger activations and gradients do to the refinement; this can.
 """
+
 import hashlib
 import json
 import shutil
@@ -12,18 +13,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import FIXTURES, Case, max_mean_diff
 
 from lama_refine.app.cli import run
 from lama_refine.config import compose
-
-from conftest import FIXTURES, Case, max_mean_diff
 
 REPO = Path(__file__).resolve().parents[3]
 FIXTURE = FIXTURES / "default-model-lama"
 REGENERATE = "python tools/make_lama_reference.py --lama /path/to/advimman/lama"
 
-pytestmark = pytest.mark.skipif(not (FIXTURE / "meta.json").is_file(),
-                                reason=f"no LaMa reference in {FIXTURE}; make one with: {REGENERATE}")
+pytestmark = pytest.mark.skipif(
+    not (FIXTURE / "meta.json").is_file(), reason=f"no LaMa reference in {FIXTURE}; make one with: {REGENERATE}"
+)
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +50,18 @@ def run_fixture(model: Path, tmp_path: Path, *extra: str) -> np.ndarray:
     indir.mkdir()
     shutil.copy(FIXTURE / "image.png", indir / "photo.png")
     shutil.copy(FIXTURE / "mask.png", indir / "photo_mask.png")
-    cfg = compose([f"model.path={model}", f"indir={indir}", f"outdir={outdir}", "out_ext=.npy",
-                   "output.match_input_size=false", "progress=false", *Case(FIXTURE).overrides(), *extra])
+    cfg = compose(
+        [
+            f"model.path={model}",
+            f"indir={indir}",
+            f"outdir={outdir}",
+            "out_ext=.npy",
+            "output.match_input_size=false",
+            "progress=false",
+            *Case(FIXTURE).overrides(),
+            *extra,
+        ]
+    )
     summary = run(cfg)
     assert not summary.failed
     return np.load(outdir / "photo_mask.npy")

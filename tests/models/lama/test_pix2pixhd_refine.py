@@ -1,20 +1,20 @@
 """Refinement on LaMa's pix2pixHD generators, where the original fails (its front emits one
 tensor, not FFC's (local, global) pair). No reference numbers exist, so the invariants are checked."""
+
 import shutil
 
 import numpy as np
 import pytest
 import torch
+from conftest import FIXTURES, Case, max_mean_diff
 
 from lama_refine.app.cli import run
 from lama_refine.config import compose
-from lama_refine.parts.downsample import AllPixelsMaskDownsampler, BlurMaskDownsampler, GaussianDownsampler
 from lama_refine.models import GlobalGenerator, load_generator
+from lama_refine.parts.downsample import AllPixelsMaskDownsampler, BlurMaskDownsampler, GaussianDownsampler
 from lama_refine.parts.partition import EvenPartitioner
 from lama_refine.parts.pyramid import OriginalPyramid
 from lama_refine.parts.refine import L1Refiner, PlainRefiner
-
-from conftest import FIXTURES, Case, max_mean_diff
 
 CASE = Case(FIXTURES / "golden-pix2pixhd" / "odd_nonsquare_refine_fails")
 
@@ -26,7 +26,8 @@ def setup():
     assert isinstance(generator, GlobalGenerator)
     ds = GaussianDownsampler()
     levels = OriginalPyramid(ds, BlurMaskDownsampler(), p["min_side"], p["max_scales"], p["px_budget"]).build(
-        CASE.image(), CASE.mask())
+        CASE.image(), CASE.mask()
+    )
     partition = EvenPartitioner().split(generator, [torch.device("cpu")])
     refiner = L1Refiner(ds, AllPixelsMaskDownsampler(), p["n_iters"], p["lr"], p["modulo"])
     return levels, partition, refiner, refiner.refine(partition, levels)
@@ -73,8 +74,19 @@ def run_cli(tmp_path, *extra):
     indir.mkdir()
     shutil.copy(CASE.path / "image.png", indir / "photo.png")
     shutil.copy(CASE.path / "mask.png", indir / "photo_mask.png")
-    summary = run(compose([f"model.path={CASE.path / 'checkpoint'}", f"indir={indir}", f"outdir={outdir}",
-                           "out_ext=.npy", "progress=false", *CASE.overrides(), *extra]))
+    summary = run(
+        compose(
+            [
+                f"model.path={CASE.path / 'checkpoint'}",
+                f"indir={indir}",
+                f"outdir={outdir}",
+                "out_ext=.npy",
+                "progress=false",
+                *CASE.overrides(),
+                *extra,
+            ]
+        )
+    )
     assert not summary.failed
     return np.load(outdir / "photo_mask.npy")
 
