@@ -15,6 +15,7 @@ import importlib.util
 import sys
 import types
 import warnings
+from collections.abc import Callable
 
 MOVED: dict[str, str] = {
     "lama_refine.allocator": "lama_refine.perf.allocator",
@@ -75,3 +76,24 @@ class _MovedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 def install() -> None:
     if not any(isinstance(f, _MovedModuleFinder) for f in sys.meta_path):
         sys.meta_path.append(_MovedModuleFinder())
+
+
+def old_names(package: str, module: str) -> Callable[[str], object]:
+    """A package's `__getattr__` for 0.1's names of the one module it replaced (`lama_refine.batch`
+    was `batch/runner.py`'s contents): each still resolves, with a DeprecationWarning, until 0.3."""
+
+    def __getattr__(name: str) -> object:
+        # a submodule (`from lama_refine.batch import sweep`) is the import system's to load, not an old name
+        if name.startswith("_") or importlib.util.find_spec(f"{package}.{name}") is not None:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        target = importlib.import_module(f"{package}.{module}")
+        if not hasattr(target, name):
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        warnings.warn(
+            f"{package}.{name} moved to {package}.{module}.{name} in lama-refine 0.2; the old path goes in 0.3",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(target, name)
+
+    return __getattr__
