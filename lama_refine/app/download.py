@@ -257,9 +257,14 @@ def download(
         url, algorithm, digest = known.url, known.algorithm, known.digest
     else:
         if known_file(name) is not None or name in METRIC_BUNDLES:
+            bundle = next(
+                (b for b, files in METRIC_BUNDLES.items() if name == b or name in {m.name for m in files}), None
+            )
+            command = f"lama-refine-download {bundle}" if bundle else zoo.download_command(name)
+            what = "metric's weights" if bundle else "model"
             raise UserError(
-                f"{name!r} is a known model with a fixed URL and digest: download it with "
-                f"`{zoo.download_command(name)}`, or give your file another name"
+                f"{name!r} is a known {what} with a fixed URL and digest: download it with "
+                f"`{command}`, or give your file another name"
             )
         if digest is None or algorithm is None:
             raise UserError(
