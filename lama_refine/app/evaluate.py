@@ -31,7 +31,7 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import hydra
 import numpy as np
@@ -114,6 +114,7 @@ def masks_beside(gt_dir: Path, exclude: Sequence[Path] = ()) -> dict[Path, list[
     for job in find_jobs(gt_dir, exclude=exclude):
         if job.problem is not None:
             raise FileNotFoundError(job.problem)
+        assert job.mask is not None  # LaMa's layout pairs every job with a mask file
         beside.setdefault(job.image, []).append(job.mask)
     return beside
 
@@ -162,7 +163,11 @@ def find_samples(
         if mask_dir is None and not beside:
             samples.append(Sample(name, image, None, mask_seed(seed, name)))
             continue
-        masks = beside[image] if beside else masks_for(image, gt_dir, mask_dir)
+        if beside:
+            masks = beside[image]
+        else:
+            assert mask_dir is not None  # neither a mask_dir nor masks beside: generated above
+            masks = masks_for(image, gt_dir, mask_dir)
         for mask in masks:
             suffix = mask.stem[len(image.stem) :] if len(masks) > 1 else ""
             samples.append(Sample(name + suffix, image, mask))
@@ -175,7 +180,9 @@ def load_sample(sample: Sample, family: str) -> tuple[Tensor, Tensor]:
 
     image = read_image(sample.image)
     if sample.mask is None:
-        mask = torch.from_numpy(seeded_mask(*image.shape[-2:], family, sample.seed))[None, None].float()
+        assert sample.seed is not None  # a sample without a mask file has its seed
+        h, w = image.shape[-2:]
+        mask = torch.from_numpy(seeded_mask(h, w, family, sample.seed))[None, None].float()
     else:
         mask = read_mask(sample.mask)
         if mask.shape[-2:] != image.shape[-2:]:
@@ -441,6 +448,7 @@ def evaluate(cfg: DictConfig) -> Evaluation:
             out / PER_IMAGE,
         )
     if kept:  # plain LaMa for the pictures, after the measured runs (it moves the generator)
+        assert inpainter is not None  # kept images were run
         plain = Inpainter(
             inpainter.generator,
             inpainter.pyramid,
@@ -477,7 +485,8 @@ def evaluate(cfg: DictConfig) -> Evaluation:
         + "\n## By the mask's share of the image (LaMa's bins)\n\n"
         + markdown_table(bins, "bin", ["n_images", *metrics])
     )
-    hydra_cfg = HydraConfig.get() if HydraConfig.initialized() else None
+    # HydraConfig.get() is typed HydraConf (the schema); it returns the config's `hydra` DictConfig
+    hydra_cfg = cast(DictConfig, HydraConfig.get()) if HydraConfig.initialized() else None
     summary = {
         "setting": setting,
         "job": OmegaConf.select(hydra_cfg, "job.num", default=0) if hydra_cfg else 0,

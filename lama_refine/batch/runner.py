@@ -27,7 +27,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, ContextManager, Iterator, Sequence
+from typing import Any, Callable, ContextManager, Iterator, Sequence, cast
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -197,7 +197,8 @@ def legacy_config_hash(cfg: DictConfig) -> str:
 
 
 def _hashed_settings(cfg: DictConfig, left_out: Sequence[str]) -> dict[str, Any]:
-    data = OmegaConf.to_container(cfg, resolve=True)
+    # a DictConfig's container is a dict, keyed by the config's (string) names
+    data = cast("dict[str, Any]", OmegaConf.to_container(cfg, resolve=True))
     for key in left_out:
         parent, name = _parent(data, key)
         parent.pop(name, None)
@@ -677,7 +678,7 @@ class Batch:
                     if exists and (redo is None or redo is BUSY):  # BUSY: our own claim
                         summary.skipped.append(out)
                         return
-            replaced = {"replaced_config_hash": redo.replaced} if redo and redo.replaced else {}
+            replaced: dict[str, Any] = {"replaced_config_hash": redo.replaced} if redo and redo.replaced else {}
             if redo and redo.because:
                 replaced["redone"] = list(redo.because)
             for stale in self._stale.pop(out, []):  # left by a killed run of this very job
@@ -689,12 +690,15 @@ class Batch:
             refinement, attempts, notes = self.inpaint(inputs, job)
             inpaint_s = time.perf_counter() - start - read_s
             notes = inputs.notes + notes
-            if claim is not None and not self._claims.owns(claim):
-                summary.claimed.append(out)
-                log.warning(
-                    "%s: another run took this job over (its claim looked stale); its output is left to it", job.name
-                )
-                return
+            if claim is not None:
+                assert self._claims is not None  # a claim is taken from self._claims
+                if not self._claims.owns(claim):
+                    summary.claimed.append(out)
+                    log.warning(
+                        "%s: another run took this job over (its claim looked stale); its output is left to it",
+                        job.name,
+                    )
+                    return
             model_sha256 = self.model_sha256
             with deferred_interrupts():  # an output and its manifest line are written together
                 self.write(out, refinement.image, inputs.bits)
@@ -741,6 +745,7 @@ class Batch:
             return
         finally:
             if claim is not None:
+                assert self._claims is not None  # a claim is taken from self._claims
                 self._claims.release(claim)
             self.on_image_end()
         log.info(
@@ -759,10 +764,10 @@ class Batch:
         summary = Summary()
         self._stale = stale_temporaries(self.outdir) if resume and self.outdir.is_dir() else {}
         self._made = MadeRecords(self.outdir / MANIFEST if resume else None)
-        claims = Claims(self.outdir / CLAIMS) if resume else contextlib.nullcontext()
+        claims = Claims(self.outdir / CLAIMS) if resume else None
         try:
-            with logging_redirect_tqdm(), claims:
-                self._claims = claims if resume else None
+            with logging_redirect_tqdm(), claims if claims is not None else contextlib.nullcontext():
+                self._claims = claims
                 for job in tqdm(jobs, desc="images", disable=not self.progress, position=0, dynamic_ncols=True):
                     self.process(job, summary)
         except (KeyboardInterrupt, SystemExit):  # Ctrl-C, SIGTERM; a SetupError is no interruption

@@ -121,7 +121,14 @@ def register_generator(
             "name per output of the front (not 'both', the refiner's name for all of them)"
         )
     GENERATORS[cls] = GeneratorSpec(
-        kind, layers, tuple(blocks), tuple(trunk) if trunk else None, tuple(front_emits), make_input, tail, cls.__name__
+        kind,
+        layers,
+        tuple(blocks),
+        (trunk[0], trunk[1]) if trunk else None,  # a tuple (a list passes the check above too)
+        tuple(front_emits),
+        make_input,
+        tail,
+        cls.__name__,
     )
     if kind is not None:
         GENERATOR_KINDS[kind] = cls

@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from contextlib import nullcontext
-from typing import Any, overload
+from typing import Any, TypeGuard, overload
 
 import torch
 import torch.nn.functional as F
@@ -147,8 +147,9 @@ class ConvSpec:
         if not self.transposed and conv.padding_mode != "zeros":
             if pad is not None:
                 raise ValueError("a conv with its own padding_mode cannot also take an explicit pad")
-            self.pad, self.pad_mode = conv._reversed_padding_repeated_twice, conv.padding_mode
-            self.conv_padding = (0, 0)
+            left, right, top, bottom = conv._reversed_padding_repeated_twice  # F.pad's order, 2-D
+            self.pad, self.pad_mode = (left, right, top, bottom), conv.padding_mode
+            self.conv_padding: str | tuple[int, ...] = (0, 0)
         else:
             self.conv_padding = conv.padding
         self._cast: tuple[Any, Tensor, Tensor | None] | None = None  # (key, weight, bias) in a low precision
@@ -184,7 +185,7 @@ class ConvSpec:
         conv = self.conv
         if self.pad is not None and any(self.pad):
             x = F.pad(x, self.pad, mode=self.pad_mode)
-        if self.transposed:
+        if isinstance(conv, nn.ConvTranspose2d):  # self.transposed
             return banded_conv_transpose(x, conv, self.band_rows) if self.band_rows else conv(x)
         return F.conv2d(x, conv.weight, conv.bias, conv.stride, self.conv_padding, conv.dilation, conv.groups)
 
@@ -193,7 +194,7 @@ class ConvSpec:
         conv = self.conv
         weight, _ = self.cast_weights(dtype)
         grad = grad.to(dtype)
-        if self.transposed and self.band_rows and (self.pad is None or not any(self.pad)):
+        if isinstance(conv, nn.ConvTranspose2d) and self.band_rows and (self.pad is None or not any(self.pad)):
             return banded_conv_transpose_grad(grad, conv, input_shape, self.band_rows, weight)
         # convolution_backward reads only the input's shape (and layout hint); a zero-stride view
         # of one element stands in for the activation we did not keep.
@@ -248,13 +249,12 @@ def _cast_forward(spec: ConvSpec, x: Tensor, dtype: torch.dtype) -> Tensor:
     if spec.pad is not None and any(spec.pad):
         x = F.pad(x, spec.pad, mode=spec.pad_mode)
     weight, bias = spec.cast_weights(dtype)
-    if spec.transposed and spec.band_rows:
+    if isinstance(conv, nn.ConvTranspose2d) and spec.band_rows:  # spec.transposed
         return banded_conv_transpose(x, conv, spec.band_rows, weight, bias)
-    if spec.transposed:
-        output_padding = conv.output_padding
-        return F.conv_transpose2d(
-            x, weight, bias, conv.stride, conv.padding, output_padding, conv.groups, conv.dilation
-        )
+    if isinstance(conv, nn.ConvTranspose2d):
+        output_padding, padding = conv.output_padding, conv.padding
+        assert not isinstance(padding, str)  # only Conv2d takes "same" / "valid"
+        return F.conv_transpose2d(x, weight, bias, conv.stride, padding, output_padding, conv.groups, conv.dilation)
     return F.conv2d(x, weight, bias, conv.stride, spec.conv_padding, conv.dilation, conv.groups)
 
 
@@ -271,7 +271,7 @@ def _padded_shape(shape: torch.Size, pad: tuple[int, int, int, int] | None) -> t
 # ---------------------------------------------------------------------------------------------
 
 
-def bn_supported(norm: nn.Module) -> bool:
+def bn_supported(norm: nn.Module) -> TypeGuard[nn.BatchNorm2d]:
     return (
         isinstance(norm, nn.BatchNorm2d)
         and not norm.training
@@ -282,6 +282,7 @@ def bn_supported(norm: nn.Module) -> bool:
 
 def bn_scale(norm: nn.BatchNorm2d) -> Tensor:
     """Per-channel d(out)/d(in) of eval BatchNorm: weight / sqrt(running_var + eps), shape (C,)."""
+    assert norm.running_var is not None  # bn_supported
     invstd = 1.0 / torch.sqrt(norm.running_var.double() + norm.eps)
     scale = invstd if norm.weight is None else invstd * norm.weight.double()
     return scale.to(norm.running_var.dtype)
@@ -290,6 +291,7 @@ def bn_scale(norm: nn.BatchNorm2d) -> Tensor:
 def norm_inplace(norm: nn.BatchNorm2d, x: Tensor) -> Tensor:
     """Eval BatchNorm written over `x` (the kernel `norm(x)` runs, so bit-identical to it), where
     `x` is float32 like the norm; otherwise a new tensor `norm(x)`."""
+    assert norm.running_var is not None  # bn_supported
     if x.dtype != norm.running_var.dtype or not x.is_contiguous():
         return norm(x)
     empty = x.new_empty(0)
@@ -360,15 +362,18 @@ class LeanConvNormAct(nn.Module):
         conv: nn.Conv2d | nn.ConvTranspose2d,
         norm: nn.BatchNorm2d | None = None,
         relu: bool = False,
-        pad: nn.Module | None = None,
+        pad: nn.ReflectionPad2d | nn.ReplicationPad2d | nn.ZeroPad2d | None = None,
     ):
         super().__init__()
         self.conv, self.norm, self.relu = conv, norm, relu
         self.pad = pad
-        pad_mode = {nn.ReflectionPad2d: "reflect", nn.ReplicationPad2d: "replicate", nn.ZeroPad2d: "constant"}.get(
-            type(pad), "reflect"
-        )
-        self.spec = ConvSpec(conv, tuple(pad.padding) if pad is not None else None, pad_mode)
+        pad_modes: dict[type, str] = {
+            nn.ReflectionPad2d: "reflect",
+            nn.ReplicationPad2d: "replicate",
+            nn.ZeroPad2d: "constant",
+        }
+        pad_mode = pad_modes.get(type(pad), "reflect")
+        self.spec = ConvSpec(conv, pad.padding if pad is not None else None, pad_mode)  # a 4-tuple already
 
     def forward(self, x: Tensor) -> Tensor:
         if not _needs_grad(x):
@@ -455,8 +460,8 @@ def lean_sequence(modules: list[nn.Module], unknown: set[str] | None = None) -> 
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)) and ConvSpec.supported(m):
             j = i + 1
             norm = None
-            if j < len(modules) and bn_supported(modules[j]):
-                norm, j = modules[j], j + 1
+            if j < len(modules) and bn_supported(candidate := modules[j]):
+                norm, j = candidate, j + 1
             relu = j < len(modules) and isinstance(modules[j], nn.ReLU)
             j += int(relu)
             out.append(LeanConvNormAct(m, norm, relu, pad))

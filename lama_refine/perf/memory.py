@@ -157,13 +157,14 @@ def estimate_peak(
     device = torch.device(device)
     h, w = _padded(*size, modulo)
     px = h * w
+    saved: float  # bytes; float once scaled by HEAP_RETENTION below
     saved, largest = trace_rear(generator, (h, w), perf)
     if perf.checkpointing:
         saved = checkpointed_saved(generator, (h, w), perf, saved)
     low_precision = perf.amp is not None
     transient = TRANSIENT_COPIES * largest * (0.75 if low_precision else 1.0)
     input_px = (input_size[0] * input_size[1]) if input_size else size[0] * size[1]
-    refiner = REFINER_BYTES_PER_PX * px + 16 * input_px
+    refiner: float = REFINER_BYTES_PER_PX * px + 16 * input_px
     fixed = weight_bytes(generator) + (CPU_PROCESS_BYTES if device.type == "cpu" else 0)
     # jemalloc / tcmalloc (perf.allocator) reuse freed blocks by size class: no heap retention
     if (

@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from contextlib import nullcontext
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -50,16 +50,24 @@ def _empty_as(like: Tensor, shape: tuple[int, ...]) -> Tensor:
     )
 
 
+def _padding(up: nn.ConvTranspose2d) -> tuple[int, ...]:
+    """`up.padding`: torch types a conv's padding `str | tuple[int, ...]` for Conv2d's "same" /
+    "valid"; a transposed conv takes no padding string, its padding is always the int tuple."""
+    padding = up.padding
+    assert not isinstance(padding, str), padding
+    return padding
+
+
 def up_size(up: nn.ConvTranspose2d, h: int) -> int:
     """Output rows of the transposed conv `up` on an input `h` rows high."""
-    s, p, k, op = up.stride[0], up.padding[0], up.kernel_size[0], up.output_padding[0]
+    s, p, k, op = up.stride[0], _padding(up)[0], up.kernel_size[0], up.output_padding[0]
     return (h - 1) * s - 2 * p + up.dilation[0] * (k - 1) + 1 + op
 
 
 def up_input_rows(up: nn.ConvTranspose2d, ya: int, yb: int, h: int) -> tuple[int, int]:
     """Input rows [ia, ib) whose transposed conv covers output rows [ya, yb) completely (plus a
     spare row); in the band's output, global row r is row r - ia * stride."""
-    s, p, k = up.stride[0], up.padding[0], up.dilation[0] * (up.kernel_size[0] - 1) + 1
+    s, p, k = up.stride[0], _padding(up)[0], up.dilation[0] * (up.kernel_size[0] - 1) + 1
     ia = max(0, math.floor((ya + p - k + 1) / s))
     ib = min(h, math.floor((yb - 1 + p) / s) + 2)
     # oneDNN's transposed conv rounds a row the same way as in the whole image only when the
@@ -88,18 +96,19 @@ def banded_conv_transpose(
     bias = up.bias if weight is up.weight else bias
     h, big_h = x.shape[-2], up_size(up, x.shape[-2])
     if up.stride[0] != up.stride[1] or big_h <= 2 * rows or torch.is_grad_enabled() and x.requires_grad:
-        return F.conv_transpose2d(x, weight, bias, up.stride, up.padding, up.output_padding, up.groups, up.dilation)
+        return F.conv_transpose2d(x, weight, bias, up.stride, _padding(up), up.output_padding, up.groups, up.dilation)
     out = None
     s = up.stride[0]
     for r0 in range(0, big_h, rows):
         r1 = min(big_h, r0 + rows)
         ia, ib = up_input_rows(up, r0, r1, h)
         y = F.conv_transpose2d(
-            x[:, :, ia:ib], weight, bias, up.stride, up.padding, up.output_padding, up.groups, up.dilation
+            x[:, :, ia:ib], weight, bias, up.stride, _padding(up), up.output_padding, up.groups, up.dilation
         )
         if out is None:
             out = _empty_as(y, (*y.shape[:2], big_h, y.shape[-1]))
         out[:, :, r0:r1] = y[:, :, r0 - ia * s : r1 - ia * s]
+    assert out is not None  # big_h > 2 * rows: the loop ran
     return out
 
 
@@ -114,7 +123,7 @@ def banded_conv_transpose_grad(
     output rows include every row it influences (the band's halo rows get partial gradients there
     and are dropped), so every sum runs inside one kernel call as in the whole image."""
     weight = up.weight if weight is None else weight
-    s, p, reach = up.stride[0], up.padding[0], up.dilation[0] * (up.kernel_size[0] - 1)
+    s, p, reach = up.stride[0], _padding(up)[0], up.dilation[0] * (up.kernel_size[0] - 1)
     h, big_h = input_shape[-2], grad.shape[-2]
 
     def input_grad(g: Tensor, shape: tuple[int, ...]) -> Tensor:
@@ -225,7 +234,7 @@ class _TiledTailFunction(torch.autograd.Function):
         grad_x = torch.empty_like(x)  # every row is assigned below, once
         h = x.shape[-2]
         big_h = tail.up_size(h)
-        s, k, p_up = tail.up.stride[0], tail.up.kernel_size[0], tail.up.padding[0]
+        s, k, p_up = tail.up.stride[0], tail.up.kernel_size[0], _padding(tail.up)[0]
         step = max(1, tail.rows // s)
         for ja in range(0, h, step):
             jb = min(h, ja + step)
@@ -292,6 +301,8 @@ def tile_tail(modules: list[nn.Module], rows: int, start: int | None = None) -> 
             "activation]; fix the generator's registered tail (register_generator(..., tail=...))"
         )
     up, norm, _relu, pad, conv, *rest = modules[start:]
+    # is_bandable_tail checked the types
+    assert isinstance(up, nn.ConvTranspose2d) and isinstance(pad, nn.ReflectionPad2d) and isinstance(conv, nn.Conv2d)
     act = rest[0] if rest else nn.Identity()
     return modules[:start] + [TiledTail(up, norm, pad.padding[0], conv, act, rows)]
 
@@ -304,8 +315,9 @@ _POINTWISE = (nn.BatchNorm2d, nn.ReLU, nn.LeakyReLU, nn.Identity, nn.Tanh, nn.Si
 
 
 def _conv_geometry(conv: nn.Conv2d) -> tuple[int, int] | None:
-    """(stride, reach in input rows) of a conv, or None if it is not a plain square local conv."""
-    if conv.stride[0] != conv.stride[1] or conv.groups < 1:
+    """(stride, reach in input rows) of a conv, or None if it is not a plain square local conv (or
+    its padding is a string, "same" / "valid": not understood here)."""
+    if conv.stride[0] != conv.stride[1] or conv.groups < 1 or isinstance(conv.padding, str):
         return None
     reach = max(conv.padding[0], conv.dilation[0] * (conv.kernel_size[0] - 1) - conv.padding[0])
     return conv.stride[0], reach
@@ -323,13 +335,17 @@ def local_geometry(modules: list[nn.Module]) -> tuple[int, int] | None:
         if isinstance(m, (nn.ReflectionPad2d, nn.ReplicationPad2d, nn.ZeroPad2d)):
             reach += max(m.padding) * stride
             continue
-        convs: list[nn.Module] | None = None
+        convs: list[nn.Conv2d] | None = None
         if isinstance(m, nn.Conv2d):
             convs = [m]
         elif (local_convs := handler("local_convs", m)) is not None:
             convs = local_convs(m)
-        geometries = {_conv_geometry(c) for c in convs or []}
-        if not convs or None in geometries or len({g[0] for g in geometries}) != 1:
+        geometries: set[tuple[int, int]] = set()
+        for c in convs or []:
+            if (geometry := _conv_geometry(c)) is None:
+                return None
+            geometries.add(geometry)
+        if not geometries or len({g[0] for g in geometries}) != 1:  # no convs, or strides differ
             return None
         reach += max(g[1] for g in geometries) * stride
         stride *= next(iter(geometries))[0]
@@ -351,10 +367,16 @@ class BandedFront(nn.Sequential):
         self.halo = stride * (math.ceil(reach / stride) + 1)  # whole output rows, one spare
         self.rows = max(stride * max(1, rows // stride), 2 * self.halo)
 
+    def _head(self) -> nn.Sequential:
+        """Slot 0 with `global_head`: `Sequential(image-wide op, local ops...)` (`_has_global_head`)."""
+        head = self[0]
+        assert isinstance(head, nn.Sequential), type(head)
+        return head
+
     def _local(self, x: Any) -> Any:
         """The front after its image-wide head (all of it without one)."""
         for i, module in enumerate(self):
-            for m in list(module)[1:] if i == 0 and self.global_head else [module]:
+            for m in list(self._head())[1:] if i == 0 and self.global_head else [module]:
                 x = m(x)
         return x
 
@@ -363,14 +385,18 @@ class BandedFront(nn.Sequential):
         if torch.is_grad_enabled() or h % self.stride or h <= self.rows + 2 * self.halo:
             return super().forward(x)
         if self.global_head:
-            x = self[0][0](x)
+            x = self._head()[0](x)
         bands = []
         for i0 in range(0, h, self.rows):
             i1 = min(h, i0 + self.rows)
             ia, ib = max(0, i0 - self.halo), min(h, i1 + self.halo)
             out = self._local(x[:, :, ia:ib])
             j0, j1 = (i0 - ia) // self.stride, (i1 - ia) // self.stride
-            bands.append(as_tuple(map_tensors(lambda o, j0=j0, j1=j1: o[:, :, j0:j1], out)))
+
+            def crop(o: Tensor, j0: int = j0, j1: int = j1) -> Tensor:
+                return o[:, :, j0:j1]
+
+            bands.append(as_tuple(map_tensors(crop, out)))
         merged = tuple(
             parts[0] if is_empty(parts[0]) else torch.cat(parts, dim=-2) for parts in zip(*bands, strict=True)
         )
@@ -392,7 +418,11 @@ def band_front(front: nn.Sequential, rows: int) -> nn.Module:
     input fill, which runs on the whole image)."""
     modules = list(front)
     head = _has_global_head(modules)
-    geometry = local_geometry(list(modules[0])[1:] + modules[1:] if head else modules)
+    chain = modules
+    if head:
+        first = cast(nn.Sequential, modules[0])  # _has_global_head checked it
+        chain = list(first)[1:] + modules[1:]
+    geometry = local_geometry(chain)
     if geometry is None:
         return front
     return BandedFront(modules, rows, *geometry, global_head=head)

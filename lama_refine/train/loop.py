@@ -245,9 +245,8 @@ def export_generator(
     write_atomic(weights, lambda tmp: save_file(tensors, str(tmp), metadata=dict(metadata or {})))
     config = stem.with_suffix(".yaml")
     # any Mapping works here; omegaconf's overloads name only dict and DictConfig
-    section = generator_config(
-        OmegaConf.create({"generator": OmegaConf.to_container(OmegaConf.create(model_cfg), resolve=True)})
-    )  # type: ignore[arg-type]
+    model = OmegaConf.create(model_cfg)  # type: ignore[arg-type]
+    section = generator_config(OmegaConf.create({"generator": OmegaConf.to_container(model, resolve=True)}))
     # Our own generator options at their LaMa defaults are left out: the yaml stays a plain
     # LaMa `generator:` section wherever the model is one.
     for key, lama_default in NON_LAMA_OPTIONS.items():

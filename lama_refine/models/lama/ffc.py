@@ -10,7 +10,7 @@ without channels is the integer 0, as in LaMa, so that `conv(0)` style sums stay
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -47,7 +47,7 @@ class FourierUnit(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         ffted = self.relu(self.bn(self.conv_layer(self.to_spectrum(x))))
-        return self.from_spectrum(ffted, tuple(x.shape[-2:]))
+        return self.from_spectrum(ffted, (x.shape[-2], x.shape[-1]))
 
 
 def stack_quadrants(x: Tensor) -> Tensor:
@@ -133,6 +133,7 @@ class FFC(nn.Module):
         self.convl2l = _conv_or_identity(in_cl > 0 and out_cl > 0, in_cl, out_cl, kernel_size, **conv)
         self.convl2g = _conv_or_identity(in_cl > 0 and out_cg > 0, in_cl, out_cg, kernel_size, **conv)
         self.convg2l = _conv_or_identity(in_cg > 0 and out_cl > 0, in_cg, out_cl, kernel_size, **conv)
+        self.convg2g: SpectralTransform | nn.Identity
         if in_cg > 0 and out_cg > 0:
             self.convg2g = SpectralTransform(
                 in_cg, out_cg, stride, 1 if groups == 1 else groups // 2, enable_lfu, **spectral_kwargs
@@ -142,10 +143,13 @@ class FFC(nn.Module):
         self.gated = gated
         self.gate = _conv_or_identity(in_cg > 0 and out_cl > 0 and gated, in_channels, 2, 1)
 
-    def forward(self, x: Tensor | Features) -> Features:
+    def forward(self, x: Tensor | Features) -> tuple[Tensor | int, Tensor | int]:
+        """(local, global); a branch is 0 where it has no channels (the local one with ratio_gout 1)."""
         x_l, x_g = x if isinstance(x, tuple) else (x, 0)
         out_xl: Tensor | int = 0
         out_xg: Tensor | int = 0
+        g2l_gate: Tensor | int
+        l2g_gate: Tensor | int
         if self.gated:
             total_input = torch.cat([x_l, x_g], dim=1) if torch.is_tensor(x_g) else x_l
             gates = torch.sigmoid(self.gate(total_input))
@@ -235,7 +239,9 @@ class FFCResnetBlock(nn.Module):
         self.inline = inline
 
     def forward(self, x: Tensor | Features) -> Tensor | Features:
+        x_g: Tensor | int
         if self.inline:
+            assert isinstance(x, Tensor)  # inline blocks take and give one tensor, channels local first
             n_global = self.conv1.ffc.global_in_num
             x_l, x_g = x[:, :-n_global], x[:, -n_global:]
         else:
@@ -243,7 +249,9 @@ class FFCResnetBlock(nn.Module):
         id_l, id_g = x_l, x_g
         x_l, x_g = self.conv2(self.conv1((x_l, x_g)))
         out = (id_l + x_l, id_g + x_g)
-        return torch.cat(out, dim=1) if self.inline else out
+        if self.inline:  # both branches are slices of the input tensor (plus the convs' outputs)
+            return torch.cat(cast(tuple[Tensor, Tensor], out), dim=1)
+        return out
 
 
 class ConcatTupleLayer(nn.Module):
@@ -253,7 +261,7 @@ class ConcatTupleLayer(nn.Module):
         x_l, x_g = x
         if not torch.is_tensor(x_g):
             return x_l
-        return torch.cat(x, dim=1)
+        return torch.cat((x_l, x_g), dim=1)
 
 
 def output_activation(kind: bool | str | None) -> nn.Module | None:
