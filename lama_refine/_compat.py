@@ -97,3 +97,16 @@ def old_names(package: str, module: str) -> Callable[[str], object]:
         return getattr(target, name)
 
     return __getattr__
+
+
+_NEW_TO_OLD = sorted(((new, old) for old, new in MOVED.items()), key=lambda pair: len(pair[0]), reverse=True)
+
+
+def as_first_written(dotted: str) -> str:
+    """A dotted path under a moved module, as 0.1 wrote it (`lama_refine.parts.refine.L1Refiner` ->
+    `lama_refine.refine.L1Refiner`); anything else unchanged. Config hashes use it, so that a
+    `_target_` that moved in 0.2 does not make a finished folder look made by other settings."""
+    for new, old in _NEW_TO_OLD:
+        if dotted == new or dotted.startswith(new + "."):
+            return old + dotted[len(new) :]
+    return dotted

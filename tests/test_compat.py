@@ -51,3 +51,10 @@ def test_old_names_of_a_module_that_became_a_package():
     assert sweep.__name__ == "lama_refine.batch.sweep"
     with pytest.raises(ImportError):
         from lama_refine.perf import no_such_name  # noqa: F401
+
+
+def test_a_moved_target_is_hashed_as_first_written():
+    assert _compat.as_first_written("lama_refine.parts.refine.L1Refiner") == "lama_refine.refine.L1Refiner"
+    assert _compat.as_first_written("lama_refine.io.inputs") == "lama_refine.io.masks"
+    assert _compat.as_first_written("lama_refine.partsx.Y") == "lama_refine.partsx.Y"
+    assert _compat.as_first_written("torch.optim.Adam") == "torch.optim.Adam"

@@ -34,6 +34,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from lama_refine._compat import as_first_written
 from lama_refine.batch.claims import CLAIMS, Claims
 from lama_refine.batch.provenance import DEVICE_KEYS, INPUT_KEYS, RESULT_NEUTRAL_KEYS, RESULTS_VERSION, Stamp
 from lama_refine.errors import describe_os_error
@@ -142,8 +143,9 @@ class BatchFailed(RuntimeError):
 # Switches added after manifests began recording config hashes, each with its "off" value: left
 # out of the hash while off, so an upgrade does not make every existing output look "made under
 # another config" (reruns redo those); once switched on they count like any key.
+# Values are as 0.1 wrote them: the hash sees every `_target_` under its first path (`_first_written`).
 LATER_SWITCHES_OFF: dict[str, Any] = {
-    "refiner.stop": {"_target_": "lama_refine.parts.refine.EarlyStop", "tol": None, "patience": None},
+    "refiner.stop": {"_target_": "lama_refine.refine.EarlyStop", "tol": None, "patience": None},
     "refiner.warm_start": False,
     "mask.max_hole": 0.5,  # decides only whether a file fails
     "mask.lossy_threshold": 127,  # acts on JPEG masks only; PNG masks' outputs are as before
@@ -196,9 +198,19 @@ def legacy_config_hash(cfg: DictConfig) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
+def _first_written(value: Any) -> Any:
+    """Every `_target_` (any string) as 0.1 wrote it (`_compat.as_first_written`): the package's move
+    must not change the hash of the settings that made an output."""
+    if isinstance(value, dict):
+        return {k: _first_written(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_first_written(v) for v in value]
+    return as_first_written(value) if isinstance(value, str) else value
+
+
 def _hashed_settings(cfg: DictConfig, left_out: Sequence[str]) -> dict[str, Any]:
     # a DictConfig's container is a dict, keyed by the config's (string) names
-    data = cast("dict[str, Any]", OmegaConf.to_container(cfg, resolve=True))
+    data = cast("dict[str, Any]", _first_written(OmegaConf.to_container(cfg, resolve=True)))
     for key in left_out:
         parent, name = _parent(data, key)
         parent.pop(name, None)

@@ -177,6 +177,8 @@ class ConvSpec:
     def supported(conv: nn.Module, pad_mode: str = "reflect") -> bool:
         if not isinstance(conv, (nn.Conv2d, nn.ConvTranspose2d)) or conv.weight.requires_grad:
             return False
+        if isinstance(conv.padding, str):  # "same"/"valid": convolution_backward takes only int padding
+            return False
         mode = conv.padding_mode if conv.padding_mode != "zeros" else pad_mode
         return mode in _PAD_BACKWARD or mode in ("zeros", "constant")
 
