@@ -3,6 +3,8 @@ convert, zoo) and LaMa's two kinds (lama/, registered when lama_refine is import
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from lama_refine.models.protocol import (
     GENERATOR_KINDS,
     GeneratorSpec,
@@ -13,6 +15,12 @@ from lama_refine.models.protocol import (
     spec_of,
     trunk_bounds,
 )
+
+if TYPE_CHECKING:  # the names below, for type checkers; at run time __getattr__ loads them
+    from lama_refine.models.lama.ffc import FFCResnetBlock, FFCResNetGenerator
+    from lama_refine.models.lama.kinds import BIG_LAMA, NON_LAMA_OPTIONS, build_generator, generator_config
+    from lama_refine.models.lama.pix2pixhd import GlobalGenerator, ResnetBlock
+    from lama_refine.models.loading import CheckpointError, CheckpointMismatchError, LoadedGenerator, load_generator
 
 # The rest load on first use: LaMa's modules build on perf's lean primitives, which ask this package's
 # protocol, so importing them here would make `models` and `perf` import each other.
