@@ -396,7 +396,7 @@ def evaluate(cfg: DictConfig) -> Evaluation:
     log.info("%d images from %s (masks: %s) -> %s", len(samples), gt_dir, masks, out)
 
     records = ImageRecords(
-        out / PER_IMAGE, settings_hash(cfg, resolve_devices(read_config(cfg).devices)), lambda: config_model_digest(cfg)
+        out / PER_IMAGE, settings_hash(cfg, resolve_devices(cfg.devices)), lambda: config_model_digest(cfg)
     )
     inpainter: Inpainter | None = None  # built at the first image that needs measuring
     rows, kept, reused = [], [], 0
