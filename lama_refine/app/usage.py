@@ -14,7 +14,9 @@ the files: inputs that exist, an output folder that can be written, a model file
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import importlib
 import math
 import os
 import tempfile
@@ -164,12 +166,23 @@ def check_parts(cfg: DictConfig) -> None:
         check_region(cfg.get("region", "whole"))
     except (ValueError, TypeError) as e:
         raise UserError(str(e)) from None
+    import_generator_module(cfg)
     try:
         build_parts(cfg)
     except InstantiationException as e:
         raise UserError(_instantiation_message(e)) from None
     except (ValueError, TypeError) as e:
         raise UserError(str(e)) from None
+
+
+def import_generator_module(cfg: DictConfig) -> None:
+    """Import the module of a user's generator (`model._target_`) before the parts are built: its
+    `register_generator` call names the front's features, which `refiner.optimize=` may choose (the
+    run itself loads the model first). A module that does not import is the model check's to report."""
+    target = OmegaConf.select(cfg, "model._target_")
+    if isinstance(target, str) and "." in target:
+        with contextlib.suppress(ImportError):
+            importlib.import_module(target.rpartition(".")[0])
 
 
 def _instantiation_message(error: Exception) -> str:

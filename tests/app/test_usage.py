@@ -324,3 +324,28 @@ def test_closest_keys(typo, meant):
     from lama_refine.config import compose
 
     assert meant in closest(typo, list(leaf_keys(compose([]))))
+
+
+def test_optimize_may_name_a_feature_of_the_users_generator(tmp_path, monkeypatch):
+    # the generator's module registers its front's names when imported; the check imports it first
+    (tmp_path / "named_front_gen.py").write_text(
+        "from torch import nn\n"
+        "from lama_refine.models import register_generator\n"
+        "class NamedFront(nn.Sequential):\n"
+        "    pass\n"
+        "register_generator(NamedFront, kind='named_front_test', trunk=(1, 2), front_emits=('coarse_test',))\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from lama_refine.models import protocol
+
+    for table in ("GENERATORS", "GENERATOR_KINDS"):  # the registration ends with the test
+        monkeypatch.setattr(protocol, table, dict(getattr(protocol, table)))
+    monkeypatch.delitem(sys.modules, "named_front_gen", raising=False)
+    from lama_refine.app.usage import check_parts
+    from lama_refine.config import compose
+    from lama_refine.errors import UserError
+
+    cfg = compose(["+model._target_=named_front_gen.NamedFront", "refiner.optimize=coarse_test"])
+    check_parts(cfg)
+    with pytest.raises(UserError, match="optimize must be one of"):
+        check_parts(compose(["+model._target_=named_front_gen.NamedFront", "refiner.optimize=nothing_such"]))
