@@ -16,6 +16,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import hydra
 import torch
@@ -25,6 +26,7 @@ from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 
 from lama_refine.app.progress import ScaleProgress
+from lama_refine.app.trace import Tracer
 from lama_refine.app.usage import USAGE, check_command_line, is_single_image, selectable_groups, sweeps
 from lama_refine.batch.provenance import config_model_digest
 from lama_refine.batch.runner import (
@@ -96,12 +98,33 @@ def sigterm_as_exit() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
-def make_batch_inpainter(cfg: DictConfig, progress: ScaleProgress):
+def make_tracer(cfg: DictConfig, sweep: bool = False) -> Tracer | None:
+    """`trace=DIR`'s writer (None without `trace`); in a sweep, `DIR/<this job's setting>`."""
+    if not cfg.get("trace"):
+        return None
+    root = Path(to_absolute_path(cfg.trace))
+    return Tracer(sweep_job_dir(root) if sweep else root)
+
+
+def traced_batch(tracer: Tracer | None, progress: ScaleProgress) -> dict[str, Any]:
+    """Batch's per-image callbacks: close the progress bar and, with a tracer, begin and write the trace."""
+    if tracer is None:
+        return {"on_image_end": progress.close}
+
+    def end() -> None:
+        progress.close()
+        tracer.finish()
+
+    return {"on_image_start": lambda job: tracer.start(str(job.relative.with_suffix(""))), "on_image_end": end}
+
+
+def make_batch_inpainter(cfg: DictConfig, progress: ScaleProgress, tracer: Tracer | None = None):
     """Builds the pipeline on first use (a batch whose outputs all exist loads no model) and
     applies its process-wide `perf` settings then: the CLI is their entry point."""
 
     def make() -> Inpainter:
-        inpainter = dataclasses.replace(build_inpainter(cfg), hooks=RefineHooks(progress=progress))
+        hooks = RefineHooks(progress=progress, on_scale=None if tracer is None else tracer.on_scale)
+        inpainter = dataclasses.replace(build_inpainter(cfg), hooks=hooks)
         apply_process_settings(inpainter.perf)
         return inpainter
 
@@ -138,9 +161,10 @@ def run(cfg: DictConfig) -> Summary:
     )
     progress = ScaleProgress(cfg.progress)
     cfg = shard_config(cfg, shard)
+    tracer = make_tracer(cfg, sweep=True)
     batch = Batch(
         outdir=outdir,
-        make_inpainter=make_batch_inpainter(cfg, progress),
+        make_inpainter=make_batch_inpainter(cfg, progress, tracer),
         out_ext=cfg.out_ext,
         out_quality=int(cfg.get("out_quality", 95)),
         overwrite=cfg.overwrite,
@@ -151,7 +175,7 @@ def run(cfg: DictConfig) -> Summary:
         model_digest=lambda: config_model_digest(cfg),
         shard=shard,
         progress=cfg.progress,
-        on_image_end=progress.close,
+        **traced_batch(tracer, progress),
     )
     with sigterm_as_exit():
         return batch.run(jobs)
@@ -164,15 +188,16 @@ def run_single(cfg: DictConfig) -> Summary:
     mask = cfg.mask.get("file")
     job = Job(Path(to_absolute_path(cfg.image)), Path(to_absolute_path(mask)) if mask else None, Path(out.name))
     progress = ScaleProgress(cfg.progress)
+    tracer = make_tracer(cfg)
     batch = Batch(
         outdir=out.parent,
-        make_inpainter=make_batch_inpainter(cfg, progress),
+        make_inpainter=make_batch_inpainter(cfg, progress, tracer),
         out_ext=out.suffix,
         out_quality=int(cfg.get("out_quality", 95)),
         overwrite=True,
         rule=mask_rule(cfg),
         progress=False,
-        on_image_end=progress.close,
+        **traced_batch(tracer, progress),
         report=False,
     )
     with sigterm_as_exit():

@@ -14,12 +14,14 @@ unchanged (`eval_records`), so a killed evaluation resumes. With `--multirun`, e
 to `<sweep dir>/<setting>/` and `SweepComparison` (a Hydra callback) writes `comparison.csv`,
 `comparison.md`, `comparison_bins.csv` and `comparison.png` to the sweep dir,
 `outdir/sweeps/<time>/`: the means and each setting's paired difference from the baseline.
-Nothing is written outside `outdir`.
+Nothing is written outside `outdir`, except with `trace=DIR`: the first `visuals` images'
+refinements, scale by scale, under DIR (`lama_refine.app.trace`).
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import logging
 import math
@@ -49,6 +51,7 @@ from tqdm import tqdm
 
 # cli registers the `lama_refine_groups` resolver that --help's text (conf/config.yaml) interpolates
 from lama_refine.app.cli import groups_help, wants_traceback  # noqa: F401
+from lama_refine.app.trace import TRACE_JSON, Tracer, safe_name
 from lama_refine.app.usage import EVAL_USAGE, check_eval_command_line, quote_value
 from lama_refine.batch.eval_records import PER_IMAGE, ImageRecords, settings_hash
 from lama_refine.batch.provenance import config_model_digest
@@ -398,14 +401,19 @@ def evaluate(cfg: DictConfig) -> Evaluation:
     records = ImageRecords(
         out / PER_IMAGE, settings_hash(cfg, resolve_devices(cfg.devices)), lambda: config_model_digest(cfg)
     )
+    # trace=DIR: the first `visuals` images' refinements; in a sweep, DIR/<this job's setting>
+    tracer = Tracer(Path(to_absolute_path(cfg.trace)) / (out.name if in_sweep() else "")) if cfg.get("trace") else None
     inpainter: Inpainter | None = None  # built at the first image that needs measuring
     rows, kept, reused = [], [], 0
     perceptual = None  # LPIPS, loaded with the pipeline
     for i, sample in enumerate(tqdm(samples, desc="images", disable=not cfg.progress)):
         inputs = records.inputs(sample)
         row = records.reusable(sample, METRICS)
-        wanted = (i < cfg.visuals and not (out / "visuals" / f"{sample.name}.png").is_file()) or (
-            cfg.save_outputs and not (out / "outputs" / f"{sample.name}.png").is_file()
+        traced = tracer is not None and i < cfg.visuals
+        wanted = (
+            (i < cfg.visuals and not (out / "visuals" / f"{sample.name}.png").is_file())
+            or (cfg.save_outputs and not (out / "outputs" / f"{sample.name}.png").is_file())
+            or (tracer is not None and traced and not (tracer.root / safe_name(sample.name) / TRACE_JSON).is_file())
         )
         if row is not None and not wanted:
             rows.append(row)
@@ -413,12 +421,18 @@ def evaluate(cfg: DictConfig) -> Evaluation:
             continue
         if inpainter is None:
             inpainter = build_inpainter(cfg)
+            if tracer is not None:
+                inpainter.hooks = dataclasses.replace(inpainter.hooks, on_scale=tracer.on_scale)
             apply_process_settings(inpainter.perf)  # lama-refine-eval is an entry point
             perceptual = load_lpips_or_none(cfg.get("lpips"), inpainter.devices[0])
             if cfg.warmup:  # the first run pays for lazy initialisation (threads, kernels, the device split)
                 inpainter(*load_sample(samples[0], cfg.masks.family))
         image, mask = load_sample(sample, cfg.masks.family)
+        if tracer is not None and traced:
+            tracer.start(sample.name)
         result, seconds, peak = timed_run(inpainter, image, mask)
+        if tracer is not None and traced:
+            tracer.finish()
         hole_fraction = float(mask.mean())
         row = {
             "image": sample.name,

@@ -150,6 +150,16 @@ def check_writable_folder(key: str, folder: Path, shown: Any = None) -> None:
         ) from None
 
 
+def check_trace(cfg: DictConfig) -> None:
+    """`trace=DIR` (optional) is a folder that can be made and written."""
+    trace = cfg.get("trace")
+    if trace is None or trace == "":
+        return
+    if not isinstance(trace, str):
+        raise UserError(f"trace={trace}: give a folder, e.g. trace=outputs/trace, or leave trace unset")
+    check_writable_folder("trace", absolute(trace), shown=trace)
+
+
 # ---------------------------------------------------------------------------------------------
 # Everything
 # ---------------------------------------------------------------------------------------------
@@ -225,6 +235,7 @@ def check_command_line(overrides: Sequence[str], output_suffixes: Sequence[str])
         check_writable_folder("out", absolute(cfg.out).parent, shown=Path(str(cfg.out)).parent)
     else:
         check_writable_folder("outdir", absolute(cfg.outdir), shown=cfg.outdir)
+    check_trace(cfg)
     return cfg
 
 
@@ -314,6 +325,7 @@ def check_eval_command_line(overrides: Sequence[str], multirun: bool = False) ->
         check_baseline(cfg.baseline, overrides, multirun)
     check_model_and_devices(cfg)
     check_writable_folder("outdir", absolute(cfg.outdir), shown=cfg.outdir)
+    check_trace(cfg)
     return cfg
 
 
@@ -322,6 +334,7 @@ __all__ = [
     "EVAL_USAGE",
     "check_command_line",
     "check_eval_command_line",
+    "check_trace",
     "quote_value",
     "sweeps",
     "closest",

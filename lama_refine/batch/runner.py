@@ -521,6 +521,7 @@ class Batch:
     shard: Shard | None = None
     progress: bool = True
     on_image_end: Callable[[], None] = lambda: None  # e.g. close the per-scale progress bar
+    on_image_start: Callable[[Job], None] = lambda job: None  # before a job is inpainted (e.g. `trace=`)
     report: bool = True  # log the summary at the end (one image says it all in its own line)
     _inpainter: Inpainter | None = None
     _stale: dict[Path, list[Path]] = field(default_factory=dict)
@@ -699,6 +700,7 @@ class Batch:
             stamps = {"image_stamp": stamp_or_none(job.image), "mask_stamp": stamp_or_none(job.mask)}
             inputs = load_inputs(job, self.rule)
             read_s = time.perf_counter() - start
+            self.on_image_start(job)
             refinement, attempts, notes = self.inpaint(inputs, job)
             inpaint_s = time.perf_counter() - start - read_s
             notes = inputs.notes + notes

@@ -106,6 +106,29 @@ def upsample_residual(
 
 
 @dataclass(frozen=True)
+class ScaleTrace:
+    """What one scale of a refinement saw and made, for `RefineHooks.on_scale` (a trace).
+
+    Every tensor is one the refiner computed anyway (nothing is re-run), on the device it was made
+    on; a receiver that keeps them copies them (`.cpu()`), since the refiner may reuse storage.
+    """
+
+    index: int  # the scale, 0 = coarsest
+    n_scales: int
+    image: Tensor  # (1, 3, h, w) the pyramid level's image
+    mask: Tensor  # (1, 1, h, w) the pyramid level's hole mask
+    result: Tensor  # (1, 3, h, w) the scale's result (the hole filled, known pixels the image's)
+    losses: list[float]  # the loss of every forward optimised at this scale; empty where none was
+    loss_hole: Tensor | None = None  # (1, 1, h // 2, w // 2) bool: where the coarse term compares
+    # (the eroded coarse hole, or what `on_empty_loss_mask` made of it); None: no coarse term here
+    target: Tensor | None = None  # (1, 3, h // 2, w // 2) the coarser scale's result, which the
+    # downscaled prediction must match inside `loss_hole`; None at the coarsest scale
+
+
+ScaleCallback = Callable[[ScaleTrace], object]
+
+
+@dataclass(frozen=True)
 class RefineHooks:
     """What the caller of `Refiner.refine` wants to hear about one run; every field is optional.
 
@@ -113,6 +136,10 @@ class RefineHooks:
       (`loss` is None where nothing is optimised, e.g. the coarsest scale).
     - `after_step()`: after every optimiser step (the pipeline passes `perf.step_hook`, glibc's
       `malloc_trim`, here).
+    - `on_scale(trace)`: once per scale, coarsest first, after the scale's result is made, with a
+      `ScaleTrace` of the tensors the refiner used (`trace=DIR` writes them, `lama_refine.app.trace`).
+      Refiners build the `ScaleTrace` only where this is set (`hooks.tracing`), so a run without a
+      trace pays nothing; a refiner that does not call it leaves the trace empty.
 
     Frozen and passed to each `refine()` call, so one refiner object serves callers with
     different hooks and nobody rewires a refiner from outside. A new callback (e.g. a `trace` of
@@ -122,6 +149,16 @@ class RefineHooks:
 
     progress: ProgressCallback | None = None
     after_step: Callable[[], object] | None = None
+    on_scale: ScaleCallback | None = None
+
+    @property
+    def tracing(self) -> bool:
+        """Whether `on_scale` is set: check it before building a `ScaleTrace`."""
+        return self.on_scale is not None
+
+    def scale_done(self, trace: ScaleTrace) -> None:
+        if self.on_scale is not None:
+            self.on_scale(trace)
 
     def report(self, scale: int, n_scales: int, iteration: int, n_iterations: int, loss: Tensor | None) -> None:
         if self.progress is not None:
@@ -140,7 +177,8 @@ class Refiner(ABC):
 
     Contract for subclasses: `refine(partition, levels, hooks)` takes the hooks as its third
     argument and calls them itself (`hooks.report(...)` after each forward of the rear,
-    `hooks.stepped()` after each optimiser step) or forwards them to the refiner or helper it
+    `hooks.stepped()` after each optimiser step, `hooks.scale_done(ScaleTrace(...))` once per scale
+    where `hooks.tracing`) or forwards them to the refiner or helper it
     delegates to; a refiner that drops them runs silently (no progress bar, no `malloc_trim`).
     Refiners keep no per-run callbacks as attributes: the caller passes them to every call.
     """
@@ -435,11 +473,26 @@ class L1Refiner(Refiner):
                 pred = partition.run_rear(features)
             hooks.report(index, n_scales, 0, 1, None)
             losses: list[float] = []
+            loss_hole = None
         else:
-            pred, losses = self._optimise(
+            pred, losses, loss_hole = self._optimise(
                 partition, features, image, mask, previous.to(device_out), size, index, n_scales, hooks
             )
-        return composite(pred, image, mask, size), losses
+        result = composite(pred, image, mask, size)
+        if hooks.tracing:
+            hooks.scale_done(
+                ScaleTrace(
+                    index,
+                    n_scales,
+                    level.image,
+                    level.mask,
+                    result,
+                    losses,
+                    loss_hole=None if loss_hole is None else loss_hole[:, :1],
+                    target=previous,
+                )
+            )
+        return result, losses
 
     def _initial(self, features: Features, size: tuple[int, int], device: torch.device) -> list[Tensor]:
         """The optimisation's starting point: the front's features, plus with `warm_start` the
@@ -465,7 +518,8 @@ class L1Refiner(Refiner):
         index: int,
         n_scales: int,
         hooks: RefineHooks = NO_HOOKS,
-    ) -> tuple[Tensor, list[float]]:
+    ) -> tuple[Tensor, list[float], Tensor]:
+        """Optimise one scale -> (the prediction, its losses, the coarse hole the loss compared in)."""
         coarse_mask = self.coarse_loss_mask(mask, size)
         if not coarse_mask.any():
             if self.on_empty_loss_mask == "uneroded":
@@ -516,7 +570,7 @@ class L1Refiner(Refiner):
                 size,
                 [(leaf.detach() - f) if leaf.requires_grad else None for leaf, f in zip(leaves, front, strict=True)],
             )
-        return pred.detach(), [float(v) for v in torch.stack(losses).cpu()]
+        return pred.detach(), [float(v) for v in torch.stack(losses).cpu()], coarse_mask
 
 
 class PlainRefiner(Refiner):
@@ -541,6 +595,8 @@ class PlainRefiner(Refiner):
             pred = partition.run_rear(features)
         hooks.report(0, 1, 0, 1, None)
         result = composite(pred, image.to(device_out), mask.repeat(1, 3, 1, 1).to(device_out), level.size)
+        if hooks.tracing:
+            hooks.scale_done(ScaleTrace(0, 1, level.image, level.mask, result, []))
         return Refinement(image=result, scales=[result], losses=[[]])
 
 
@@ -553,7 +609,9 @@ __all__ = [
     "RefineHooks",
     "Refinement",
     "Refiner",
+    "ScaleCallback",
     "ScaleInputs",
+    "ScaleTrace",
     "composite",
     "ellipse_kernel",
     "encode_level",
