@@ -230,12 +230,12 @@ def check_command_line(overrides: Sequence[str], output_suffixes: Sequence[str])
         check_output_suffix(cfg.out_ext)
         check_folders(cfg)
     check_model_and_devices(cfg)
+    check_trace(cfg)
     # last: it makes the output folder, which a command that fails on anything else must not leave
     if single:
         check_writable_folder("out", absolute(cfg.out).parent, shown=Path(str(cfg.out)).parent)
     else:
         check_writable_folder("outdir", absolute(cfg.outdir), shown=cfg.outdir)
-    check_trace(cfg)
     return cfg
 
 
@@ -324,8 +324,8 @@ def check_eval_command_line(overrides: Sequence[str], multirun: bool = False) ->
     if cfg.get("baseline") is not None:
         check_baseline(cfg.baseline, overrides, multirun)
     check_model_and_devices(cfg)
-    check_writable_folder("outdir", absolute(cfg.outdir), shown=cfg.outdir)
     check_trace(cfg)
+    check_writable_folder("outdir", absolute(cfg.outdir), shown=cfg.outdir)
     return cfg
 
 

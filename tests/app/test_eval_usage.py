@@ -38,10 +38,12 @@ def run_entry(monkeypatch, capsys, *argv: str) -> tuple[int, str]:
         (("gt_dir=gt", "outdir=out", "mask_dir=none"), "mask_dir=none: no such folder"),
         (("gt_dir=gt", "outdir=out", "model.path=missing.ckpt"), "model.path=missing.ckpt: no such file or folder"),
         (("gt_dir=gt", "outdir=out", "baseline=refine=False"), "baseline=refine=False: names the setting a --multirun"),
+        (("gt_dir=gt", "outdir=out", "trace=gt/f/t"), "trace=gt/f/t: "),
     ],
 )
 def test_each_mistake_is_one_message_and_status_2(args, says, tmp_path, monkeypatch, capsys):
     (tmp_path / "gt").mkdir()
+    (tmp_path / "gt" / "f").write_bytes(b"")  # a file where `trace=` wants a folder
     monkeypatch.chdir(tmp_path)
     code, err = run_entry(monkeypatch, capsys, *args)
     assert code == 2

@@ -114,6 +114,7 @@ MISTAKES = [
     (["indir={indir}", "outdir={tmp}/o", "devices=tpu"], 2, ["devices=tpu: 'tpu' is not a device", "devices=cpu"]),
     (["indir={indir}", "outdir={tmp}/o", "devices=[]"], 2, ["devices=[]: names no device"]),
     (["indir={indir}", "outdir={tmp}/o", "mask={indir}/p_mask.png"], 2, ["is for one image", "maskdir="]),
+    (["indir={indir}", "outdir={tmp}/o", "trace={indir}/p.png/t"], 2, ["trace={indir}/p.png/t:", "is a file"]),
     (["image={indir}/p.png"], 2, ["missing: mask=, out="]),
     (["image={indir}/p.png", "mask={indir}/p_mask.png"], 2, ["missing: out="]),
     (
