@@ -136,7 +136,7 @@ def main() -> None:
         + f"\n{END}"
     )
     for path in (REPO / "docs" / "benchmarks.md", REPO / "benchmarks" / "notes.md"):
-        write_section(path, text)
+        write_section(path, text, BEGIN, END)
     print("written to docs/benchmarks.md and benchmarks/notes.md")
 
 
