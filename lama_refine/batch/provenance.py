@@ -46,7 +46,7 @@ RESULTS_VERSION = 1
 # Keys no value of which can change an output: where outputs go, whether existing ones are kept,
 # what is shown or logged, which share of the jobs runs. Not here: anything that picks the model,
 # the inputs, the method, or the devices (see the module docstring).
-RESULT_NEUTRAL_KEYS = ("outdir", "out", "overwrite", "progress", "shard", "manifest", "debug")
+RESULT_NEUTRAL_KEYS = ("outdir", "out", "overwrite", "progress", "shard", "manifest", "debug", "trace")
 # Where the network runs (`devices`, and LaMa's spelling of it): hashed as the kinds of device.
 DEVICE_KEYS = ("devices", "refiner.gpu_ids")
 # Keys that name inputs: an output depends on the bytes they point at (judged by digests), not on

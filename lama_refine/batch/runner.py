@@ -71,6 +71,7 @@ LEGACY_UNHASHED_KEYS = (
     "debug",
     "refiner.gpu_ids",
     "mask.file",
+    "trace",  # added later, and writes beside the outputs without changing them
 )
 # Why an existing output is made again, in the summary's order: (reason, its words there).
 REDO_REASONS = (

@@ -115,6 +115,16 @@ def test_without_a_start_nothing_is_kept_or_written(small, tmp_path):
     assert tracer.finish() is None and not (tmp_path / "t").exists()
 
 
+def test_trace_changes_no_config_hash():
+    from lama_refine.batch.runner import config_hash, legacy_config_hash
+
+    plain = compose(["indir=x", "outdir=y"])
+    traced = compose(["indir=x", "outdir=y", "trace=t"])
+    assert config_hash(plain) == config_hash(traced)  # a traced rerun keeps the outputs made without it
+    assert legacy_config_hash(plain) == legacy_config_hash(traced)
+    assert config_hash(plain) != config_hash(compose(["indir=x", "outdir=y", "refine=false"]))
+
+
 @pytest.mark.parametrize("name, folder", [("../../etc/x", "etc_x"), ("/abs/p.png", "abs_p.png"), ("..", "image")])
 def test_names_stay_inside_the_trace_folder(name, folder):
     assert safe_name(name) == folder

@@ -192,6 +192,7 @@ def test_one_list_of_result_neutral_keys_for_the_hash_and_the_sweep_folders(tmp_
         "shard": "shard=1/2",
         "manifest": "manifest=false",
         "debug": "debug=true",
+        "trace": "trace=t",
     }
     assert set(changed) == set(RESULT_NEUTRAL_KEYS)
     for override in changed.values():
