@@ -151,7 +151,10 @@ class Tracer:
         """Write the image begun by `start` (if any scale arrived); -> its folder, else None."""
         name, scales = self._name, self._scales
         self._name, self._scales = None, []
-        if name is None or not scales:
+        if name is None:
+            return None
+        if not scales:
+            log.info("trace: %s ran no refinement (refine=false, or an empty mask), so nothing is traced", name)
             return None
         folder = self.root / name
         write_trace(folder, scales, self.display_max, self._say_no_plot)
