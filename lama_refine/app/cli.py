@@ -146,9 +146,11 @@ def run(cfg: DictConfig) -> Summary:
             f"indir={cfg.indir} lies inside outdir={cfg.outdir}: outputs and inputs would mix; "
             "choose an outdir outside indir (an outdir inside indir is fine)"
         )
-    everything = find_jobs(indir, maskdir, from_alpha=rule.from_alpha, exclude=[base_outdir])
+    # a trace folder inside indir holds *_mask*.png pictures that must not become jobs
+    skipped = [base_outdir, *([Path(to_absolute_path(cfg.trace))] if cfg.get("trace") else [])]
+    everything = find_jobs(indir, maskdir, from_alpha=rule.from_alpha, exclude=skipped)
     if not everything and maskdir is None and not rule.from_alpha:
-        why = why_no_jobs(indir, exclude=[base_outdir])
+        why = why_no_jobs(indir, exclude=skipped)
         if why:  # "0 jobs" and exit 0 would read as success
             raise UserError(why)
     jobs = shard.select(everything) if shard else everything
