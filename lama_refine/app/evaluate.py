@@ -14,6 +14,7 @@ unchanged (`eval_records`), so a killed evaluation resumes. With `--multirun`, e
 to `<sweep dir>/<setting>/` and `SweepComparison` (a Hydra callback) writes `comparison.csv`,
 `comparison.md`, `comparison_bins.csv` and `comparison.png` to the sweep dir,
 `outdir/sweeps/<time>/`: the means and each setting's paired difference from the baseline.
+With `report` (the default), a run and a sweep end in `report.html` (`lama_refine.app.report`).
 Nothing is written outside `outdir`.
 """
 
@@ -49,6 +50,7 @@ from tqdm import tqdm
 
 # cli registers the `lama_refine_groups` resolver that --help's text (conf/config.yaml) interpolates
 from lama_refine.app.cli import groups_help, wants_traceback  # noqa: F401
+from lama_refine.app.report import has_pictures, save_pictures, write_report
 from lama_refine.app.usage import EVAL_USAGE, check_eval_command_line, quote_value
 from lama_refine.batch.eval_records import PER_IMAGE, ImageRecords, settings_hash
 from lama_refine.batch.provenance import config_model_digest
@@ -404,8 +406,11 @@ def evaluate(cfg: DictConfig) -> Evaluation:
     for i, sample in enumerate(tqdm(samples, desc="images", disable=not cfg.progress)):
         inputs = records.inputs(sample)
         row = records.reusable(sample, METRICS)
-        wanted = (i < cfg.visuals and not (out / "visuals" / f"{sample.name}.png").is_file()) or (
-            cfg.save_outputs and not (out / "outputs" / f"{sample.name}.png").is_file()
+        pictured = cfg.report and i < cfg.report_images  # report.html shows it
+        wanted = (
+            (i < cfg.visuals and not (out / "visuals" / f"{sample.name}.png").is_file())
+            or (cfg.save_outputs and not (out / "outputs" / f"{sample.name}.png").is_file())
+            or (pictured and not has_pictures(out, sample.name))
         )
         if row is not None and not wanted:
             rows.append(row)
@@ -433,7 +438,9 @@ def evaluate(cfg: DictConfig) -> Evaluation:
         records.append(sample, row, inputs)
         rows.append(row)
         log.info("%s: %s", sample.name, ", ".join(f"{k} {fmt(row[k], k)}" for k in metrics_of([row])))
-        if cfg.save_outputs:
+        if pictured:  # outputs/ and masks/ as save_outputs writes them, plus the input and the truth
+            save_pictures(out, sample.name, with_hole(image, mask), image, result, mask)
+        elif cfg.save_outputs:
             write_result(out / "outputs" / f"{sample.name}.png", result)
             if sample.mask is None:
                 write_result(out / "masks" / f"{sample.name}_mask.png", mask.expand(-1, 3, -1, -1))
@@ -498,6 +505,8 @@ def evaluate(cfg: DictConfig) -> Evaluation:
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     log.info("mean: %s -> %s", ", ".join(f"{k} {fmt(v, k)}" for k, v in mean.items()), out / "metrics.md")
+    if cfg.report:
+        log.info("report: %s", write_report(out))
     return Evaluation(rows, mean, setting, out)
 
 
@@ -753,6 +762,8 @@ class SweepComparison(Callback):
         sweep_dir = Path(to_absolute_path(config.hydra.sweep.dir))
         try:
             write_comparison(sweep_dir, config.get("baseline"), seed=int(config.get("bootstrap_seed", 0)))
+            if config.get("report", False) and any(sweep_dir.glob("*/summary.json")):
+                log.info("report: %s", write_report(sweep_dir, sweep=True))
         except UserError as e:  # the jobs are done and kept; only the comparison is not written
             log.error("%s; rerun the comparison with write_comparison(%r, baseline=...)", e, str(sweep_dir))
 
