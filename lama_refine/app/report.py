@@ -22,6 +22,7 @@ from __future__ import annotations
 import csv
 import html
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,7 +113,11 @@ def cell(value: str) -> str:
         number = float(value)
     except ValueError:
         return f"<td>{html.escape(value)}</td>"
-    return f'<td class="num" data-v="{number!r}">{number:.5g}</td>'
+    if math.isnan(number):  # sorts as an empty cell, last
+        return '<td class="num" data-v="">nan</td>'
+    # JavaScript's parseFloat reads "Infinity" (a lossless PSNR), not Python's "inf"
+    key = repr(number) if math.isfinite(number) else ("Infinity" if number > 0 else "-Infinity")
+    return f'<td class="num" data-v="{key}">{number:.5g}</td>'
 
 
 def table_html(columns: Sequence[str], rows: Sequence[dict[str, str]], pinned: str | None = None) -> str:
@@ -187,6 +192,16 @@ def trace_links(directory: Path, settings: Sequence[Setting]) -> list[str]:
     return [p.relative_to(directory).as_posix() for p in pages]
 
 
+def own_pages(directory: Path, settings: Sequence[Setting]) -> str:
+    """Links to each setting's own report (its per-image table)."""
+    links = [
+        f'<a href="{url(s.folder, REPORT)}">{html.escape(s.name)}</a>'
+        for s in settings
+        if (directory / s.folder / REPORT).is_file()
+    ]
+    return f"<p>Each setting's own page, with its per-image table: {', '.join(links)}</p>" if links else ""
+
+
 def page(title: str, body: str) -> str:
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
@@ -211,6 +226,7 @@ def write_report(directory: Path, sweep: bool = False) -> Path:
     body = [
         "<h2>Settings</h2>" if sweep else "<h2>Images</h2>",
         table_html(*table, pinned=None if sweep else "mean"),
+        own_pages(directory, settings) if sweep else "",
         "<h2>By the mask's share of the image (LaMa's bins)</h2>",
         table_html(*bins, pinned=None if sweep else "overall"),
         f"<h2>Pictures</h2><p>{len(viewers)} of {len(names)} images pictured. Each starts at 1:1 pixels "
@@ -259,7 +275,8 @@ document.querySelectorAll("table.sortable").forEach(function (table) {
       var rows = Array.prototype.slice.call(body.rows);
       var key = function (row) {
         var c = row.cells[col];
-        return c.dataset.v !== undefined ? parseFloat(c.dataset.v) : c.textContent;
+        if (c.dataset.v === undefined) return c.textContent;
+        return c.dataset.v === "" ? "" : parseFloat(c.dataset.v);
       };
       rows.sort(function (a, b) {
         var pa = a.classList.contains("pinned"), pb = b.classList.contains("pinned");

@@ -73,6 +73,10 @@ def test_one_run_report_links_its_pictures_tables_and_traces(tmp_path):
     # the mean stays under the per-image rows; the hole of `a` is centred
     assert re.search(r'<tr class="pinned"><td>mean</td>', text)
     assert 'data-cx="15.0" data-cy="15.0"' in text
+    # a lossless PSNR sorts as JavaScript's Infinity; a NaN as an empty cell
+    (run / "metrics.csv").write_text("image,psnr\na,inf\nb,nan\nmean,inf\n")
+    text = write_report(run).read_text()
+    assert '<td class="num" data-v="Infinity">inf</td>' in text and '<td class="num" data-v="">nan</td>' in text
 
 
 def test_sweep_report_puts_every_setting_side_by_side(tmp_path):
@@ -82,6 +86,10 @@ def test_sweep_report_puts_every_setting_side_by_side(tmp_path):
     (sweep / "comparison.csv").write_text("setting,n_images,psnr,psnr_diff\nrefine=True,2,20.5,\nrefine=False,1,21,1\n")
     text = write_report(sweep, sweep=True).read_text()
     assert all((sweep / link.replace("%3D", "=")).is_file() for link in sources(text))
+    assert 'href="refine%3DTrue/report.html"' not in text  # the settings' own pages are not written yet
+    write_report(sweep / "refine=True")
+    text = write_report(sweep, sweep=True).read_text()
+    assert 'href="refine%3DTrue/report.html"' in text
     viewers = text.split('<section class="viewer"')[1:]
     assert len(viewers) == 2
     # a: input, both settings, truth; sub/b: the second setting did not measure it
