@@ -14,6 +14,7 @@ unchanged (`eval_records`), so a killed evaluation resumes. With `--multirun`, e
 to `<sweep dir>/<setting>/` and `SweepComparison` (a Hydra callback) writes `comparison.csv`,
 `comparison.md`, `comparison_bins.csv` and `comparison.png` to the sweep dir,
 `outdir/sweeps/<time>/`: the means and each setting's paired difference from the baseline.
+With `report` (the default), a run and a sweep end in `report.html` (`lama_refine.app.report`).
 Nothing is written outside `outdir`, except with `trace=DIR`: the first `visuals` images'
 refinements, scale by scale, under DIR (`lama_refine.app.trace`).
 """
@@ -51,6 +52,7 @@ from tqdm import tqdm
 
 # cli registers the `lama_refine_groups` resolver that --help's text (conf/config.yaml) interpolates
 from lama_refine.app.cli import groups_help, wants_traceback  # noqa: F401
+from lama_refine.app.report import has_pictures, save_pictures, write_report
 from lama_refine.app.trace import TRACE_JSON, Tracer, safe_name
 from lama_refine.app.usage import EVAL_USAGE, check_eval_command_line, quote_value
 from lama_refine.batch.eval_records import PER_IMAGE, ImageRecords, settings_hash
@@ -410,10 +412,12 @@ def evaluate(cfg: DictConfig) -> Evaluation:
         inputs = records.inputs(sample)
         row = records.reusable(sample, METRICS)
         traced = tracer is not None and i < cfg.visuals
+        pictured = cfg.report and i < cfg.report_images  # report.html shows it
         wanted = (
             (i < cfg.visuals and not (out / "visuals" / f"{sample.name}.png").is_file())
             or (cfg.save_outputs and not (out / "outputs" / f"{sample.name}.png").is_file())
             or (tracer is not None and traced and not (tracer.root / safe_name(sample.name) / TRACE_JSON).is_file())
+            or (pictured and not has_pictures(out, sample.name))
         )
         if row is not None and not wanted:
             rows.append(row)
@@ -422,7 +426,8 @@ def evaluate(cfg: DictConfig) -> Evaluation:
         if inpainter is None:
             inpainter = build_inpainter(cfg)
             if tracer is not None:
-                inpainter.hooks = dataclasses.replace(inpainter.hooks, on_scale=tracer.on_scale)
+                hooks = dataclasses.replace(inpainter.hooks, on_scale=tracer.on_scale)
+                inpainter = dataclasses.replace(inpainter, hooks=hooks)
             apply_process_settings(inpainter.perf)  # lama-refine-eval is an entry point
             perceptual = load_lpips_or_none(cfg.get("lpips"), inpainter.devices[0])
             if cfg.warmup:  # the first run pays for lazy initialisation (threads, kernels, the device split)
@@ -447,7 +452,9 @@ def evaluate(cfg: DictConfig) -> Evaluation:
         records.append(sample, row, inputs)
         rows.append(row)
         log.info("%s: %s", sample.name, ", ".join(f"{k} {fmt(row[k], k)}" for k in metrics_of([row])))
-        if cfg.save_outputs:
+        if pictured:  # outputs/ and masks/ as save_outputs writes them, plus the input and the truth
+            save_pictures(out, sample.name, with_hole(image, mask), image, result, mask)
+        elif cfg.save_outputs:
             write_result(out / "outputs" / f"{sample.name}.png", result)
             if sample.mask is None:
                 write_result(out / "masks" / f"{sample.name}_mask.png", mask.expand(-1, 3, -1, -1))
@@ -512,6 +519,8 @@ def evaluate(cfg: DictConfig) -> Evaluation:
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     log.info("mean: %s -> %s", ", ".join(f"{k} {fmt(v, k)}" for k, v in mean.items()), out / "metrics.md")
+    if cfg.report:
+        log.info("report: %s", write_report(out))
     return Evaluation(rows, mean, setting, out)
 
 
@@ -767,6 +776,8 @@ class SweepComparison(Callback):
         sweep_dir = Path(to_absolute_path(config.hydra.sweep.dir))
         try:
             write_comparison(sweep_dir, config.get("baseline"), seed=int(config.get("bootstrap_seed", 0)))
+            if config.get("report", False) and any(sweep_dir.glob("*/summary.json")):
+                log.info("report: %s", write_report(sweep_dir, sweep=True))
         except UserError as e:  # the jobs are done and kept; only the comparison is not written
             log.error("%s; rerun the comparison with write_comparison(%r, baseline=...)", e, str(sweep_dir))
 
