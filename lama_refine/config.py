@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, cast
@@ -171,7 +172,8 @@ def read_config(cfg: DictConfig, check: bool = False) -> DictConfig:
 
 
 def resolve_gpu_ids(cfg: DictConfig) -> DictConfig:
-    """Deprecated name of `read_config` (it settles `devices` as well now)."""
+    """Deprecated name of `read_config` (it settles `devices` as well now), until 0.3."""
+    warnings.warn("config.resolve_gpu_ids is config.read_config now", DeprecationWarning, stacklevel=2)
     return read_config(cfg)
 
 
