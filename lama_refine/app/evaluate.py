@@ -23,10 +23,12 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import json
 import logging
 import math
 import os
+import shutil
 import sys
 import threading
 import time
@@ -52,15 +54,24 @@ from tqdm import tqdm
 
 # cli registers the `lama_refine_groups` resolver that --help's text (conf/config.yaml) interpolates
 from lama_refine.app.cli import groups_help, wants_traceback  # noqa: F401
-from lama_refine.app.report import has_pictures, save_pictures, write_report
+from lama_refine.app.report import PICTURES, has_pictures, save_pictures, write_report
 from lama_refine.app.trace import TRACE_JSON, Tracer, safe_name
 from lama_refine.app.usage import EVAL_USAGE, check_eval_command_line, quote_value
-from lama_refine.batch.eval_records import PER_IMAGE, ImageRecords, settings_hash
+from lama_refine.batch.eval_records import PER_IMAGE, ImageRecords, earlier_sweeps, settings_hash
 from lama_refine.batch.provenance import config_model_digest
 from lama_refine.batch.sweep import in_sweep, sweep_job_dir
 from lama_refine.config import build_inpainter, conf_dir, read_config, resolve_devices
 from lama_refine.errors import UserError
-from lama_refine.io import IMAGE_SUFFIXES, find_jobs, read_image, read_mask, to_hwc, to_uint8, write_result
+from lama_refine.io import (
+    IMAGE_SUFFIXES,
+    find_jobs,
+    read_image,
+    read_mask,
+    to_hwc,
+    to_uint8,
+    write_atomic,
+    write_result,
+)
 from lama_refine.metrics.lpips import load_or_none as load_lpips_or_none
 from lama_refine.metrics.stats import area_bin, bin_names, paired
 from lama_refine.perf.switches import apply_process_settings, release_memory
@@ -401,7 +412,10 @@ def evaluate(cfg: DictConfig) -> Evaluation:
     log.info("%d images from %s (masks: %s) -> %s", len(samples), gt_dir, masks, out)
 
     records = ImageRecords(
-        out / PER_IMAGE, settings_hash(cfg, resolve_devices(cfg.devices)), lambda: config_model_digest(cfg)
+        out / PER_IMAGE,
+        settings_hash(cfg, resolve_devices(cfg.devices)),
+        lambda: config_model_digest(cfg),
+        earlier=earlier_sweeps(out) if in_sweep() else (),
     )
     # trace=DIR: the first `visuals` images' refinements; in a sweep, DIR/<this job's setting>
     tracer = Tracer(Path(to_absolute_path(cfg.trace)) / (out.name if in_sweep() else "")) if cfg.get("trace") else None
@@ -411,6 +425,8 @@ def evaluate(cfg: DictConfig) -> Evaluation:
     for i, sample in enumerate(tqdm(samples, desc="images", disable=not cfg.progress)):
         inputs = records.inputs(sample)
         row = records.reusable(sample, METRICS)
+        if row is not None and (source := records.adopt(sample)) is not None:
+            copy_pictures(source, out, sample.name)  # measured in an earlier sweep of this command
         traced = tracer is not None and i < cfg.visuals
         pictured = cfg.report and i < cfg.report_images  # report.html shows it
         wanted = (
@@ -516,6 +532,7 @@ def evaluate(cfg: DictConfig) -> Evaluation:
         "bins": bins,
         "images": rows,
         "overrides": list(hydra_cfg.overrides.task) if hydra_cfg else [],
+        "trace": str(tracer.root) if tracer is not None else None,  # report.html links its pages
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     log.info("mean: %s -> %s", ", ".join(f"{k} {fmt(v, k)}" for k, v in mean.items()), out / "metrics.md")
@@ -525,6 +542,15 @@ def evaluate(cfg: DictConfig) -> Evaluation:
 
 
 # --- comparing the runs of a sweep --------------------------------------------------------------
+
+
+def copy_pictures(source: Path, out: Path, name: str) -> None:
+    """Image `name`'s pictures (the report's, the side-by-side, a saved output) from another run's
+    folder into `out`, where `out` lacks them."""
+    for relative in [*(kind.format(name) for kind in PICTURES.values()), f"visuals/{name}.png"]:
+        src, dst = source / relative, out / relative
+        if src.is_file() and not dst.exists():
+            write_atomic(dst, functools.partial(shutil.copyfile, src))
 
 
 def collect(sweep_dir: Path) -> list[dict[str, Any]]:

@@ -10,7 +10,9 @@ it, linked by relative paths, so the folder can be copied or zipped as it is. It
 - per pictured image, the input (hole in grey), every setting's result and the ground truth side by
   side, starting at 1:1 pixels centred on the hole. The wheel or the buttons zoom, a drag pans, and
   every pane of an image moves with the others (one CSS transform on each pane's picture);
-- links to the traces (`trace/**/index.html` under the run's folder or a setting's folder).
+- links to the traces: each run's `trace=DIR` pages (recorded in its `summary.json`, linked by a
+  relative path, so they work while the two folders keep their places) and any `trace/**/index.html`
+  under the run's folder or a setting's folder.
 
 The pictures are written during the evaluation by `save_pictures`, for the first `report_images`
 images of a run: `outputs/<name>.png` (the result), `inputs/<name>.png` (the input as the network
@@ -23,6 +25,7 @@ import csv
 import html
 import json
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,6 +84,7 @@ class Setting:
     name: str
     folder: str  # "" for a one-run report
     images: list[dict]
+    trace: str | None = None  # the folder its `trace=DIR` pages went to, absolute
 
 
 def read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
@@ -95,11 +99,12 @@ def settings_of(directory: Path, sweep: bool) -> list[Setting]:
     """The runs a report covers: the sweep's jobs in job order (their `summary.json`), or the run."""
     if not sweep:
         summary = json.loads((directory / "summary.json").read_text())
-        return [Setting(summary["setting"], "", summary.get("images", []))]
+        return [Setting(summary["setting"], "", summary.get("images", []), summary.get("trace"))]
     found = []
     for path in directory.glob("*/summary.json"):
         summary = json.loads(path.read_text())
-        found.append((summary["job"], Setting(summary["setting"], path.parent.name, summary.get("images", []))))
+        setting = Setting(summary["setting"], path.parent.name, summary.get("images", []), summary.get("trace"))
+        found.append((summary["job"], setting))
     return [s for _, s in sorted(found, key=lambda js: js[0])]
 
 
@@ -186,10 +191,12 @@ def image_names(settings: Sequence[Setting]) -> list[str]:
 
 
 def trace_links(directory: Path, settings: Sequence[Setting]) -> list[str]:
-    """`index.html` files under `trace/` of the report's folder and of each setting's folder."""
-    folders = dict.fromkeys([directory / "trace", *(directory / s.folder / "trace" for s in settings)])
-    pages = sorted({p for folder in folders if folder.is_dir() for p in folder.rglob("index.html")})
-    return [p.relative_to(directory).as_posix() for p in pages]
+    """`index.html` files under each setting's `trace=DIR` (wherever it is: relative links may climb
+    out of the report's folder) and under `trace/` of the report's folder and of each setting's."""
+    recorded = [Path(s.trace) for s in settings if s.trace]
+    folders = dict.fromkeys([*recorded, directory / "trace", *(directory / s.folder / "trace" for s in settings)])
+    pages = sorted({p.resolve() for folder in folders if folder.is_dir() for p in folder.rglob("index.html")})
+    return [Path(os.path.relpath(p, directory.resolve())).as_posix() for p in pages]
 
 
 def own_pages(directory: Path, settings: Sequence[Setting]) -> str:

@@ -6,7 +6,9 @@ of metrics, and what made it, by the same rules as `lama-refine`'s manifest
 (`lama_refine.batch.provenance`): the photo's and mask's digests (a generated mask: its family and
 seed), the model's digest, the settings' hash, the results version, and the devices. The devices
 count in full here, not by their kind as for an output: time and memory are measured on them.
-A rerun of the same command reuses every line that still matches and measures the rest.
+A rerun of the same command reuses every line that still matches and measures the rest. In a
+sweep, which Hydra starts in a new folder each time, each setting also reads its namesakes in the
+earlier sweeps beside it, copying what it reuses (the line, and its pictures) into its own folder.
 """
 
 from __future__ import annotations
@@ -47,23 +49,19 @@ def settings_hash(cfg: DictConfig, devices: Sequence[Any]) -> str:
 class ImageRecords:
     """The per-image lines of one result folder, and what this run needs them to match."""
 
-    def __init__(self, path: Path, settings: str, model_digest: Callable[[], str]):
+    def __init__(self, path: Path, settings: str, model_digest: Callable[[], str], earlier: Sequence[Path] = ()):
+        """`earlier`: other folders' per-image files (an earlier sweep's same setting), read too;
+        a line of `path` wins over theirs."""
         self.path = path
         self.settings = settings
         self._model_digest = model_digest
         self._model: str | None = None
         self.lines: dict[str, dict[str, Any]] = {}  # sample name -> its last line
-        try:
-            text = path.read_text(errors="replace")
-        except OSError:
-            text = ""
-        for line in text.splitlines():
-            try:
-                record = json.loads(line)
-            except ValueError:  # a line cut by a kill: measured again
-                continue
-            if isinstance(record, dict) and isinstance(record.get("image"), str):
+        self.folder: dict[str, Path] = {}  # sample name -> the folder whose file holds that line
+        for source in [*earlier, path]:
+            for record in read_records(source):
                 self.lines[record["image"]] = record
+                self.folder[record["image"]] = source.parent
 
     @property
     def model(self) -> str:
@@ -101,9 +99,19 @@ class ImageRecords:
             return None
         return row
 
+    def adopt(self, sample) -> Path | None:
+        """Copy the sample's line, read from another folder's file, into this folder's; returns
+        that folder (whose pictures the caller may copy too), or None if the line is this folder's."""
+        source = self.folder.get(sample.name)
+        if source is None or source == self.path.parent:
+            return None
+        self._write(self.lines[sample.name])
+        self.folder[sample.name] = self.path.parent
+        return source
+
     def append(self, sample, row: dict[str, Any], inputs: dict[str, Any]) -> None:
-        """One line, one `os.write` with O_APPEND (as the manifest's), written as soon as the image
-        is measured. PSNR may be infinite: written as JSON's `Infinity`, which Python reads back."""
+        """One line, written as soon as the image is measured. PSNR may be infinite: written as
+        JSON's `Infinity`, which Python reads back."""
         record = {
             "image": sample.name,
             "row": row,
@@ -113,6 +121,11 @@ class ImageRecords:
             "results_version": RESULTS_VERSION,
         }
         self.lines[sample.name] = record
+        self.folder[sample.name] = self.path.parent
+        self._write(record)
+
+    def _write(self, record: dict[str, Any]) -> None:
+        """One `os.write` with O_APPEND, as the manifest's."""
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -124,4 +137,30 @@ class ImageRecords:
             log.error("%s: cannot append the per-image result (%s)", self.path, e)
 
 
-__all__ = ["EVAL_NEUTRAL_KEYS", "ImageRecords", "PER_IMAGE", "settings_hash"]
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """The per-image lines of one file, oldest first; a line cut by a kill is left out (measured again)."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return []
+    records = []
+    for line in text.splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and isinstance(record.get("image"), str):
+            records.append(record)
+    return records
+
+
+def earlier_sweeps(result_dir: Path) -> list[Path]:
+    """The per-image files of the same setting in the other sweeps beside this one
+    (`outdir/sweeps/<time>/<setting>/`), oldest first: rerunning a killed sweep's command, which
+    starts a new sweep folder, measures only what they lack."""
+    sweeps = result_dir.parent.parent
+    found = [p / result_dir.name / PER_IMAGE for p in sweeps.iterdir() if p.is_dir()] if sweeps.is_dir() else []
+    return sorted((f for f in found if f.parent != result_dir and f.is_file()), key=lambda f: f.stat().st_mtime)
+
+
+__all__ = ["EVAL_NEUTRAL_KEYS", "ImageRecords", "PER_IMAGE", "earlier_sweeps", "read_records", "settings_hash"]

@@ -97,6 +97,25 @@ def test_sweep_report_puts_every_setting_side_by_side(tmp_path):
     assert viewers[0].index("refine=True") < viewers[0].index("refine=False")
 
 
+def test_traces_written_outside_the_sweep_are_linked_where_they_are(tmp_path):
+    sweep = tmp_path / "eval" / "sweeps" / "t"
+    for job, setting in enumerate(("pyramid_mask=blur", "pyramid_mask=nearest")):
+        constructed_run(sweep / setting, setting=setting, job=job)
+        summary_file = sweep / setting / "summary.json"
+        summary = json.loads(summary_file.read_text())
+        summary["trace"] = str(tmp_path / "traces" / setting)  # trace=DIR puts each setting under DIR
+        summary_file.write_text(json.dumps(summary))
+        (tmp_path / "traces" / setting / "a").mkdir(parents=True)
+        (tmp_path / "traces" / setting / "a" / "index.html").write_text("<html></html>")
+    text = write_report(sweep, sweep=True).read_text()
+    traces = [link for link in sources(text) if link.endswith("index.html")]
+    assert traces == [
+        "../../../traces/pyramid_mask%3Dblur/a/index.html",
+        "../../../traces/pyramid_mask%3Dnearest/a/index.html",
+    ]
+    assert all((sweep / link.replace("%3D", "=")).resolve().is_file() for link in traces)
+
+
 # --- in a real browser --------------------------------------------------------------------------
 
 
@@ -154,6 +173,7 @@ def test_report_of_a_real_sweep_works_in_a_browser(tmp_path):
         env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
         args = [f"gt_dir={gt}", f"outdir={out}", f"model.path={MODEL}", "progress=false", "visuals=1"]
         args += ["warmup=false", "lpips=null", "refiner.n_iters=2", "pyramid=fixed", "refine=true,false"]
+        args += [f"trace={tmp_path / 'traces'}"]
         proc = subprocess.run(
             [sys.executable, "-m", "lama_refine.app.evaluate", "--multirun", *args],
             cwd=tmp_path,
@@ -201,5 +221,12 @@ def test_report_of_a_real_sweep_works_in_a_browser(tmp_path):
 
         driver.save_screenshot(str(tmp_path / "report.png"))
         assert Image.open(tmp_path / "report.png").width > 0
+
+        # the trace (written outside the sweep's folder, by the refining setting only) opens from the page
+        (link,) = driver.find_elements(By.CSS_SELECTOR, "a[href$='index.html']")
+        link.click()
+        assert wait_for(lambda: "trace" in driver.title.lower() and driver.current_url.endswith("/crop0/index.html"))
+        trace_images = driver.find_elements(By.TAG_NAME, "img")
+        assert trace_images and wait_for(lambda: all(driver.execute_script(loaded, img) for img in trace_images))
     finally:
         driver.quit()

@@ -100,3 +100,41 @@ def test_a_killed_evaluation_resumes_and_a_changed_model_or_photo_measures_again
     )
     evaluate.evaluate(other)
     assert len(names) == 8  # another setting: measured again
+
+
+@pytest.mark.slow  # two subprocess sweeps, ~20 s
+def test_rerunning_a_killed_sweeps_command_measures_only_what_it_lacks(tmp_path):
+    """Hydra starts each sweep in a new folder; the rerun reads the earlier sweep's records.
+    `max_images` changes no measurement, so a first sweep of one image stands for a killed one."""
+    import os
+    import subprocess
+    import sys
+
+    from lama_refine.app.report import PICTURES
+
+    gt = gt_folder(tmp_path, 2)
+    model = model_at(tmp_path / "m", "odd_nonsquare_2scales")
+    out = tmp_path / "out"
+    args = [f"gt_dir={gt}", f"outdir={out}", f"model.path={model}", "progress=false", "visuals=1"]
+    args += ["warmup=false", "lpips=null", "refiner.n_iters=2", "pyramid=fixed", "refine=true,false"]
+    env = {**os.environ, "PYTHONPATH": str(Path(evaluate.__file__).parents[2]), "OMP_NUM_THREADS": "1"}
+
+    def sweep(*more: str) -> str:
+        command = [sys.executable, "-m", "lama_refine.app.evaluate", "--multirun", *args, *more]
+        proc = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return proc.stdout + proc.stderr
+
+    sweep("max_images=1", "hydra.sweep.dir=" + str(out / "sweeps" / "first"))
+    log = sweep()
+    assert log.count("1 of 2 images measured before under the same settings") == 2  # one per setting
+    (second,) = [p for p in (out / "sweeps").iterdir() if p.name != "first"]
+    for setting in ("refine=True", "refine=False"):
+        lines = (second / setting / PER_IMAGE).read_text().splitlines()
+        assert sorted(json.loads(line)["image"] for line in lines) == ["crop0", "crop1"]  # self-contained
+        assert all((second / setting / kind.format("crop0")).is_file() for kind in PICTURES.values())
+        assert (second / setting / "visuals" / "crop0.png").is_file()
+        first = {r["image"]: r for r in rows_of(out / "sweeps" / "first" / setting / "metrics.csv")}
+        assert rows_of(second / setting / "metrics.csv")[0] == first["crop0"]  # the same measurement
+    assert "comparison of 2 settings" in log
+    assert sweep().count("2 of 2 images measured before") == 2  # and again: nothing left
