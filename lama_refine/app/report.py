@@ -262,7 +262,7 @@ td.num{text-align:right;font-variant-numeric:tabular-nums}
 tr.pinned td{font-weight:bold;background:#f6f6f6}
 .viewer{margin:1em 0 2em}
 .viewer h3{margin:.3em 0;font-size:15px} .viewer small{color:#666;font-weight:normal}
-.panes{display:flex;flex-wrap:wrap;gap:8px}
+.panes{display:flex;flex-wrap:wrap;gap:8px;align-items:flex-end}
 .pane{margin:0} .pane figcaption{font-size:12px;max-width:300px;overflow-wrap:anywhere}
 .port{width:300px;height:225px;overflow:hidden;position:relative;background:#888;cursor:grab;touch-action:none}
 .port img{position:absolute;left:0;top:0;transform-origin:0 0;max-width:none}

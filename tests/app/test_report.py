@@ -4,6 +4,7 @@ panes of an image zoom and pan together."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -22,7 +23,11 @@ from lama_refine.app.report import REPORT, has_pictures, hole_box, save_pictures
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL = Case(GOLDEN / "odd_nonsquare_2scales").path / "generator.safetensors"
-CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+_spec = importlib.util.spec_from_file_location("screenshot_report", REPO / "tools" / "screenshot_report.py")
+assert _spec is not None and _spec.loader is not None
+SCREENSHOT = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(SCREENSHOT)
+CHROMIUM, CHROMEDRIVER = SCREENSHOT.CHROMIUM, SCREENSHOT.CHROMEDRIVER
 
 
 def constructed_run(folder: Path, names=("a", "sub/b"), setting="refined", job=0) -> Path:
@@ -124,8 +129,7 @@ def browser():
     where they are missing, except under CI=true, where the test fails: CI must run it."""
     problem = None
     try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
+        import selenium  # noqa: F401
     except ImportError:
         problem = "selenium is not installed (pip install -e '.[test]')"
     if problem is None and not (Path(CHROMIUM).is_file() and Path(CHROMEDRIVER).is_file()):
@@ -134,11 +138,7 @@ def browser():
         if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
             pytest.fail(f"the browser test must run in CI, but {problem}")
         pytest.skip(problem)
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1400,1000"):
-        options.add_argument(arg)
-    return webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    return SCREENSHOT.headless_chromium()  # tools/screenshot_report.py: the same browser, one setup
 
 
 def wait_for(condition, timeout: float = 20.0):
