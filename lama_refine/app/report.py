@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
+import numpy as np
 from PIL import Image
 from torch import Tensor
 
@@ -72,6 +73,22 @@ def hole_box(mask_file: Path) -> tuple[int, int, int, int] | None:
     """(left, top, right, bottom) around the hole's pixels, or None for an empty mask."""
     with Image.open(mask_file) as im:
         return im.convert("L").point(lambda v: 255 if v > 0 else 0).getbbox()
+
+
+def hole_centre(mask_file: Path) -> tuple[float, float] | None:
+    """Where a view of the hole starts (x, y in pixels): the hole's centroid where it lies in the
+    hole, else the hole pixel nearest it. The centre of the box around a mask of several strokes
+    (LaMa's families) often falls between them, showing no hole at all."""
+    with Image.open(mask_file) as im:
+        hole = np.asarray(im.convert("L")) > 0
+    ys, xs = np.nonzero(hole)
+    if len(xs) == 0:
+        return None
+    cx, cy = float(xs.mean()) + 0.5, float(ys.mean()) + 0.5  # pixel centres
+    if hole[min(int(cy), hole.shape[0] - 1), min(int(cx), hole.shape[1] - 1)]:
+        return cx, cy
+    nearest = int(np.argmin((xs + 0.5 - cx) ** 2 + (ys + 0.5 - cy) ** 2))
+    return float(xs[nearest]) + 0.5, float(ys[nearest]) + 0.5
 
 
 # --- what the page shows -------------------------------------------------------------------------
@@ -173,7 +190,7 @@ def viewer_html(directory: Path, name: str, settings: Sequence[Setting], eager: 
         if (directory / s.folder / "visuals" / f"{name}.png").is_file():
             visual = f' <a href="{url(s.folder, "visuals", name + ".png")}">side-by-side picture</a>'
             break
-    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    cx, cy = hole_centre(picture_path(run_dir, "mask", name)) or (width / 2, height / 2)
     return (
         f'<section class="viewer" data-cx="{cx}" data-cy="{cy}" data-w="{width}" data-h="{height}">'
         f"<h3>{html.escape(name)} <small>{width}x{height}, hole {box[2] - box[0]}x{box[3] - box[1]}"

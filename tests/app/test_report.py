@@ -19,7 +19,7 @@ import torch
 from conftest import GOLDEN, Case
 from PIL import Image
 
-from lama_refine.app.report import REPORT, has_pictures, hole_box, save_pictures, write_report
+from lama_refine.app.report import REPORT, has_pictures, hole_box, hole_centre, save_pictures, write_report
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL = Case(GOLDEN / "odd_nonsquare_2scales").path / "generator.safetensors"
@@ -82,6 +82,20 @@ def test_one_run_report_links_its_pictures_tables_and_traces(tmp_path):
     (run / "metrics.csv").write_text("image,psnr\na,inf\nb,nan\nmean,inf\n")
     text = write_report(run).read_text()
     assert '<td class="num" data-v="Infinity">inf</td>' in text and '<td class="num" data-v="">nan</td>' in text
+
+
+def test_the_view_starts_inside_the_hole_even_when_the_box_centre_is_not(tmp_path):
+    mask = np.zeros((100, 200), np.uint8)
+    mask[10:90, 10:30] = 255  # two strokes, far apart: the box's centre (100, 50) is between them
+    mask[10:90, 170:190] = 255
+    mask[40:60, 150:170] = 255  # the right stroke is heavier, so the centroid leans right
+    Image.fromarray(mask).save(tmp_path / "m.png")
+    cx, cy = hole_centre(tmp_path / "m.png")
+    assert mask[int(cy), int(cx)] and 150 <= cx < 190  # in the hole, the one nearest the centroid
+    Image.fromarray(mask[10:90, 10:30]).save(tmp_path / "solid.png")
+    assert hole_centre(tmp_path / "solid.png") == (10.0, 40.0)  # a solid hole: its centroid
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "empty.png")
+    assert hole_centre(tmp_path / "empty.png") is None and hole_box(tmp_path / "empty.png") is None
 
 
 def test_sweep_report_puts_every_setting_side_by_side(tmp_path):
