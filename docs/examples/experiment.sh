@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The worked sweep of docs/experiments.md: plain LaMa (the baseline) against refinement with
+# A sweep of docs/experiments.md ("Other sweeps"): plain LaMa (the baseline) against refinement with
 # pyramid.min_side=64 (2-3 scales on these photos), on small photos with LaMa's "thick" masks
 # generated per image; one comparison (means, paired differences, bins) and plot at the end.
 #

@@ -107,7 +107,8 @@ def make_tracer(cfg: DictConfig, sweep: bool = False) -> Tracer | None:
 
 
 def traced_batch(tracer: Tracer | None, progress: ScaleProgress) -> dict[str, Any]:
-    """Batch's per-image callbacks: close the progress bar and, with a tracer, begin and write the trace."""
+    """Batch's per-image callbacks: close the progress bar and, with a tracer, begin the trace,
+    forget an out-of-memory try's scales, and write it."""
     if tracer is None:
         return {"on_image_end": progress.close}
 
@@ -115,7 +116,11 @@ def traced_batch(tracer: Tracer | None, progress: ScaleProgress) -> dict[str, An
         progress.close()
         tracer.finish()
 
-    return {"on_image_start": lambda job: tracer.start(str(job.relative.with_suffix(""))), "on_image_end": end}
+    return {
+        "on_image_start": lambda job: tracer.start(str(job.relative.with_suffix(""))),
+        "on_image_retry": lambda job: tracer.discard(),
+        "on_image_end": end,
+    }
 
 
 def make_batch_inpainter(cfg: DictConfig, progress: ScaleProgress, tracer: Tracer | None = None):

@@ -455,10 +455,15 @@ class Attempts:
 
 
 def inpaint_with_retries(
-    inpainter: Inpainter, inputs: Inputs, name: Path, plan: Callable[[Inpainter], list[Retry]] = oom_retry_plan
+    inpainter: Inpainter,
+    inputs: Inputs,
+    name: Path,
+    plan: Callable[[Inpainter], list[Retry]] = oom_retry_plan,
+    before_retry: Callable[[], None] = lambda: None,
 ) -> tuple[Refinement, Attempts]:
-    """Run the inpainter; after an out-of-memory error free memory and go through `plan`. Raises
-    InputError naming the file once the plan is exhausted; other errors propagate."""
+    """Run the inpainter; after an out-of-memory error free memory and go through `plan`, calling
+    `before_retry` before each new try (what the failed one reported is void). Raises InputError
+    naming the file once the plan is exhausted; other errors propagate."""
     attempts = Attempts()
     retries: list[Retry | None] = [None, *plan(inpainter)]
     for retry in retries:
@@ -468,6 +473,7 @@ def inpaint_with_retries(
             if retry is not None:
                 attempts.changes.append(change)
                 log.warning("%s: out of memory; retrying with %s", name, change)
+                before_retry()
             attempts.count += 1
             try:
                 return inpainter.run(inputs.image, inputs.mask), attempts
@@ -523,6 +529,7 @@ class Batch:
     progress: bool = True
     on_image_end: Callable[[], None] = lambda: None  # e.g. close the per-scale progress bar
     on_image_start: Callable[[Job], None] = lambda job: None  # before a job is inpainted (e.g. `trace=`)
+    on_image_retry: Callable[[Job], None] = lambda job: None  # before an out-of-memory retry of the job
     report: bool = True  # log the summary at the end (one image says it all in its own line)
     _inpainter: Inpainter | None = None
     _stale: dict[Path, list[Path]] = field(default_factory=dict)
@@ -577,7 +584,9 @@ class Batch:
             notes.append("the mask covers the whole image: nothing is known, the output is the model's guess")
             log.warning("%s: %s", job.name, notes[-1])
         try:
-            refinement, attempts = inpaint_with_retries(self.inpainter, inputs, job.name)
+            refinement, attempts = inpaint_with_retries(
+                self.inpainter, inputs, job.name, before_retry=lambda: self.on_image_retry(job)
+            )
         except InputError:
             raise
         except ValueError as e:  # the pipeline's word on this image, e.g. too small to pad

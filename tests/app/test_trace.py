@@ -150,6 +150,37 @@ def test_one_image_with_trace(tmp_path, monkeypatch):
     assert len(content["scales"]) == 2 and len(content["scales"][1]["losses"]) == 2
 
 
+def test_an_out_of_memory_retry_traces_only_the_try_that_worked(tmp_path, monkeypatch):
+    """The failed try's scales reached the tracer before its error; the batch's retry callback
+    makes the tracer forget them."""
+    from lama_refine.app.cli import entry
+    from lama_refine.pipeline import Inpainter
+
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (72, 104, 3), dtype=np.uint8)).save(tmp_path / "p.png")
+    hole = np.zeros((72, 104), np.uint8)
+    hole[20:50, 30:70] = 255
+    Image.fromarray(hole).save(tmp_path / "p_mask.png")
+    real_run, budgets = Inpainter.run, []
+
+    def out_of_memory_after_refining_once(self, image, mask):
+        budgets.append(self.pyramid.px_budget)
+        result = real_run(self, image, mask)  # every scale traced
+        if len(budgets) == 1:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+        return result
+
+    monkeypatch.setattr(Inpainter, "run", out_of_memory_after_refining_once)
+    monkeypatch.chdir(tmp_path)
+    args = ["image=p.png", "mask=p_mask.png", f"model.path={MODEL}", "refiner.n_iters=2", "pyramid=fixed"]
+    monkeypatch.setattr(sys, "argv", ["lama-refine", *args, "out=o.png", "progress=false", "trace=tr"])
+    with pytest.raises(SystemExit) as done:
+        entry()
+    assert done.value.code == 0 and budgets == [1_800_000, 900_000]
+    content = json.loads((tmp_path / "tr" / "o" / TRACE_JSON).read_text())
+    assert [s["scale"] for s in content["scales"]] == [0, 1] and {s["crop"] for s in content["scales"]} == {0}
+
+
 @pytest.mark.slow  # seconds: an evaluation of three images
 def test_evaluation_traces_only_the_first_visuals_images(tmp_path):
     from lama_refine.app.evaluate import evaluate
