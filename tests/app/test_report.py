@@ -236,6 +236,15 @@ def test_report_of_a_real_sweep_works_in_a_browser(tmp_path):
         driver.save_screenshot(str(tmp_path / "report.png"))
         assert Image.open(tmp_path / "report.png").width > 0
 
+        # on a HiDPI screen 1:1 is one image pixel on one device pixel: a CSS scale of 1/devicePixelRatio
+        metrics = {"width": 1400, "height": 1000, "deviceScaleFactor": 2, "mobile": False}
+        driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
+        driver.refresh()
+        first = lambda: driver.find_elements(By.CSS_SELECTOR, ".viewer")[0]  # noqa: E731
+        assert wait_for(lambda: "scale(0.5)" in driver.execute_script(transforms, first())[0])
+        driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+        driver.refresh()
+
         # the trace (written outside the sweep's folder, by the refining setting only) opens from the page
         (link,) = driver.find_elements(By.CSS_SELECTOR, "a[href$='index.html']")
         link.click()
