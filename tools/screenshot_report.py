@@ -3,8 +3,7 @@ selenium and the system's chromedriver (`apt-get install chromium chromium-drive
 `tests/app/test_report.py` drives.
 
 The page is opened from the disk, its pictures are waited for, and the window is cropped to
-`--height` pixels from the top (the tables and the first images' panes at 1:1 pixels on the hole);
-`--zoom N` zooms the first image's panes N wheel steps in before the shot.
+`--height` pixels from the top (the tables and the first images' panes at 1:1 pixels on the hole).
 
     python tools/screenshot_report.py OUTDIR/eval/sweeps/<time>/report.html --out docs/images/report-study.jpg
 """
@@ -19,6 +18,17 @@ from pathlib import Path
 from PIL import Image
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+
+
+def browser_problem() -> str | None:
+    """Why `headless_chromium` cannot start here, or None."""
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        return "selenium is not installed (pip install -e '.[test]')"
+    if not (Path(CHROMIUM).is_file() and Path(CHROMEDRIVER).is_file()):
+        return f"{CHROMIUM} or {CHROMEDRIVER} is missing (apt-get install chromium chromium-driver)"
+    return None
 
 
 def headless_chromium(width: int = 1400, height: int = 1000):
@@ -43,7 +53,7 @@ def pictures_loaded(driver, timeout: float = 30.0) -> bool:
     return False
 
 
-def screenshot(report: Path, out: Path, width: int, height: int, zoom: int = 0) -> Image.Image:
+def screenshot(report: Path, out: Path, width: int, height: int) -> Image.Image:
     driver = headless_chromium(width, height)
     try:
         # the window's size includes room for a toolbar: set the page's own (CSS px, 1:1 device px)
@@ -52,13 +62,11 @@ def screenshot(report: Path, out: Path, width: int, height: int, zoom: int = 0) 
         driver.get(report.resolve().as_uri())
         if not pictures_loaded(driver):
             raise SystemExit(f"{report}: not every picture loaded within 30 s")
-        for _ in range(zoom):
-            driver.execute_script("document.querySelector('.viewer [data-zoom=in]').click()")
         shot = Image.open(io.BytesIO(driver.get_screenshot_as_png())).convert("RGB")
     finally:
         driver.quit()
     out.parent.mkdir(parents=True, exist_ok=True)
-    shot.save(out, quality=85) if out.suffix.lower() in (".jpg", ".jpeg") else shot.save(out)
+    shot.save(out, quality=85)  # a PNG ignores the quality
     return shot
 
 
@@ -68,9 +76,14 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True, help="the picture (.jpg or .png)")
     parser.add_argument("--width", type=int, default=1400)
     parser.add_argument("--height", type=int, default=1300)
-    parser.add_argument("--zoom", type=int, default=0, help="wheel steps into the first image before the shot")
     args = parser.parse_args()
-    shot = screenshot(args.report, args.out, args.width, args.height, args.zoom)
+    if not args.report.is_file():
+        parser.error(f"report: {args.report} is not a file; give the report.html a run or sweep wrote")
+    if args.out.suffix.lower() not in (".jpg", ".jpeg", ".png"):
+        parser.error(f"--out: {args.out} is neither .jpg nor .png")
+    if problem := browser_problem():
+        parser.error(f"cannot start the browser: {problem}")
+    shot = screenshot(args.report, args.out, args.width, args.height)
     print(f"{args.out}: {shot.width}x{shot.height}")
 
 

@@ -27,7 +27,6 @@ _spec = importlib.util.spec_from_file_location("screenshot_report", REPO / "tool
 assert _spec is not None and _spec.loader is not None
 SCREENSHOT = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(SCREENSHOT)
-CHROMIUM, CHROMEDRIVER = SCREENSHOT.CHROMIUM, SCREENSHOT.CHROMEDRIVER
 
 
 def constructed_run(folder: Path, names=("a", "sub/b"), setting="refined", job=0) -> Path:
@@ -141,13 +140,7 @@ def test_traces_written_outside_the_sweep_are_linked_where_they_are(tmp_path):
 def browser():
     """Headless chromium through the system's chromedriver (never a downloaded one); skipped
     where they are missing, except under CI=true, where the test fails: CI must run it."""
-    problem = None
-    try:
-        import selenium  # noqa: F401
-    except ImportError:
-        problem = "selenium is not installed (pip install -e '.[test]')"
-    if problem is None and not (Path(CHROMIUM).is_file() and Path(CHROMEDRIVER).is_file()):
-        problem = f"{CHROMIUM} or {CHROMEDRIVER} is missing (apt-get install chromium chromium-driver)"
+    problem = SCREENSHOT.browser_problem()
     if problem is not None:
         if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
             pytest.fail(f"the browser test must run in CI, but {problem}")
